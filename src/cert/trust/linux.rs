@@ -1,0 +1,121 @@
+//! The Linux system store: a file in the distribution's anchors directory, then its
+//! refresh command. Directories and commands are the ones mkcert uses (truststore_linux.go).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::{TrustStore, run, which};
+use crate::cert::ca::Ca;
+
+/// One distribution family's way of adding a CA.
+struct Flavour {
+    anchors: &'static str,
+    refresh: &'static [&'static str],
+}
+
+/// In mkcert's order: Fedora/RHEL, Debian/Ubuntu, Arch, openSUSE.
+const FLAVOURS: &[Flavour] = &[
+    Flavour {
+        anchors: "/etc/pki/ca-trust/source/anchors",
+        refresh: &["update-ca-trust", "extract"],
+    },
+    Flavour {
+        anchors: "/usr/local/share/ca-certificates",
+        refresh: &["update-ca-certificates"],
+    },
+    Flavour {
+        anchors: "/etc/ca-certificates/trust-source/anchors",
+        refresh: &["trust", "extract-compat"],
+    },
+    Flavour {
+        anchors: "/usr/share/pki/trust/anchors",
+        refresh: &["update-ca-certificates"],
+    },
+];
+
+/// The system store of this distribution.
+pub struct SystemStore {
+    anchors: PathBuf,
+    refresh: &'static [&'static str],
+}
+
+impl SystemStore {
+    /// Finds the anchors directory and refresh tool this distribution has.
+    pub fn detect() -> Result<Self> {
+        for f in FLAVOURS {
+            if Path::new(f.anchors).is_dir() && which(f.refresh[0]).is_some() {
+                return Ok(SystemStore {
+                    anchors: f.anchors.into(),
+                    refresh: f.refresh,
+                });
+            }
+        }
+        bail!(
+            "no system trust tool found (update-ca-certificates, update-ca-trust or trust); on \
+             Debian/Ubuntu install the ca-certificates package, on Fedora ca-certificates, on Arch p11-kit"
+        )
+    }
+
+    /// mkcert's file name for the CA ("mkcert_development_CA_123.crt"), so a CA shared
+    /// with mkcert is one file whichever tool installed it.
+    fn file(&self, ca: &Ca) -> PathBuf {
+        self.anchors
+            .join(format!("{}.crt", ca.nickname().replace(' ', "_")))
+    }
+
+    fn refresh(&self) -> Result<()> {
+        let tool = which(self.refresh[0]).context("the trust refresh tool disappeared")?;
+        run(&tool, &self.refresh[1..]).map(|_| ())
+    }
+}
+
+fn require_root() -> Result<()> {
+    // Writing the anchors directory needs root; say so instead of failing on EACCES.
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("0");
+    if euid != "0" {
+        bail!(
+            "changing the system store needs root: run `sudo -E rtcdev cert --install` (keep \
+             RTCDEV_CAROOT or --ca-dir the same), or RTCDEV_TRUST_STORES=nss for browsers only"
+        );
+    }
+    Ok(())
+}
+
+impl TrustStore for SystemStore {
+    fn name(&self) -> String {
+        format!("system ({})", self.refresh.join(" "))
+    }
+
+    fn check(&self, ca: &Ca) -> Result<bool> {
+        let path = self.file(ca);
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                Ok(crate::cert::ca::first_pem_cert(&text).as_deref() == Some(ca.cert_der.as_ref()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
+    fn install(&self, ca: &Ca) -> Result<()> {
+        require_root()?;
+        let path = self.file(ca);
+        fs::write(&path, ca.cert_pem.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        self.refresh()
+    }
+
+    fn uninstall(&self, ca: &Ca) -> Result<()> {
+        require_root()?;
+        let path = self.file(ca);
+        fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        self.refresh()
+    }
+}

@@ -1,0 +1,13 @@
+//! rtcdev: everything a local WebRTC call needs in one binary.
+//!
+//! Modules:
+//! - [`cert`]: the local CA (mkcert-compatible), leaf certificates, PKCS#12, rustls
+//!   configuration and trust stores.
+//! - [`net`]: LAN address discovery and URL building.
+//! - [`cli`]: the command line and its conversion into configs.
+
+#![forbid(unsafe_code)]
+
+pub mod cert;
+pub mod cli;
+pub mod net;

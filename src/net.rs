@@ -1,0 +1,111 @@
+//! LAN address discovery and URL building.
+
+use std::net::IpAddr;
+
+use crate::cert::CertName;
+
+/// The machine's addresses other devices on the network can reach: IPv4 and IPv6,
+/// without loopback, unspecified and link-local ones (a phone cannot use a link-local
+/// address in a URL). IPv4 first, each family in interface order, no repeats.
+pub fn lan_addresses() -> Vec<IpAddr> {
+    let mut addrs: Vec<IpAddr> = match local_ip_address::list_afinet_netifas() {
+        Ok(list) => list.into_iter().map(|(_, ip)| ip).filter(is_lan).collect(),
+        Err(e) => {
+            tracing::warn!(%e, "cannot list network interfaces; only localhost names are used");
+            Vec::new()
+        }
+    };
+    let mut seen = Vec::new();
+    addrs.retain(|a| {
+        let new = !seen.contains(a);
+        seen.push(*a);
+        new
+    });
+    addrs.sort_by_key(|a| a.is_ipv6());
+    addrs
+}
+
+/// Whether an address is one a LAN peer could reach us on.
+pub fn is_lan(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_unspecified() || v4.is_link_local()),
+        IpAddr::V6(v6) => {
+            let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
+            !(v6.is_loopback() || v6.is_unspecified() || link_local || v6.is_multicast())
+        }
+    }
+}
+
+/// The names a certificate for local development covers when none are given:
+/// localhost, the loopback addresses, the host name and `<host>.local` (mDNS), and every
+/// LAN address.
+pub fn default_cert_names() -> Vec<CertName> {
+    let host = crate::cert::ca::hostname();
+    let mut inputs: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if !host.is_empty() && host != "localhost" {
+        inputs.push(host.clone());
+        inputs.push(format!("{host}.local"));
+    }
+    inputs.extend(lan_addresses().iter().map(ToString::to_string));
+    let mut names = Vec::new();
+    for input in inputs {
+        // A host name that is not a valid DNS name (spaces, say) is skipped, not fatal.
+        if let Ok(name) = CertName::parse(&input)
+            && !names.contains(&name)
+        {
+            names.push(name);
+        }
+    }
+    names
+}
+
+/// The host part of a URL for an address: IPv6 in brackets.
+pub fn url_host(ip: &IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_addresses_phones_cannot_reach() {
+        for ip in [
+            "127.0.0.1",
+            "0.0.0.0",
+            "169.254.1.2",
+            "::1",
+            "fe80::1",
+            "::",
+            "ff02::1",
+        ] {
+            assert!(!is_lan(&ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["192.168.1.20", "10.0.0.5", "2001:db8::5", "fd00::1"] {
+            assert!(is_lan(&ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn default_names_start_with_localhost() {
+        let names = default_cert_names();
+        assert_eq!(names[0].to_string(), "localhost");
+        assert!(names.iter().any(|n| n.to_string() == "::1"));
+        assert!(
+            names
+                .iter()
+                .all(|n| !matches!(n, CertName::Ip(ip) if ip.is_loopback())
+                    || n.to_string().starts_with("127")
+                    || n.to_string() == "::1")
+        );
+    }
+
+    #[test]
+    fn brackets_ipv6_hosts() {
+        assert_eq!(url_host(&"10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(url_host(&"fd00::1".parse().unwrap()), "[fd00::1]");
+    }
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every check and test of rtcdev. First installs what cargo does not (Debian
+# packages the tests drive: mkcert, certutil, openssl, ...) when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# command -> Debian package that provides it
+declare -A tools=(
+  [mkcert]=mkcert
+  [certutil]=libnss3-tools
+  [openssl]=openssl
+  [update-ca-certificates]=ca-certificates
+)
+missing=()
+for tool in "${!tools[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null 2>&1 \
+    || missing+=("${tools[$tool]}")
+done
+if ((${#missing[@]})); then
+  echo "test.sh: installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# As root, the system trust store test runs too; it removes what it adds.
+if [ "$(id -u)" = 0 ] && [ -d /usr/local/share/ca-certificates ]; then
+  export RTCDEV_TEST_SYSTEM_TRUST=1
+fi
+
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
+cargo test --locked

@@ -1,0 +1,447 @@
+//! `rtcdev cert` driven as a user drives it: the built binary, a sandboxed HOME, and the
+//! real mkcert, certutil and openssl.
+
+mod common;
+
+use common::{Sandbox, require};
+use predicates::prelude::*;
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn twice_is_idempotent_and_keeps_the_ca() {
+    let sb = Sandbox::new();
+    let first = sb
+        .rtcdev()
+        .args(["cert", "localhost", "127.0.0.1", "::1"])
+        .output()
+        .unwrap();
+    assert!(first.status.success(), "{}", stderr(&first));
+    let text = stdout(&first);
+    assert!(text.contains("Created a new local CA"), "{text}");
+    for needle in [
+        "\"localhost\"",
+        "\"127.0.0.1\"",
+        "\"::1\"",
+        "./localhost+2.pem",
+        "./localhost+2-key.pem",
+        "It will expire on",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in {text}");
+    }
+    let ca_dir = sb.path().join(".local/share/rtcdev");
+    let ca_cert = std::fs::read(ca_dir.join("rootCA.pem")).unwrap();
+    let ca_key = std::fs::read(ca_dir.join("rootCA-key.pem")).unwrap();
+    let leaf1 = std::fs::read(sb.path().join("localhost+2.pem")).unwrap();
+
+    let second = sb
+        .rtcdev()
+        .args(["cert", "localhost", "127.0.0.1", "::1"])
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(!stdout(&second).contains("Created a new local CA"));
+    assert_eq!(std::fs::read(ca_dir.join("rootCA.pem")).unwrap(), ca_cert);
+    assert_eq!(
+        std::fs::read(ca_dir.join("rootCA-key.pem")).unwrap(),
+        ca_key
+    );
+    let leaf2 = std::fs::read(sb.path().join("localhost+2.pem")).unwrap();
+    assert_ne!(leaf1, leaf2, "a new leaf each run");
+
+    let verify = sb
+        .tool("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(ca_dir.join("rootCA.pem"))
+        .arg("localhost+2.pem")
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", stdout(&verify));
+}
+
+#[test]
+fn default_names_cover_localhost_and_the_host() {
+    let sb = Sandbox::new();
+    let out = sb.rtcdev().args(["cert", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let names: Vec<&str> = report["certificate"]["names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    assert_eq!(&names[..3], &["localhost", "127.0.0.1", "::1"]);
+    let host = rtcdev::cert::ca::hostname().to_ascii_lowercase();
+    assert!(
+        names.contains(&host.as_str()) && names.contains(&format!("{host}.local").as_str()),
+        "{names:?}"
+    );
+    let lan = rtcdev::net::lan_addresses();
+    for ip in &lan {
+        assert!(
+            names.contains(&ip.to_string().as_str()),
+            "{ip} missing from {names:?}"
+        );
+    }
+    assert_eq!(report["ca"]["created"], true);
+    let cert_file = report["certificate"]["cert_file"].as_str().unwrap();
+    assert_eq!(cert_file, format!("./localhost+{}.pem", names.len() - 1));
+}
+
+#[test]
+fn caroot_prints_the_directory() {
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args(["cert", "--caroot"])
+        .assert()
+        .success()
+        .stdout(format!(
+            "{}\n",
+            sb.path().join(".local/share/rtcdev").display()
+        ));
+    sb.rtcdev()
+        .args(["cert", "--caroot"])
+        .env("RTCDEV_CAROOT", "/some/where")
+        .assert()
+        .success()
+        .stdout("/some/where\n");
+    sb.rtcdev()
+        .args(["cert", "--caroot"])
+        .env("CAROOT", "/mk/root")
+        .assert()
+        .success()
+        .stdout("/mk/root\n");
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args(["cert", "bad..name"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "invalid certificate name \"bad..name\"",
+        ));
+    sb.rtcdev()
+        .args(["cert", "999.1.1.1"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not a valid IP address"));
+    sb.rtcdev()
+        .args(["cert", "--cert-file", "no/such/dir/c.pem", "localhost"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "the directory no/such/dir does not exist",
+        ));
+    sb.rtcdev()
+        .args(["cert", "--days", "0", "localhost"])
+        .assert()
+        .code(2);
+    sb.rtcdev()
+        .args(["cert", "--install"])
+        .env("RTCDEV_TRUST_STORES", "keychain")
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("unknown trust store"));
+    sb.rtcdev().args(["cert", "--bogus"]).assert().code(2);
+    // Nothing above may have created a CA or files.
+    assert!(!sb.path().join(".local/share/rtcdev").exists());
+}
+
+#[test]
+fn refuses_to_write_over_the_ca() {
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args(["--ca-dir", "ca", "cert", "x.test"])
+        .assert()
+        .success();
+    let key = std::fs::read(sb.path().join("ca/rootCA-key.pem")).unwrap();
+    sb.rtcdev()
+        .args([
+            "--ca-dir",
+            "ca",
+            "cert",
+            "--key-file",
+            "ca/rootCA-key.pem",
+            "x.test",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("over the CA's own files"));
+    assert_eq!(
+        std::fs::read(sb.path().join("ca/rootCA-key.pem")).unwrap(),
+        key
+    );
+}
+
+#[test]
+fn corrupt_ca_file_via_cli_names_the_file() {
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args(["--ca-dir", "ca", "cert", "x.test"])
+        .assert()
+        .success();
+    std::fs::write(sb.path().join("ca/rootCA.pem"), "not a certificate").unwrap();
+    sb.rtcdev()
+        .args(["--ca-dir", "ca", "cert", "x.test"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "ca/rootCA.pem holds no PEM certificate",
+        ));
+    assert_eq!(
+        std::fs::read_to_string(sb.path().join("ca/rootCA.pem")).unwrap(),
+        "not a certificate"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn warns_about_an_open_ca_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args(["--ca-dir", "ca", "cert", "x.test"])
+        .assert()
+        .success();
+    let key = sb.path().join("ca/rootCA-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    sb.rtcdev()
+        .args(["--ca-dir", "ca", "cert", "x.test"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("chmod 600"));
+    // A warning only: the mode is the user's to change.
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o644
+    );
+}
+
+#[test]
+fn pkcs12_bundle_opens_with_openssl() {
+    require("openssl", "openssl");
+    let sb = Sandbox::new();
+    let out = sb
+        .rtcdev()
+        .args(["cert", "--pkcs12", "--client", "p12.test"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("./p12.test-client.p12"));
+    let dump = sb
+        .tool("openssl")
+        .args([
+            "pkcs12",
+            "-in",
+            "p12.test-client.p12",
+            "-passin",
+            "pass:changeit",
+            "-nodes",
+            "-info",
+        ])
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", stderr(&dump));
+    let pem = stdout(&dump);
+    assert_eq!(
+        pem.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "leaf and CA: {pem}"
+    );
+    assert!(pem.contains("BEGIN PRIVATE KEY"));
+    let info = stderr(&dump);
+    assert!(
+        info.contains("pbeWithSHA1And3-KeyTripleDES-CBC") && info.contains("MAC: sha1"),
+        "legacy algorithms: {info}"
+    );
+}
+
+#[test]
+fn mkcert_and_rtcdev_share_one_ca_both_ways() {
+    require("mkcert", "mkcert");
+    let sb = Sandbox::new();
+    // mkcert's RSA CA in its default CAROOT: rtcdev adopts it and says so.
+    let out = sb.tool("mkcert").args(["mk.test"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mk_root = sb.path().join(".local/share/mkcert");
+    assert!(mk_root.join("rootCA-key.pem").exists());
+    let out = sb.rtcdev().args(["cert", "rsa.test"]).output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Using mkcert's local CA"),
+        "{}",
+        stdout(&out)
+    );
+    let verify = sb
+        .tool("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(mk_root.join("rootCA.pem"))
+        .arg("rsa.test.pem")
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", stdout(&verify));
+
+    // rtcdev's ECDSA CA used by mkcert through CAROOT.
+    sb.rtcdev()
+        .args(["--ca-dir", "own", "cert", "own.test"])
+        .assert()
+        .success();
+    let out = sb
+        .tool("mkcert")
+        .env("CAROOT", sb.path().join("own"))
+        .args([
+            "-cert-file",
+            "m.pem",
+            "-key-file",
+            "m-key.pem",
+            "from-mkcert.test",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let verify = sb
+        .tool("openssl")
+        .args(["verify", "-CAfile", "own/rootCA.pem", "m.pem"])
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{}", stdout(&verify));
+    // mkcert's CAROOT variable is honoured by rtcdev too.
+    sb.rtcdev()
+        .env("CAROOT", sb.path().join("own"))
+        .args(["cert", "--caroot"])
+        .assert()
+        .stdout(format!("{}\n", sb.path().join("own").display()));
+}
+
+fn nss_has(sb: &Sandbox, db: &str, nick: &str) -> bool {
+    sb.tool("certutil")
+        .args(["-L", "-d", db, "-n", nick])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn nss_install_and_uninstall_in_a_temp_home() {
+    require("certutil", "libnss3-tools");
+    let sb = Sandbox::new();
+    // A Firefox profile with its own database, next to Chromium's ~/.pki/nssdb.
+    let profile = sb.path().join(".mozilla/firefox/abc.default-release");
+    std::fs::create_dir_all(&profile).unwrap();
+    let spec = format!("sql:{}", profile.display());
+    assert!(
+        sb.tool("certutil")
+            .args(["-N", "-d", &spec, "--empty-password"])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let run = |args: &[&str]| {
+        let out = sb
+            .rtcdev()
+            .env("RTCDEV_TRUST_STORES", "nss")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let first = run(&["cert", "--install", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let nick = report["ca"]["name"].as_str().unwrap().to_string();
+    let trust = report["trust"].as_array().unwrap();
+    assert_eq!(trust.len(), 2, "{first}");
+    assert!(trust.iter().all(|t| t["status"] == "installed"), "{first}");
+    assert!(
+        report.get("certificate").is_none(),
+        "--install alone issues nothing"
+    );
+    let pki = format!("sql:{}", sb.path().join(".pki/nssdb").display());
+    assert!(nss_has(&sb, &pki, &nick));
+    assert!(nss_has(&sb, &spec, &nick));
+
+    let second = run(&["cert", "--install"]);
+    assert_eq!(second.matches("already installed").count(), 2, "{second}");
+
+    let third = run(&["cert", "--uninstall"]);
+    assert_eq!(third.matches("now uninstalled").count(), 2, "{third}");
+    assert!(!nss_has(&sb, &pki, &nick));
+    assert!(!nss_has(&sb, &spec, &nick));
+    let fourth = run(&["cert", "--uninstall"]);
+    assert_eq!(fourth.matches("was not installed").count(), 2, "{fourth}");
+    // The CA files survive an uninstall.
+    assert!(
+        sb.path()
+            .join(".local/share/rtcdev/rootCA-key.pem")
+            .exists()
+    );
+}
+
+/// The system store, changed for real and undone: only as root and when asked
+/// (RTCDEV_TEST_SYSTEM_TRUST=1, which ./test.sh sets when it runs as root).
+#[test]
+fn system_store_install_undoes_itself() {
+    if std::env::var("RTCDEV_TEST_SYSTEM_TRUST").as_deref() != Ok("1") {
+        eprintln!("skipped: set RTCDEV_TEST_SYSTEM_TRUST=1 (as root) to change the system store");
+        return;
+    }
+    let sb = Sandbox::new();
+    struct Undo<'a>(&'a Sandbox);
+    impl Drop for Undo<'_> {
+        fn drop(&mut self) {
+            let _ = self
+                .0
+                .rtcdev()
+                .env("RTCDEV_TRUST_STORES", "system")
+                .args(["cert", "--uninstall"])
+                .output();
+        }
+    }
+    let bundle = "/etc/ssl/certs/ca-certificates.crt";
+    let out = sb
+        .rtcdev()
+        .env("RTCDEV_TRUST_STORES", "system")
+        .args(["cert", "--install"])
+        .output()
+        .unwrap();
+    let _undo = Undo(&sb);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("now installed"), "{}", stdout(&out));
+    let ca_pem = std::fs::read_to_string(sb.path().join(".local/share/rtcdev/rootCA.pem")).unwrap();
+    let body: String = ca_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let has = || {
+        std::fs::read_to_string(bundle)
+            .unwrap()
+            .lines()
+            .collect::<String>()
+            .contains(&body)
+    };
+    assert!(has(), "the CA is in {bundle}");
+    let again = sb
+        .rtcdev()
+        .env("RTCDEV_TRUST_STORES", "system")
+        .args(["cert", "--install"])
+        .output()
+        .unwrap();
+    assert!(stdout(&again).contains("already installed"));
+    let out = sb
+        .rtcdev()
+        .env("RTCDEV_TRUST_STORES", "system")
+        .args(["cert", "--uninstall"])
+        .output()
+        .unwrap();
+    assert!(stdout(&out).contains("now uninstalled"), "{}", stdout(&out));
+    assert!(!has(), "the CA left {bundle}");
+}
