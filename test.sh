@@ -10,6 +10,9 @@ declare -A tools=(
   [certutil]=libnss3-tools
   [openssl]=openssl
   [update-ca-certificates]=ca-certificates
+  [curl]=curl
+  [node]=nodejs
+  [npm]=npm
 )
 missing=()
 for tool in "${!tools[@]}"; do
@@ -22,6 +25,11 @@ if ((${#missing[@]})); then
   [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The official JavaScript clients the tests drive (socket.io-client), pinned by the lock file.
+if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/node_modules ]; then
+  (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # As root, the system trust store test runs too; it removes what it adds.

@@ -1,15 +1,20 @@
 //! Command-line definitions (clap), and their conversion into validated configs. No
 //! other module sees clap types.
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use clap::{Args, Parser, Subcommand};
 
 use crate::cert::ca::{CaLocation, DEFAULT_LEAF_DAYS};
 use crate::cert::command::{CertConfig, CertTask, IssueConfig};
 use crate::cert::names::{default_paths, parse_names};
 use crate::cert::trust::StoreKind;
+use crate::hub::{self, HubConfig};
+use crate::ice::{IceConfig, TurnAuth};
+use crate::signal::{SignalConfig, TlsSource};
 
 /// Everything a local WebRTC call needs, in one binary.
 #[derive(Debug, Parser)]
@@ -34,6 +39,193 @@ pub struct Cli {
 pub enum Command {
     /// Local CA and trusted certificates (mkcert-compatible).
     Cert(CertArgs),
+    /// The signaling hub alone (a drop-in for the seed article's socket.io server).
+    Signal(SignalArgs),
+}
+
+/// `rtcdev signal`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Endpoints: /ws (native protocol), /socket.io/ (socket.io v2-v4 clients), /healthz.\nExamples:\n  rtcdev signal                     http://0.0.0.0:3000, like the article's server.js\n  rtcdev signal --tls               HTTPS with a certificate from the local CA"
+)]
+pub struct SignalArgs {
+    /// Port to listen on (0: any free port).
+    #[arg(long, short, default_value_t = 3000, env = "RTCDEV_PORT")]
+    pub port: u16,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", env = "RTCDEV_BIND")]
+    pub bind: IpAddr,
+
+    /// TLS certificate (PEM) to serve HTTPS with; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key", env = "RTCDEV_CERT")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert", env = "RTCDEV_KEY")]
+    pub key: Option<PathBuf>,
+
+    /// Serve HTTPS with a certificate from the local CA (created on first use).
+    #[arg(long, conflicts_with = "cert")]
+    pub tls: bool,
+
+    /// Allow only these origins in CORS (repeatable); default: any origin, echoed.
+    #[arg(
+        long,
+        value_name = "ORIGIN",
+        env = "RTCDEV_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_origin: Vec<String>,
+
+    /// Print the URLs as JSON.
+    #[arg(long)]
+    pub json: bool,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+
+    #[command(flatten)]
+    pub ice: IceArgs,
+}
+
+/// Hub limits.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Hub limits")]
+pub struct HubArgs {
+    /// Largest frame a peer may send, in bytes (larger: WebSocket close 1009).
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_FRAME_BYTES, value_name = "BYTES")]
+    pub max_frame: usize,
+
+    /// Peers a room holds.
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_PEERS_PER_ROOM, value_name = "N")]
+    pub room_size: usize,
+
+    /// Sustained frames a second per connection.
+    #[arg(long, default_value_t = hub::DEFAULT_RATE_PER_SEC, value_name = "N")]
+    pub rate: u32,
+
+    /// Frames a connection may send in a burst.
+    #[arg(long, default_value_t = hub::DEFAULT_RATE_BURST, value_name = "N")]
+    pub burst: u32,
+
+    /// Bytes queued for a peer that does not read before it is disconnected (close 1008).
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_QUEUE_BYTES, value_name = "BYTES")]
+    pub max_queue: usize,
+
+    /// Seconds of silence (no frame, no pong) after which a connection is dropped.
+    #[arg(long, default_value_t = hub::DEFAULT_HEARTBEAT_TIMEOUT.as_secs(), value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub heartbeat: u64,
+}
+
+/// ICE servers handed to clients.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "ICE servers for clients")]
+pub struct IceArgs {
+    /// STUN server URL (repeatable), e.g. stun:stun.example.org:3478.
+    #[arg(long, value_name = "URL", env = "RTCDEV_STUN", value_delimiter = ',')]
+    pub stun: Vec<String>,
+
+    /// TURN server URL (repeatable), e.g. turn:turn.example.org:3478?transport=udp.
+    #[arg(long, value_name = "URL", env = "RTCDEV_TURN", value_delimiter = ',')]
+    pub turn: Vec<String>,
+
+    /// TURN username (with --turn-pass).
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "RTCDEV_TURN_USER",
+        requires = "turn_pass"
+    )]
+    pub turn_user: Option<String>,
+
+    /// TURN password (with --turn-user).
+    #[arg(
+        long,
+        value_name = "PASS",
+        env = "RTCDEV_TURN_PASS",
+        hide_env_values = true,
+        requires = "turn_user"
+    )]
+    pub turn_pass: Option<String>,
+
+    /// TURN REST shared secret (coturn static-auth-secret): clients get short-lived credentials.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "RTCDEV_TURN_SECRET",
+        hide_env_values = true,
+        conflicts_with = "turn_user"
+    )]
+    pub turn_secret: Option<String>,
+}
+
+impl HubArgs {
+    /// The hub configuration.
+    pub fn into_config(self, ice: IceConfig) -> HubConfig {
+        HubConfig {
+            max_frame_bytes: self.max_frame.max(1024),
+            max_peers_per_room: self.room_size.max(1),
+            rate_per_sec: self.rate,
+            rate_burst: self.burst,
+            max_queue_bytes: self.max_queue.max(self.max_frame),
+            heartbeat_timeout: Duration::from_secs(self.heartbeat),
+            ice,
+        }
+    }
+}
+
+impl IceArgs {
+    /// Validates the URLs into an ICE configuration.
+    pub fn into_config(self) -> Result<IceConfig> {
+        for url in &self.stun {
+            if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
+                bail!("--stun {url:?} is not a STUN URL; write it as stun:HOST:PORT");
+            }
+        }
+        for url in &self.turn {
+            if !(url.starts_with("turn:") || url.starts_with("turns:")) {
+                bail!(
+                    "--turn {url:?} is not a TURN URL; write it as turn:HOST:PORT or turns:HOST:PORT"
+                );
+            }
+        }
+        let turn_auth = match (self.turn_user, self.turn_pass, self.turn_secret) {
+            (Some(username), Some(password), _) => Some(TurnAuth::Static { username, password }),
+            (_, _, Some(secret)) => Some(TurnAuth::Secret {
+                secret,
+                ttl: crate::ice::DEFAULT_TURN_CREDENTIAL_TTL,
+            }),
+            _ => None,
+        };
+        if !self.turn.is_empty() && turn_auth.is_none() {
+            bail!("--turn needs credentials: --turn-user and --turn-pass, or --turn-secret");
+        }
+        Ok(IceConfig {
+            stun: self.stun,
+            turn: self.turn,
+            turn_auth,
+        })
+    }
+}
+
+impl SignalArgs {
+    /// Validates the arguments into a config.
+    pub fn into_config(self, ca_dir: Option<PathBuf>) -> Result<SignalConfig> {
+        let tls = match (self.cert, self.key, self.tls) {
+            (Some(cert), Some(key), _) => Some(TlsSource::Files { cert, key }),
+            (_, _, true) => Some(TlsSource::LocalCa(CaLocation::resolve(ca_dir.as_deref())?)),
+            _ => None,
+        };
+        let ice = self.ice.into_config()?;
+        Ok(SignalConfig {
+            addr: SocketAddr::new(self.bind, self.port),
+            tls,
+            allow_origins: self.allow_origin,
+            hub: self.hub.into_config(ice),
+            json: self.json,
+        })
+    }
 }
 
 /// `rtcdev cert`.

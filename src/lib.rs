@@ -4,10 +4,16 @@
 //! - [`cert`]: the local CA (mkcert-compatible), leaf certificates, PKCS#12, rustls
 //!   configuration and trust stores.
 //! - [`net`]: LAN address discovery and URL building.
+//! - [`hub`]: the signaling hub (room core, native WebSocket and socket.io front-ends).
+//! - [`ice`]: ICE server lists and TURN REST credentials.
 //! - [`cli`]: the command line and its conversion into configs.
 
 #![forbid(unsafe_code)]
 
 pub mod cert;
 pub mod cli;
+pub mod hub;
+pub mod ice;
 pub mod net;
+pub mod server;
+pub mod signal;

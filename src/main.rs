@@ -40,7 +40,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let json = args.json;
             let config = args.into_config(cli.ca_dir)?;
             if let CertTask::Caroot = config.task {
-                println!("{}", config.ca.dir.display());
+                rtcdev::server::print_stdout(&format!("{}\n", config.ca.dir.display()));
                 return Ok(ExitCode::SUCCESS);
             }
             let report = cert_cmd::run(&config)?;
@@ -51,5 +51,20 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Signal(args) => {
+            let config = args.into_config(cli.ca_dir)?;
+            runtime()?.block_on(rtcdev::signal::run(
+                config,
+                rtcdev::server::shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }

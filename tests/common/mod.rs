@@ -67,3 +67,244 @@ pub fn require(program: &str, package: &str) {
         "{program} is missing: run the README's test command (./test.sh), which installs {package}"
     );
 }
+
+/// A hub served in-process on 127.0.0.1:0, shut down on drop.
+pub struct TestHub {
+    pub addr: std::net::SocketAddr,
+    pub hub: rtcdev::hub::Hub,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl TestHub {
+    pub async fn start(config: rtcdev::hub::HubConfig) -> Self {
+        let listener = rtcdev::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hub = rtcdev::hub::Hub::new(config);
+        let app = rtcdev::signal::router(&hub, &[]).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(rtcdev::server::serve(
+            listener,
+            app,
+            None,
+            Some(hub.clone()),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        TestHub {
+            addr,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), task).await;
+        }
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// How long a test waits for something that should come at once.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A native-protocol client.
+pub struct NativeClient {
+    pub ws: Ws,
+    pub id: String,
+    pub welcome: serde_json::Value,
+}
+
+impl NativeClient {
+    /// Connects and reads `welcome`.
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect");
+        let mut c = NativeClient {
+            ws,
+            id: String::new(),
+            welcome: serde_json::Value::Null,
+        };
+        let welcome = c.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        c.id = welcome["id"].as_str().unwrap().to_string();
+        c.welcome = welcome;
+        c
+    }
+
+    pub async fn send(&mut self, v: serde_json::Value) {
+        self.send_text(v.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: String) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("send");
+    }
+
+    /// The next JSON frame (WebSocket pings skipped); panics after [`WAIT`].
+    pub async fn recv(&mut self) -> serde_json::Value {
+        match tokio::time::timeout(WAIT, self.next_frame()).await {
+            Ok(Some(v)) => v,
+            Ok(None) => panic!("connection closed while waiting for a frame"),
+            Err(_) => panic!("no frame within {WAIT:?}"),
+        }
+    }
+
+    async fn next_frame(&mut self) -> Option<serde_json::Value> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            match self.ws.next().await? {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(&t).expect("JSON frame")),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// Receives until a frame of `kind`, returning it (others are dropped).
+    pub async fn recv_type(&mut self, kind: &str) -> serde_json::Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == kind {
+                return v;
+            }
+        }
+    }
+
+    /// Joins a room and returns `joined`.
+    pub async fn join(&mut self, room: &str) -> serde_json::Value {
+        self.send(serde_json::json!({"type": "join", "room": room}))
+            .await;
+        let v = self.recv().await;
+        assert_eq!(v["type"], "joined", "{v}");
+        v
+    }
+
+    /// Waits for the close frame and returns its code.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("no close within {WAIT:?}"),
+                Ok(None) | Ok(Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}
+
+/// The official socket.io JavaScript client, run by node.
+pub struct SioClient {
+    child: tokio::process::Child,
+    stdin: tokio::process::ChildStdin,
+    lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    pub id: String,
+    pub transport: String,
+}
+
+/// tests/js with its node_modules, installed by ./test.sh.
+pub fn js_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        dir.join("node_modules/socket.io-client").exists(),
+        "tests/js/node_modules is missing: run ./test.sh (it runs npm ci there)"
+    );
+    dir
+}
+
+impl SioClient {
+    /// Connects with `transport` ("websocket" or "polling") and `version` ("v4" or "v2").
+    pub async fn connect(url: &str, transport: &str, version: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let dir = js_dir();
+        let mut child = tokio::process::Command::new("node")
+            .arg(dir.join("sio_client.mjs"))
+            .args([url, transport, version])
+            .current_dir(&dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node");
+        let stdin = child.stdin.take().unwrap();
+        let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut c = SioClient {
+            child,
+            stdin,
+            lines,
+            id: String::new(),
+            transport: String::new(),
+        };
+        let hello = c.recv_event("connect").await;
+        c.id = hello["id"].as_str().unwrap().to_string();
+        c.transport = hello["transport"].as_str().unwrap_or_default().to_string();
+        c
+    }
+
+    pub async fn emit(&mut self, event: &str, data: serde_json::Value) {
+        use tokio::io::AsyncWriteExt;
+        let line = serde_json::json!({"emit": event, "data": data}).to_string() + "\n";
+        self.stdin.write_all(line.as_bytes()).await.unwrap();
+        self.stdin.flush().await.unwrap();
+    }
+
+    /// The next event line; panics after [`WAIT`].
+    pub async fn recv(&mut self) -> serde_json::Value {
+        let line = tokio::time::timeout(WAIT, self.lines.next_line())
+            .await
+            .expect("no socket.io event in time")
+            .unwrap()
+            .expect("node client exited");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// Receives until `event`, returning the whole line.
+    pub async fn recv_event(&mut self, event: &str) -> serde_json::Value {
+        loop {
+            let v = self.recv().await;
+            if v["event"] == event {
+                return v;
+            }
+            assert!(v["event"] != "connect_error", "{v}");
+        }
+    }
+
+    pub async fn close(mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = self.stdin.write_all(b"{\"close\":true}\n").await;
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}

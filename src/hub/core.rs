@@ -1,0 +1,421 @@
+//! The room core: who is in which room, and delivery to one peer or the rest of a room.
+//! Transport-agnostic: front-ends register a [`PeerSink`] per connection.
+//!
+//! [`Rooms`] is the seam for scaling out: [`MemoryRooms`] keeps everything in this
+//! process; a Redis pub/sub implementation can keep membership in Redis and fan events
+//! out to the hub processes that hold the recipients, with the front-ends unchanged.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::protocol::{HubError, PeerId, RoomName};
+
+/// What the core tells a peer.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Another peer entered the room.
+    PeerJoined {
+        /// Its id.
+        id: PeerId,
+        /// Its metadata.
+        meta: Arc<Value>,
+    },
+    /// A peer left the room.
+    PeerLeft {
+        /// Its id.
+        id: PeerId,
+    },
+    /// A relayed message.
+    Signal {
+        /// The sender, set by the hub.
+        from: PeerId,
+        /// The JSON text the sender sent, untouched.
+        data: Arc<str>,
+    },
+}
+
+/// Where the core delivers a peer's events. `deliver` must not block: a front-end
+/// queues the event, and a peer whose queue overflows is the front-end's to disconnect.
+pub trait PeerSink: Send + Sync {
+    /// Queues an event for the peer.
+    fn deliver(&self, event: &Event);
+}
+
+/// A peer as others see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerInfo {
+    /// Its id.
+    pub id: PeerId,
+    /// Its metadata.
+    pub meta: Arc<Value>,
+}
+
+impl Serialize for PeerId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Counts for `/healthz`.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct RoomStats {
+    /// Rooms with at least one peer.
+    pub rooms: usize,
+    /// Connected peers (in a room or not).
+    pub peers: usize,
+    /// Messages relayed (one per recipient).
+    pub messages_relayed: u64,
+}
+
+/// The seam between the front-ends and room state. Every method is quick and never
+/// blocks on the network.
+pub trait Rooms: Send + Sync + 'static {
+    /// Registers a connected peer (in no room yet).
+    fn connect(&self, id: PeerId, sink: Arc<dyn PeerSink>);
+    /// Moves the peer into `room` (leaving its current room first); returns the peers
+    /// already there, oldest first. Room full: error, and the peer stays where it was.
+    fn join(
+        &self,
+        id: &PeerId,
+        room: RoomName,
+        meta: Arc<Value>,
+    ) -> Result<Vec<PeerInfo>, HubError>;
+    /// Takes the peer out of its room.
+    fn leave(&self, id: &PeerId) -> Result<(), HubError>;
+    /// Relays `data` from a peer to `to`, or to the rest of its room. Never crosses rooms.
+    fn signal(&self, from: &PeerId, to: Option<&str>, data: Arc<str>) -> Result<(), HubError>;
+    /// Forgets a peer (closed connection); its room is told.
+    fn disconnect(&self, id: &PeerId);
+    /// The room a peer is in.
+    fn room_of(&self, id: &PeerId) -> Option<RoomName>;
+    /// Counts.
+    fn stats(&self) -> RoomStats;
+}
+
+struct PeerEntry {
+    sink: Arc<dyn PeerSink>,
+    room: Option<RoomName>,
+    meta: Arc<Value>,
+}
+
+#[derive(Default)]
+struct State {
+    peers: HashMap<PeerId, PeerEntry>,
+    /// Members oldest first.
+    rooms: HashMap<RoomName, Vec<PeerId>>,
+}
+
+/// All rooms in this process, behind one short-held lock: deliveries are queue pushes,
+/// so holding the lock while delivering keeps per-pair order at little cost.
+pub struct MemoryRooms {
+    state: Mutex<State>,
+    max_peers_per_room: usize,
+    relayed: AtomicU64,
+}
+
+impl MemoryRooms {
+    /// Rooms of at most `max_peers_per_room` peers.
+    pub fn new(max_peers_per_room: usize) -> Self {
+        MemoryRooms {
+            state: Mutex::new(State::default()),
+            max_peers_per_room: max_peers_per_room.max(1),
+            relayed: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere must not take the hub down with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl State {
+    /// Removes `id` from its room and tells the others.
+    fn leave_room(&mut self, id: &PeerId) -> Option<RoomName> {
+        let room = self.peers.get_mut(id)?.room.take()?;
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.retain(|m| m != id);
+            if members.is_empty() {
+                self.rooms.remove(&room);
+            } else {
+                let event = Event::PeerLeft { id: id.clone() };
+                for m in members.iter() {
+                    if let Some(p) = self.peers.get(m) {
+                        p.sink.deliver(&event);
+                    }
+                }
+            }
+        }
+        Some(room)
+    }
+}
+
+impl Rooms for MemoryRooms {
+    fn connect(&self, id: PeerId, sink: Arc<dyn PeerSink>) {
+        self.lock().peers.insert(
+            id,
+            PeerEntry {
+                sink,
+                room: None,
+                meta: Arc::new(Value::Object(Default::default())),
+            },
+        );
+    }
+
+    fn join(
+        &self,
+        id: &PeerId,
+        room: RoomName,
+        meta: Arc<Value>,
+    ) -> Result<Vec<PeerInfo>, HubError> {
+        let mut st = self.lock();
+        if !st.peers.contains_key(id) {
+            return Err(HubError::BadRequest("unknown connection".into()));
+        }
+        let already_there = st.peers.get(id).and_then(|p| p.room.as_ref()) == Some(&room);
+        let size = st.rooms.get(&room).map_or(0, Vec::len);
+        if !already_there && size >= self.max_peers_per_room {
+            return Err(HubError::RoomFull(self.max_peers_per_room));
+        }
+        st.leave_room(id);
+        let members = st.rooms.entry(room.clone()).or_default();
+        let others: Vec<PeerId> = members.clone();
+        members.push(id.clone());
+        if let Some(p) = st.peers.get_mut(id) {
+            p.room = Some(room);
+            p.meta = meta.clone();
+        }
+        let event = Event::PeerJoined {
+            id: id.clone(),
+            meta,
+        };
+        let mut infos = Vec::with_capacity(others.len());
+        for other in &others {
+            if let Some(p) = st.peers.get(other) {
+                p.sink.deliver(&event);
+                infos.push(PeerInfo {
+                    id: other.clone(),
+                    meta: p.meta.clone(),
+                });
+            }
+        }
+        Ok(infos)
+    }
+
+    fn leave(&self, id: &PeerId) -> Result<(), HubError> {
+        self.lock()
+            .leave_room(id)
+            .map(|_| ())
+            .ok_or(HubError::NotInRoom)
+    }
+
+    fn signal(&self, from: &PeerId, to: Option<&str>, data: Arc<str>) -> Result<(), HubError> {
+        let st = self.lock();
+        let room = st
+            .peers
+            .get(from)
+            .and_then(|p| p.room.as_ref())
+            .ok_or(HubError::NotInRoom)?;
+        let members = st.rooms.get(room).ok_or(HubError::NotInRoom)?;
+        let event = Event::Signal {
+            from: from.clone(),
+            data,
+        };
+        match to {
+            Some(to) => {
+                // Only a member of the sender's room is a valid target; an id from
+                // another room is as unknown as one that does not exist.
+                let target = members
+                    .iter()
+                    .find(|m| m.as_str() == to && *m != from)
+                    .ok_or_else(|| HubError::UnknownPeer(to.to_string()))?;
+                if let Some(p) = st.peers.get(target) {
+                    p.sink.deliver(&event);
+                    self.relayed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            None => {
+                for m in members.iter().filter(|m| *m != from) {
+                    if let Some(p) = st.peers.get(m) {
+                        p.sink.deliver(&event);
+                        self.relayed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn disconnect(&self, id: &PeerId) {
+        let mut st = self.lock();
+        st.leave_room(id);
+        st.peers.remove(id);
+    }
+
+    fn room_of(&self, id: &PeerId) -> Option<RoomName> {
+        self.lock().peers.get(id).and_then(|p| p.room.clone())
+    }
+
+    fn stats(&self) -> RoomStats {
+        let st = self.lock();
+        RoomStats {
+            rooms: st.rooms.len(),
+            peers: st.peers.len(),
+            messages_relayed: self.relayed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl PeerSink for Recorder {
+        fn deliver(&self, event: &Event) {
+            let line = match event {
+                Event::PeerJoined { id, .. } => format!("joined {id}"),
+                Event::PeerLeft { id } => format!("left {id}"),
+                Event::Signal { from, data } => format!("signal {from} {data}"),
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    impl Recorder {
+        fn take(&self) -> Vec<String> {
+            std::mem::take(&mut self.0.lock().unwrap())
+        }
+    }
+
+    fn peer(rooms: &MemoryRooms, name: &str) -> (PeerId, Arc<Recorder>) {
+        let id = PeerId::from_string(name.into());
+        let rec = Arc::new(Recorder::default());
+        rooms.connect(id.clone(), rec.clone());
+        (id, rec)
+    }
+
+    fn room(name: &str) -> RoomName {
+        RoomName::parse(name).unwrap()
+    }
+
+    fn meta() -> Arc<Value> {
+        Arc::new(serde_json::json!({}))
+    }
+
+    #[test]
+    fn join_lists_others_oldest_first_and_tells_them() {
+        let rooms = MemoryRooms::new(16);
+        let (a, ra) = peer(&rooms, "a");
+        let (b, rb) = peer(&rooms, "b");
+        let (c, _) = peer(&rooms, "c");
+        assert!(rooms.join(&a, room("r"), meta()).unwrap().is_empty());
+        let seen: Vec<_> = rooms
+            .join(&b, room("r"), meta())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(seen, vec![a.clone()]);
+        let seen: Vec<_> = rooms
+            .join(&c, room("r"), meta())
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(seen, vec![a.clone(), b.clone()]);
+        assert_eq!(ra.take(), vec!["joined b", "joined c"]);
+        assert_eq!(rb.take(), vec!["joined c"]);
+        assert_eq!(rooms.stats().rooms, 1);
+        assert_eq!(rooms.stats().peers, 3);
+    }
+
+    #[test]
+    fn signals_stay_in_their_room() {
+        let rooms = MemoryRooms::new(16);
+        let (a, _) = peer(&rooms, "a");
+        let (b, rb) = peer(&rooms, "b");
+        let (x, rx) = peer(&rooms, "x");
+        rooms.join(&a, room("r1"), meta()).unwrap();
+        rooms.join(&b, room("r1"), meta()).unwrap();
+        rooms.join(&x, room("r2"), meta()).unwrap();
+        rb.take();
+        rooms.signal(&a, None, Arc::from("1")).unwrap();
+        rooms.signal(&a, Some("b"), Arc::from("2")).unwrap();
+        assert_eq!(
+            rooms.signal(&a, Some("x"), Arc::from("3")),
+            Err(HubError::UnknownPeer("x".into()))
+        );
+        assert_eq!(
+            rooms.signal(&a, Some("a"), Arc::from("4")),
+            Err(HubError::UnknownPeer("a".into()))
+        );
+        assert_eq!(rb.take(), vec!["signal a 1", "signal a 2"]);
+        assert!(rx.take().is_empty());
+        assert_eq!(rooms.stats().messages_relayed, 2);
+    }
+
+    #[test]
+    fn not_in_room_and_full_rooms() {
+        let rooms = MemoryRooms::new(2);
+        let (a, _) = peer(&rooms, "a");
+        let (b, _) = peer(&rooms, "b");
+        let (c, _) = peer(&rooms, "c");
+        assert_eq!(
+            rooms.signal(&a, None, Arc::from("1")),
+            Err(HubError::NotInRoom)
+        );
+        assert_eq!(rooms.leave(&a), Err(HubError::NotInRoom));
+        rooms.join(&a, room("r"), meta()).unwrap();
+        rooms.join(&b, room("r"), meta()).unwrap();
+        rooms.join(&c, room("other"), meta()).unwrap();
+        assert_eq!(
+            rooms.join(&c, room("r"), meta()).unwrap_err(),
+            HubError::RoomFull(2)
+        );
+        assert_eq!(
+            rooms.room_of(&c),
+            Some(room("other")),
+            "a refused join keeps the old room"
+        );
+        // Re-joining one's own full room is allowed.
+        assert!(rooms.join(&b, room("r"), meta()).is_ok());
+    }
+
+    #[test]
+    fn leave_and_disconnect_tell_the_room() {
+        let rooms = MemoryRooms::new(16);
+        let (a, ra) = peer(&rooms, "a");
+        let (b, _) = peer(&rooms, "b");
+        let (c, _) = peer(&rooms, "c");
+        for p in [&a, &b, &c] {
+            rooms.join(p, room("r"), meta()).unwrap();
+        }
+        ra.take();
+        rooms.leave(&b).unwrap();
+        rooms.disconnect(&c);
+        assert_eq!(ra.take(), vec!["left b", "left c"]);
+        rooms.disconnect(&a);
+        assert_eq!(rooms.stats().rooms, 0, "empty rooms are dropped");
+        assert_eq!(rooms.stats().peers, 1);
+    }
+
+    #[test]
+    fn joining_another_room_leaves_the_first() {
+        let rooms = MemoryRooms::new(16);
+        let (a, ra) = peer(&rooms, "a");
+        let (b, _) = peer(&rooms, "b");
+        rooms.join(&a, room("r1"), meta()).unwrap();
+        rooms.join(&b, room("r1"), meta()).unwrap();
+        ra.take();
+        rooms.join(&b, room("r2"), meta()).unwrap();
+        assert_eq!(ra.take(), vec!["left b"]);
+        assert_eq!(rooms.room_of(&b), Some(room("r2")));
+    }
+}

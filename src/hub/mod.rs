@@ -1,0 +1,174 @@
+//! The signaling hub: one room core ([`core`]) with two wire front-ends, the native
+//! WebSocket protocol at `/ws` ([`native`]) and socket.io at `/socket.io/`
+//! ([`socketio`]). It knows nothing about TLS or serving files: `rtcdev serve` and
+//! `rtcdev signal` mount [`Hub::routes`].
+
+pub mod core;
+pub mod native;
+pub mod protocol;
+pub mod ratelimit;
+pub mod socketio;
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use self::core::{MemoryRooms, Rooms};
+use crate::ice::IceConfig;
+
+/// Largest frame a peer may send (larger: close 1009).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 64 * 1024;
+/// Peers a room holds.
+pub const DEFAULT_MAX_PEERS_PER_ROOM: usize = 16;
+/// Sustained frames a second per connection.
+pub const DEFAULT_RATE_PER_SEC: u32 = 100;
+/// Frames a connection may send in a burst.
+pub const DEFAULT_RATE_BURST: u32 = 200;
+/// Bytes queued for one peer before it counts as not reading (close 1008).
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 1024 * 1024;
+/// Silence (no frame, no pong) after which a connection is dropped.
+pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long shutdown waits for connections to close.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// WebSocket read buffer. Signaling frames are small; the 128 KiB default would
+/// cost that much per idle connection.
+pub const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
+/// The hub's limits and ICE servers.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Largest frame in bytes.
+    pub max_frame_bytes: usize,
+    /// Peers per room.
+    pub max_peers_per_room: usize,
+    /// Sustained frames a second per connection.
+    pub rate_per_sec: u32,
+    /// Burst of frames per connection.
+    pub rate_burst: u32,
+    /// Bytes queued for a peer before it is disconnected.
+    pub max_queue_bytes: usize,
+    /// Silence after which a connection is dropped.
+    pub heartbeat_timeout: Duration,
+    /// ICE servers sent in `welcome`.
+    pub ice: IceConfig,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_peers_per_room: DEFAULT_MAX_PEERS_PER_ROOM,
+            rate_per_sec: DEFAULT_RATE_PER_SEC,
+            rate_burst: DEFAULT_RATE_BURST,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
+            ice: IceConfig::default(),
+        }
+    }
+}
+
+/// A running hub; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<HubInner>,
+}
+
+struct HubInner {
+    config: HubConfig,
+    rooms: Arc<dyn Rooms>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    started: Instant,
+    socketio: OnceLock<socketioxide::SocketIo>,
+}
+
+/// `/healthz` figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct HubStats {
+    /// rtcdev's version.
+    pub version: &'static str,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// Rooms with peers.
+    pub rooms: usize,
+    /// Connected peers (both front-ends).
+    pub peers: usize,
+    /// Messages relayed, one per recipient.
+    pub messages_relayed: u64,
+}
+
+impl Hub {
+    /// A hub with in-memory rooms.
+    pub fn new(config: HubConfig) -> Self {
+        let rooms = Arc::new(MemoryRooms::new(config.max_peers_per_room));
+        Hub::with_rooms(config, rooms)
+    }
+
+    /// A hub over any room core implementation.
+    pub fn with_rooms(config: HubConfig, rooms: Arc<dyn Rooms>) -> Self {
+        Hub {
+            inner: Arc::new(HubInner {
+                config,
+                rooms,
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+                started: Instant::now(),
+                socketio: OnceLock::new(),
+            }),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &HubConfig {
+        &self.inner.config
+    }
+
+    /// The room core.
+    pub fn rooms(&self) -> &Arc<dyn Rooms> {
+        &self.inner.rooms
+    }
+
+    /// `/ws` and `/socket.io/`, to merge into a server's router.
+    pub fn routes(&self) -> Router {
+        native::routes(self.clone()).merge(socketio::routes(self.clone()))
+    }
+
+    /// Figures for `/healthz`.
+    pub fn stats(&self) -> HubStats {
+        let s = self.inner.rooms.stats();
+        HubStats {
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.inner.started.elapsed().as_secs(),
+            rooms: s.rooms,
+            peers: s.peers,
+            messages_relayed: s.messages_relayed,
+        }
+    }
+
+    /// Closes every connection (WebSocket close 1001, socket.io disconnect) and waits
+    /// for them, at most [`SHUTDOWN_GRACE`].
+    pub async fn shutdown(&self) {
+        self.inner.shutdown.cancel();
+        if let Some(io) = self.inner.socketio.get() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, io.close()).await;
+        }
+        self.inner.tasks.close();
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.inner.tasks.wait()).await;
+    }
+
+    pub(crate) fn shutdown_token(&self) -> &CancellationToken {
+        &self.inner.shutdown
+    }
+
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.inner.tasks
+    }
+
+    pub(crate) fn set_socketio(&self, io: socketioxide::SocketIo) {
+        let _ = self.inner.socketio.set(io);
+    }
+}

@@ -1,0 +1,201 @@
+//! The socket.io front-end at `/socket.io/`: the seed article's events (`join`, `joined`,
+//! `newUserJoined`, `leave`, `userLeft`, `message`) over the same room core, so
+//! socket.io and native peers share rooms. Engine.IO and socket.io framing are
+//! socketioxide's.
+
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use serde_json::{Map, Value};
+use socketioxide::SocketIo;
+use socketioxide::extract::{Data, SocketRef};
+use socketioxide::socket::DisconnectReason;
+
+use super::Hub;
+use super::core::{Event, PeerSink};
+use super::protocol::{HubError, PeerId, RoomName};
+use super::ratelimit::TokenBucket;
+
+/// Packets queued per socket.io peer before it counts as not reading.
+pub const SOCKETIO_MAX_BUFFERED_PACKETS: usize = 256;
+
+/// The `/socket.io/` routes (websocket and long-polling transports, EIO 4 and 3).
+pub fn routes(hub: Hub) -> Router {
+    let cfg = hub.config();
+    // Engine.IO pings every interval and drops a peer whose pong is late by the
+    // timeout; together they match the native heartbeat timeout.
+    let interval = cfg.heartbeat_timeout.mul_f64(5.0 / 6.0);
+    let timeout = cfg.heartbeat_timeout.saturating_sub(interval);
+    let (svc, io) = SocketIo::builder()
+        .ping_interval(interval)
+        .ping_timeout(timeout)
+        .max_payload(cfg.max_frame_bytes as u64)
+        .ws_max_message_size(cfg.max_frame_bytes)
+        .ws_max_frame_size(cfg.max_frame_bytes)
+        .ws_read_buffer_size(super::WS_READ_BUFFER_BYTES)
+        .max_buffer_size(SOCKETIO_MAX_BUFFERED_PACKETS)
+        .build_svc();
+    let on_connect_hub = hub.clone();
+    io.ns("/", move |socket: SocketRef| {
+        on_connect(on_connect_hub.clone(), socket)
+    });
+    hub.set_socketio(io);
+    Router::new().route_service("/socket.io/", svc)
+}
+
+struct SioSink {
+    socket: SocketRef,
+}
+
+impl SioSink {
+    fn emit<T: serde::Serialize + ?Sized>(&self, event: &str, data: &T) {
+        if let Err(e) = self.socket.emit(event, data) {
+            tracing::info!(peer = %self.socket.id, %e, "socket.io peer does not read its messages; disconnecting");
+            let _ = self.socket.clone().disconnect();
+        }
+    }
+}
+
+impl PeerSink for SioSink {
+    fn deliver(&self, event: &Event) {
+        match event {
+            Event::PeerJoined { id, .. } => self.emit("newUserJoined", id.as_str()),
+            Event::PeerLeft { id } => self.emit("userLeft", id.as_str()),
+            Event::Signal { from, data } => self.emit("message", &with_from(data, from)),
+        }
+    }
+}
+
+/// The `message` payload for socket.io: the relayed object with `from` set by the hub
+/// (a non-object from a native peer is wrapped as `{data, from}`).
+fn with_from(data: &str, from: &PeerId) -> Value {
+    let mut obj = match serde_json::from_str::<Value>(data) {
+        Ok(Value::Object(m)) => m,
+        Ok(other) => {
+            let mut m = Map::new();
+            m.insert("data".into(), other);
+            m
+        }
+        Err(_) => Map::new(),
+    };
+    obj.insert("from".into(), Value::String(from.to_string()));
+    Value::Object(obj)
+}
+
+async fn on_connect(hub: Hub, socket: SocketRef) {
+    let id = PeerId::from_string(socket.id.to_string());
+    tracing::debug!(peer = %id, transport = ?socket.transport_type(), "socket.io connected");
+    hub.rooms().connect(
+        id.clone(),
+        Arc::new(SioSink {
+            socket: socket.clone(),
+        }),
+    );
+    let cfg = hub.config();
+    let bucket = Arc::new(Mutex::new(TokenBucket::new(
+        cfg.rate_per_sec,
+        cfg.rate_burst,
+    )));
+    let rate = cfg.rate_per_sec;
+    // Every event spends a token; over the limit it is refused with an `error` event.
+    let allowed = move |socket: &SocketRef| -> bool {
+        let ok = bucket.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if !ok {
+            emit_error(socket, &HubError::RateLimited(rate));
+        }
+        ok
+    };
+
+    let (h, a, pid) = (hub.clone(), allowed.clone(), id.clone());
+    socket.on("join", move |socket: SocketRef, Data::<Value>(data)| {
+        let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
+        async move {
+            if !allowed(&socket) {
+                return;
+            }
+            let room = match &data {
+                Value::String(s) => Some(s.as_str()),
+                Value::Object(m) => m.get("room").and_then(Value::as_str),
+                _ => None,
+            };
+            let result = room
+                .ok_or_else(|| HubError::BadRequest("join takes a room name or {room}".into()))
+                .and_then(RoomName::parse)
+                .and_then(|room| {
+                    hub.rooms()
+                        .join(&id, room, Arc::new(Value::Object(Map::new())))
+                });
+            match result {
+                Ok(peers) => {
+                    let mut ids: Vec<String> =
+                        peers.into_iter().map(|p| p.id.to_string()).collect();
+                    ids.push(id.to_string());
+                    let _ = socket.emit("joined", &ids.join(","));
+                }
+                Err(e) => emit_error(&socket, &e),
+            }
+        }
+    });
+
+    let (h, a, pid) = (hub.clone(), allowed.clone(), id.clone());
+    socket.on("leave", move |socket: SocketRef| {
+        let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
+        async move {
+            if allowed(&socket)
+                && let Err(e) = hub.rooms().leave(&id)
+            {
+                emit_error(&socket, &e);
+            }
+        }
+    });
+
+    let (h, a, pid) = (hub.clone(), allowed.clone(), id.clone());
+    socket.on("message", move |socket: SocketRef, Data::<Value>(data)| {
+        let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
+        async move {
+            if !allowed(&socket) {
+                return;
+            }
+            let Value::Object(mut obj) = data else {
+                emit_error(
+                    &socket,
+                    &HubError::BadRequest("message takes an object".into()),
+                );
+                return;
+            };
+            let to = match obj.get("to") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    emit_error(
+                        &socket,
+                        &HubError::BadRequest("\"to\" must be a string".into()),
+                    );
+                    return;
+                }
+            };
+            // `from` is the hub's to set; never relay a sender's claim.
+            obj.remove("from");
+            let text: Arc<str> = Value::Object(obj).to_string().into();
+            if let Err(e) = hub.rooms().signal(&id, to.as_deref(), text) {
+                emit_error(&socket, &e);
+            }
+        }
+    });
+
+    let (h, pid) = (hub.clone(), id.clone());
+    socket.on_disconnect(move |reason: DisconnectReason| {
+        let (hub, id) = (h.clone(), pid.clone());
+        async move {
+            tracing::debug!(peer = %id, ?reason, "socket.io disconnected");
+            hub.rooms().disconnect(&id);
+        }
+    });
+}
+
+fn emit_error(socket: &SocketRef, e: &HubError) {
+    let _ = socket.emit(
+        "error",
+        &serde_json::json!({"code": e.code(), "message": e.to_string()}),
+    );
+}

@@ -1,0 +1,212 @@
+//! What `serve` and `signal` share: binding with clear errors, one port for HTTPS and
+//! plain HTTP (sniffing the first byte), CORS, and graceful shutdown.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use axum::Router;
+use axum_server::accept::Accept;
+use http::HeaderValue;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::either::Either;
+use tower_http::add_extension::AddExtension;
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+use crate::hub::Hub;
+
+/// A connection must finish its TLS handshake (or send its first byte) within this.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A connection must send its first request within this after the handshake.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// In-flight requests get this long to finish at shutdown.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Browsers may cache a CORS preflight this long.
+const CORS_MAX_AGE: Duration = Duration::from_secs(600);
+/// The first byte of a TLS record carrying a handshake.
+const TLS_HANDSHAKE_BYTE: u8 = 0x16;
+
+/// Which side of the shared port a request came in on; an extension on every request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS.
+    Https,
+}
+
+/// Binds a TCP listener, turning the common failures into advice.
+pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| match e.kind() {
+        io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "port {} on {} is in use; stop what uses it or pick another with --port",
+            addr.port(),
+            addr.ip()
+        ),
+        io::ErrorKind::PermissionDenied => anyhow::anyhow!(
+            "no permission to listen on port {}; ports below 1024 need root, pick a higher one with --port",
+            addr.port()
+        ),
+        io::ErrorKind::AddrNotAvailable => anyhow::anyhow!(
+            "{} is not an address of this machine; check --bind",
+            addr.ip()
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot listen on {addr}")),
+    })?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot configure the listener")?;
+    Ok(listener)
+}
+
+/// Accepts HTTPS and plain HTTP on one port: a TLS handshake starts with 0x16, an HTTP
+/// request with a letter. Each request carries the [`Scheme`] it came in on.
+#[derive(Clone)]
+pub struct SniffAcceptor {
+    tls: Option<TlsAcceptor>,
+}
+
+impl SniffAcceptor {
+    /// With `tls`, both; without, plain HTTP only.
+    pub fn new(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        SniffAcceptor {
+            tls: tls.map(TlsAcceptor::from),
+        }
+    }
+}
+
+type Accepted<S> = (
+    Either<TlsStream<TcpStream>, TcpStream>,
+    AddExtension<S, Scheme>,
+);
+
+impl<S: Send + 'static> Accept<TcpStream, S> for SniffAcceptor {
+    type Stream = Either<TlsStream<TcpStream>, TcpStream>;
+    type Service = AddExtension<S, Scheme>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<Accepted<S>>> + Send>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let _ = stream.set_nodelay(true);
+            let Some(tls) = tls else {
+                return Ok((
+                    Either::Right(stream),
+                    AddExtension::new(service, Scheme::Http),
+                ));
+            };
+            let mut first = [0u8; 1];
+            let n = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.peek(&mut first))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "no data before the timeout")
+                })??;
+            if n == 1 && first[0] == TLS_HANDSHAKE_BYTE {
+                let tls_stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream))
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                    })??;
+                Ok((
+                    Either::Left(tls_stream),
+                    AddExtension::new(service, Scheme::Https),
+                ))
+            } else {
+                Ok((
+                    Either::Right(stream),
+                    AddExtension::new(service, Scheme::Http),
+                ))
+            }
+        })
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` completes; then closes the hub's
+/// connections (WebSocket 1001) and gives in-flight requests [`SHUTDOWN_GRACE`].
+pub async fn serve(
+    listener: std::net::TcpListener,
+    app: Router,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    hub: Option<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let handle = axum_server::Handle::new();
+    let stopper = handle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        if let Some(hub) = hub {
+            hub.shutdown().await;
+        }
+        stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
+    });
+    axum_server::from_tcp(listener)
+        .context("cannot use the listener")?
+        .acceptor(SniffAcceptor::new(tls))
+        .first_request_timeout(FIRST_REQUEST_TIMEOUT)
+        .handle(handle)
+        .serve(app.into_make_service())
+        .await
+        .context("the server stopped with an error")
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// CORS for other origins (an app on another port calling the hub or `/config.json`).
+/// Requested headers and methods are echoed explicitly, never `*`: iOS Safari rejects
+/// `Access-Control-Allow-Headers: *` and every request then ends with status 0 (the
+/// seed article's closing note). With `allow_origins` empty, any origin is echoed.
+pub fn cors(allow_origins: &[String]) -> Result<CorsLayer> {
+    let origin = if allow_origins.is_empty() {
+        AllowOrigin::mirror_request()
+    } else {
+        let list = allow_origins
+            .iter()
+            .map(|o| {
+                HeaderValue::from_str(o.trim_end_matches('/'))
+                    .with_context(|| format!("--allow-origin {o:?} is not a valid origin"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        AllowOrigin::list(list)
+    };
+    Ok(CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods(AllowMethods::mirror_request())
+        .allow_headers(AllowHeaders::mirror_request())
+        .allow_credentials(true)
+        .max_age(CORS_MAX_AGE))
+}
+
+/// Writes to stdout, ignoring a closed pipe: a server must not die because whoever
+/// started it stopped reading its banner.
+pub fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

@@ -1,0 +1,407 @@
+//! The native protocol end to end: a real WebSocket client against the hub served on
+//! 127.0.0.1:0, every rule and limit of shared/PROTOCOL.md (short limits where needed).
+
+mod common;
+
+use std::time::Duration;
+
+use common::{NativeClient, TestHub};
+use rtcdev::hub::HubConfig;
+use rtcdev::ice::{IceConfig, TurnAuth};
+use serde_json::json;
+
+#[tokio::test]
+async fn welcome_carries_id_and_ice_servers() {
+    let config = HubConfig {
+        ice: IceConfig {
+            stun: vec!["stun:127.0.0.1:3478".into()],
+            turn: vec!["turn:127.0.0.1:3478".into()],
+            turn_auth: Some(TurnAuth::Secret {
+                secret: "s3cret".into(),
+                ttl: Duration::from_secs(600),
+            }),
+        },
+        ..HubConfig::default()
+    };
+    let hub = TestHub::start(config).await;
+    let a = NativeClient::connect(&hub.ws_url()).await;
+    let b = NativeClient::connect(&hub.ws_url()).await;
+    assert_eq!(a.id.len(), 16);
+    assert_ne!(a.id, b.id);
+    let ice = &a.welcome["iceServers"];
+    assert_eq!(ice[0]["urls"], json!(["stun:127.0.0.1:3478"]));
+    let user = ice[1]["username"].as_str().unwrap();
+    let (expiry, who) = user.split_once(':').unwrap();
+    assert_eq!(who, a.id);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expiry: u64 = expiry.parse().unwrap();
+    assert!(expiry > now && expiry <= now + 601);
+    assert_eq!(
+        ice[1]["credential"].as_str().unwrap(),
+        rtcdev::ice::turn_rest_password("s3cret", user)
+    );
+}
+
+#[tokio::test]
+async fn join_signal_leave_in_one_room() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    let mut b = NativeClient::connect(&hub.ws_url()).await;
+    let mut c = NativeClient::connect(&hub.ws_url()).await;
+
+    a.send(json!({"type": "join", "room": "r1", "meta": {"name": "Ann"}}))
+        .await;
+    let joined = a.recv().await;
+    assert_eq!(
+        joined,
+        json!({"type": "joined", "room": "r1", "id": a.id, "peers": []})
+    );
+
+    b.send(json!({"type": "join", "room": "r1", "meta": {"name": "Bob"}}))
+        .await;
+    let joined = b.recv().await;
+    assert_eq!(
+        joined["peers"],
+        json!([{"id": a.id, "meta": {"name": "Ann"}}])
+    );
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "peer-joined", "id": b.id, "meta": {"name": "Bob"}})
+    );
+
+    let joined = c.join("r1").await;
+    let ids: Vec<&str> = joined["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![a.id.as_str(), b.id.as_str()], "oldest first");
+    assert_eq!(c.welcome["iceServers"], json!([]));
+    a.recv_type("peer-joined").await;
+    b.recv_type("peer-joined").await;
+
+    // To one peer; `from` is the hub's, a forged one is ignored.
+    a.send(json!({"type": "signal", "to": b.id, "from": "forged", "data": {"sdp": "offer"}}))
+        .await;
+    assert_eq!(
+        b.recv().await,
+        json!({"type": "signal", "from": a.id, "data": {"sdp": "offer"}})
+    );
+    // To the rest of the room.
+    a.send(json!({"type": "signal", "data": "hello all"})).await;
+    assert_eq!(
+        b.recv().await,
+        json!({"type": "signal", "from": a.id, "data": "hello all"})
+    );
+    assert_eq!(
+        c.recv().await,
+        json!({"type": "signal", "from": a.id, "data": "hello all"})
+    );
+
+    b.send(json!({"type": "leave"})).await;
+    assert_eq!(a.recv().await, json!({"type": "peer-left", "id": b.id}));
+    assert_eq!(c.recv().await, json!({"type": "peer-left", "id": b.id}));
+    drop(c);
+    assert_eq!(
+        a.recv().await,
+        json!({"type": "peer-left", "id": c_id(&joined)})
+    );
+    // b is still connected after leaving.
+    b.send(json!({"type": "ping"})).await;
+    assert_eq!(b.recv().await, json!({"type": "pong"}));
+    assert_eq!(hub.hub.stats().messages_relayed, 3);
+}
+
+fn c_id(joined: &serde_json::Value) -> String {
+    joined["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn bad_frames_get_errors_and_the_connection_stays() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    let mut other = NativeClient::connect(&hub.ws_url()).await;
+    other.join("elsewhere").await;
+
+    let cases = [
+        ("not json".to_string(), "bad-request"),
+        ("{\"type\":".to_string(), "bad-request"),
+        (json!({"type": "dance"}).to_string(), "bad-request"),
+        (
+            json!({"type": "join", "room": 7}).to_string(),
+            "bad-request",
+        ),
+        (
+            json!({"type": "join", "room": "a".repeat(65)}).to_string(),
+            "bad-request",
+        ),
+        (
+            json!({"type": "join", "room": "a/b"}).to_string(),
+            "bad-request",
+        ),
+        (
+            json!({"type": "join", "room": "ok", "meta": "x"}).to_string(),
+            "bad-request",
+        ),
+        (
+            json!({"type": "signal", "data": 1}).to_string(),
+            "not-in-room",
+        ),
+        (json!({"type": "leave"}).to_string(), "not-in-room"),
+    ];
+    for (frame, code) in cases {
+        a.send_text(frame.clone()).await;
+        let err = a.recv().await;
+        assert_eq!(err["type"], "error", "{frame}");
+        assert_eq!(err["code"], code, "{frame}: {err}");
+        assert!(!err["message"].as_str().unwrap().is_empty());
+    }
+    {
+        use futures_util::SinkExt;
+        a.ws.send(tokio_tungstenite::tungstenite::Message::binary(vec![
+            1u8, 2, 3,
+        ]))
+        .await
+        .unwrap();
+        assert_eq!(a.recv().await["code"], "bad-request");
+    }
+    a.join("mine").await;
+    a.send(json!({"type": "signal", "to": "nosuchpeer000000", "data": 1}))
+        .await;
+    assert_eq!(a.recv().await["code"], "unknown-peer");
+    // A real peer of another room is just as unknown: messages never cross rooms.
+    a.send(json!({"type": "signal", "to": other.id, "data": 1}))
+        .await;
+    assert_eq!(a.recv().await["code"], "unknown-peer");
+    a.send(json!({"type": "ping"})).await;
+    assert_eq!(a.recv().await, json!({"type": "pong"}));
+    other.send(json!({"type": "ping"})).await;
+    assert_eq!(
+        other.recv().await,
+        json!({"type": "pong"}),
+        "nothing reached the other room"
+    );
+}
+
+#[tokio::test]
+async fn full_rooms_refuse_joins() {
+    let hub = TestHub::start(HubConfig {
+        max_peers_per_room: 2,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    let mut b = NativeClient::connect(&hub.ws_url()).await;
+    let mut c = NativeClient::connect(&hub.ws_url()).await;
+    a.join("small").await;
+    b.join("small").await;
+    c.send(json!({"type": "join", "room": "small"})).await;
+    assert_eq!(c.recv().await["code"], "room-full");
+    drop(b);
+    a.recv_type("peer-left").await;
+    c.join("small").await;
+}
+
+#[tokio::test]
+async fn oversized_frames_close_with_1009() {
+    let hub = TestHub::start(HubConfig {
+        max_frame_bytes: 16 * 1024,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    a.send_text(format!(
+        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(20 * 1024)
+    ))
+    .await;
+    assert_eq!(a.recv().await["code"], "too-large");
+    assert_eq!(a.close_code().await, Some(1009));
+
+    // 10 MB: cut off by the WebSocket layer before it is buffered.
+    let mut b = NativeClient::connect(&hub.ws_url()).await;
+    use futures_util::SinkExt;
+    let _ =
+        b.ws.send(tokio_tungstenite::tungstenite::Message::text(
+            "x".repeat(10 * 1024 * 1024),
+        ))
+        .await;
+    assert_eq!(b.close_code().await, Some(1009));
+    // The hub is still up.
+    let mut c = NativeClient::connect(&hub.ws_url()).await;
+    c.send(json!({"type": "ping"})).await;
+    assert_eq!(c.recv().await["type"], "pong");
+}
+
+#[tokio::test]
+async fn floods_are_rate_limited() {
+    let hub = TestHub::start(HubConfig {
+        rate_per_sec: 10,
+        rate_burst: 20,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    for _ in 0..60 {
+        a.send(json!({"type": "ping"})).await;
+    }
+    let mut pongs = 0;
+    let mut limited = 0;
+    // Answers arrive at once; anything past the first second would be refill.
+    while let Ok(Some(v)) =
+        tokio::time::timeout(Duration::from_millis(300), async { Some(a.recv().await) }).await
+    {
+        match v["type"].as_str() {
+            Some("pong") => pongs += 1,
+            Some("error") if v["code"] == "rate-limited" => limited += 1,
+            _ => panic!("{v}"),
+        }
+    }
+    assert!(
+        (20..=22).contains(&pongs),
+        "burst of 20 (plus refill): {pongs}"
+    );
+    assert_eq!(limited, 1, "one error per second, not one per frame");
+}
+
+#[tokio::test]
+async fn order_between_two_peers_is_kept() {
+    let hub = TestHub::start(HubConfig {
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    let mut b = NativeClient::connect(&hub.ws_url()).await;
+    a.join("order").await;
+    b.join("order").await;
+    a.recv_type("peer-joined").await;
+    for i in 0..2000 {
+        a.send(json!({"type": "signal", "to": b.id, "data": i}))
+            .await;
+    }
+    for i in 0..2000 {
+        assert_eq!(b.recv().await["data"], i);
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_is_closed_and_memory_stays_bounded() {
+    let config = HubConfig {
+        max_queue_bytes: 256 * 1024,
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..HubConfig::default()
+    };
+    let hub = TestHub::start(config).await;
+    let mut writer = NativeClient::connect(&hub.ws_url()).await;
+    let mut sleeper = NativeClient::connect(&hub.ws_url()).await;
+    sleeper.join("slow").await;
+    writer.join("slow").await;
+    // The sleeper never reads again. Loopback socket buffers hold a few MB, then the
+    // hub's queue fills and the sleeper is dropped.
+    let payload = "y".repeat(60 * 1024);
+    let mut left = None;
+    for _ in 0..2000 {
+        writer
+            .send(json!({"type": "signal", "to": sleeper.id, "data": payload}))
+            .await;
+        // Drain what the hub says to the writer without blocking.
+        use futures_util::StreamExt;
+        while let Ok(Some(Ok(msg))) =
+            tokio::time::timeout(Duration::from_millis(1), writer.ws.next()).await
+        {
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = msg {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == "peer-left" || v["code"] == "unknown-peer" {
+                    left = Some(v);
+                }
+            }
+        }
+        if left.is_some() {
+            break;
+        }
+    }
+    let left = left.expect("the sleeper was never disconnected");
+    assert!(
+        left["type"] == "peer-left" || left["code"] == "unknown-peer",
+        "{left}"
+    );
+    assert_eq!(hub.hub.stats().peers, 1, "only the writer is left");
+    drop(sleeper);
+}
+
+#[tokio::test]
+async fn silent_connections_are_dropped_after_the_heartbeat() {
+    let hub = TestHub::start(HubConfig {
+        heartbeat_timeout: Duration::from_millis(900),
+        ..HubConfig::default()
+    })
+    .await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    let mut b = NativeClient::connect(&hub.ws_url()).await;
+    a.join("hb").await;
+    b.join("hb").await;
+    a.recv_type("peer-joined").await;
+    // b stops reading, so it answers no WebSocket ping. a keeps reading (and so
+    // answers pings) and sees b leave.
+    let started = std::time::Instant::now();
+    let left = a.recv_type("peer-left").await;
+    assert_eq!(left["id"], b.id);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(800),
+        "dropped too early: {took:?}"
+    );
+    // a is alive: it answered pings.
+    a.send(json!({"type": "ping"})).await;
+    assert_eq!(a.recv().await["type"], "pong");
+    drop(b);
+}
+
+#[tokio::test]
+async fn shutdown_closes_with_1001() {
+    let mut hub = TestHub::start(HubConfig::default()).await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    a.join("bye").await;
+    let (code, _) = tokio::join!(a.close_code(), hub.stop());
+    assert_eq!(code, Some(1001));
+}
+
+#[tokio::test]
+async fn connections_that_vanish_leave_nothing_behind() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    // Bounded: 2000 connections, in batches of 200, each joins then drops.
+    for batch in 0..10 {
+        let mut clients = Vec::new();
+        for _ in 0..200 {
+            let (ws, _) = tokio_tungstenite::connect_async(hub.ws_url())
+                .await
+                .unwrap();
+            clients.push(ws);
+        }
+        for ws in clients.iter_mut() {
+            use futures_util::SinkExt;
+            ws.send(tokio_tungstenite::tungstenite::Message::text(
+                json!({"type": "join", "room": format!("v{batch}")}).to_string(),
+            ))
+            .await
+            .unwrap();
+        }
+        drop(clients);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hub.hub.stats().peers > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stats = hub.hub.stats();
+    assert_eq!((stats.peers, stats.rooms), (0, 0));
+    let mut c = NativeClient::connect(&hub.ws_url()).await;
+    c.send(json!({"type": "ping"})).await;
+    assert_eq!(c.recv().await["type"], "pong");
+}

@@ -1,0 +1,186 @@
+//! The socket.io front-end with the official socket.io-client (node): every event of the
+//! seed article, both transports, a v2 (EIO3) client, and rooms mixed with native peers.
+
+mod common;
+
+use common::{NativeClient, SioClient, TestHub};
+use rtcdev::hub::HubConfig;
+use serde_json::json;
+
+async fn seed_flow(transport: &str) {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let url = hub.http_url();
+    let mut a = SioClient::connect(&url, transport, "v4").await;
+    let mut b = SioClient::connect(&url, transport, "v4").await;
+    assert_eq!(a.transport, transport);
+    assert_eq!(a.id.len(), 16);
+
+    a.emit("join", json!("room1")).await;
+    assert_eq!(a.recv_event("joined").await["data"], json!(a.id));
+    // The object form is accepted too.
+    b.emit("join", json!({"room": "room1"})).await;
+    assert_eq!(
+        b.recv_event("joined").await["data"],
+        json!(format!("{},{}", a.id, b.id))
+    );
+    assert_eq!(a.recv_event("newUserJoined").await["data"], json!(b.id));
+
+    a.emit(
+        "message",
+        json!({"to": b.id, "type": "offer", "sdp": "v=0", "from": "forged"}),
+    )
+    .await;
+    let got = b.recv_event("message").await["data"].clone();
+    assert_eq!(
+        got,
+        json!({"to": b.id, "type": "offer", "sdp": "v=0", "from": a.id})
+    );
+    b.emit("message", json!({"type": "answer"})).await;
+    assert_eq!(
+        a.recv_event("message").await["data"],
+        json!({"type": "answer", "from": b.id})
+    );
+
+    b.emit("leave", json!(null)).await;
+    assert_eq!(a.recv_event("userLeft").await["data"], json!(b.id));
+    b.emit("join", json!("room1")).await;
+    b.recv_event("joined").await;
+    a.recv_event("newUserJoined").await;
+    let b_id = b.id.clone();
+    b.close().await;
+    assert_eq!(a.recv_event("userLeft").await["data"], json!(b_id));
+    a.close().await;
+}
+
+#[tokio::test]
+async fn seed_events_over_websocket() {
+    seed_flow("websocket").await;
+}
+
+#[tokio::test]
+async fn seed_events_over_long_polling() {
+    seed_flow("polling").await;
+}
+
+#[tokio::test]
+async fn old_v2_clients_connect_over_eio3() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut old = SioClient::connect(&hub.http_url(), "websocket", "v2").await;
+    let mut new = SioClient::connect(&hub.http_url(), "websocket", "v4").await;
+    old.emit("join", json!("mixed")).await;
+    old.recv_event("joined").await;
+    new.emit("join", json!("mixed")).await;
+    new.recv_event("joined").await;
+    assert_eq!(old.recv_event("newUserJoined").await["data"], json!(new.id));
+    new.emit("message", json!({"hi": 1})).await;
+    assert_eq!(
+        old.recv_event("message").await["data"],
+        json!({"hi": 1, "from": new.id})
+    );
+}
+
+#[tokio::test]
+async fn native_and_socketio_peers_share_a_room() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut sio = SioClient::connect(&hub.http_url(), "websocket", "v4").await;
+    let mut native = NativeClient::connect(&hub.ws_url()).await;
+
+    sio.emit("join", json!("both")).await;
+    sio.recv_event("joined").await;
+    let joined = native.join("both").await;
+    assert_eq!(joined["peers"], json!([{"id": sio.id, "meta": {}}]));
+    assert_eq!(
+        sio.recv_event("newUserJoined").await["data"],
+        json!(native.id)
+    );
+
+    native
+        .send(json!({"type": "signal", "to": sio.id, "data": {"type": "offer", "sdp": "x"}}))
+        .await;
+    assert_eq!(
+        sio.recv_event("message").await["data"],
+        json!({"type": "offer", "sdp": "x", "from": native.id})
+    );
+    // A non-object payload reaches socket.io wrapped.
+    native
+        .send(json!({"type": "signal", "data": "plain"}))
+        .await;
+    assert_eq!(
+        sio.recv_event("message").await["data"],
+        json!({"data": "plain", "from": native.id})
+    );
+
+    sio.emit("message", json!({"to": native.id, "type": "answer"}))
+        .await;
+    assert_eq!(
+        native.recv().await,
+        json!({"type": "signal", "from": sio.id, "data": {"to": native.id, "type": "answer"}})
+    );
+
+    sio.close().await;
+    assert_eq!(
+        native.recv().await,
+        json!({"type": "peer-left", "id": joined["peers"][0]["id"]})
+    );
+}
+
+#[tokio::test]
+async fn socketio_messages_never_cross_rooms_and_errors_are_events() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut a = SioClient::connect(&hub.http_url(), "websocket", "v4").await;
+    let mut x = SioClient::connect(&hub.http_url(), "websocket", "v4").await;
+    a.emit("message", json!({"early": true})).await;
+    assert_eq!(a.recv_event("error").await["data"]["code"], "not-in-room");
+    a.emit("join", json!("ra")).await;
+    a.recv_event("joined").await;
+    x.emit("join", json!("rx")).await;
+    x.recv_event("joined").await;
+    a.emit("message", json!({"to": x.id, "secret": 1})).await;
+    assert_eq!(a.recv_event("error").await["data"]["code"], "unknown-peer");
+    a.emit("join", json!("bad/name")).await;
+    assert_eq!(a.recv_event("error").await["data"]["code"], "bad-request");
+    // x got nothing: its next event is the one we send it now.
+    let mut y = SioClient::connect(&hub.http_url(), "websocket", "v4").await;
+    y.emit("join", json!("rx")).await;
+    y.recv_event("joined").await;
+    let next = x.recv().await;
+    assert_eq!(next["event"], "newUserJoined", "{next}");
+}
+
+#[tokio::test]
+async fn cors_preflight_echoes_headers_never_star() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-i", "-X", "OPTIONS"])
+        .args(["-H", "Origin: https://app.example.test:5173"])
+        .args(["-H", "Access-Control-Request-Method: POST"])
+        .args([
+            "-H",
+            "Access-Control-Request-Headers: content-type,x-custom",
+        ])
+        .arg(format!(
+            "{}/socket.io/?EIO=4&transport=polling",
+            hub.http_url()
+        ))
+        .output()
+        .await
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(
+        text.contains("access-control-allow-origin: https://app.example.test:5173"),
+        "{text}"
+    );
+    assert!(
+        text.contains("access-control-allow-headers: content-type,x-custom"),
+        "{text}"
+    );
+    assert!(
+        text.contains("access-control-allow-methods: post"),
+        "{text}"
+    );
+    assert!(
+        text.contains("access-control-allow-credentials: true"),
+        "{text}"
+    );
+    assert!(!text.contains(": *"), "{text}");
+}

@@ -1,0 +1,208 @@
+//! `rtcdev signal` as a user runs it: the built binary on a loopback port.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{NativeClient, Sandbox};
+
+struct Running {
+    child: Child,
+    url: String,
+    /// Kept open so the server's later prints do not hit a closed pipe.
+    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(sb: &Sandbox, extra: &[&str]) -> Running {
+    let bin = assert_cmd::cargo::cargo_bin("rtcdev");
+    let mut child = Command::new(bin)
+        .current_dir(sb.path())
+        .env("HOME", sb.path())
+        .env_remove("RTCDEV_CAROOT")
+        .env_remove("CAROOT")
+        .args(["signal", "--bind", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("rtcdev exited before printing its URL")
+            .unwrap();
+        if let Some(url) = line.trim().strip_prefix("Local:") {
+            break url.trim().to_string();
+        }
+    };
+    Running {
+        child,
+        url,
+        _stdout: lines,
+    }
+}
+
+fn get(addr: &str, path: &str) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn serves_the_hub_and_stops_on_sigterm_with_1001() {
+    let sb = Sandbox::new();
+    let mut run = start(&sb, &[]);
+    let addr = run.url.trim_start_matches("http://").to_string();
+    let health = get(&addr, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    let body: serde_json::Value =
+        serde_json::from_str(health.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["peers"], 0);
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+
+    let mut c = NativeClient::connect(&format!("ws://{addr}/ws")).await;
+    c.join("room").await;
+    let health = get(&addr, "/healthz");
+    assert!(
+        health.contains("\"peers\":1") && health.contains("\"rooms\":1"),
+        "{health}"
+    );
+
+    let pid = run.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(c.close_code().await, Some(1001));
+    let status = wait_exit(&mut run.child);
+    assert_eq!(status.code(), Some(0));
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_port_in_use_is_a_clear_error() {
+    let sb = Sandbox::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    sb.rtcdev()
+        .args(["signal", "--bind", "127.0.0.1", "--port", &port])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(format!(
+            "port {port} on 127.0.0.1 is in use"
+        )));
+}
+
+#[test]
+fn bad_tls_files_are_clear_errors() {
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args(["--ca-dir", "ca", "cert", "a.test"])
+        .assert()
+        .success();
+    sb.rtcdev()
+        .args(["--ca-dir", "ca", "cert", "b.test"])
+        .assert()
+        .success();
+    sb.rtcdev()
+        .args([
+            "signal",
+            "--port",
+            "0",
+            "--cert",
+            "a.test.pem",
+            "--key",
+            "b.test-key.pem",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "does not belong to the certificate",
+        ));
+    sb.rtcdev()
+        .args([
+            "signal",
+            "--port",
+            "0",
+            "--cert",
+            "missing.pem",
+            "--key",
+            "b.test-key.pem",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "cannot read the certificate missing.pem",
+        ));
+    sb.rtcdev()
+        .args(["signal", "--port", "0", "--turn", "turn:127.0.0.1:3478"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--turn needs credentials"));
+    sb.rtcdev()
+        .args(["signal", "--port", "0", "--stun", "http://x"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("not a STUN URL"));
+}
+
+#[tokio::test]
+async fn tls_from_the_local_ca() {
+    let sb = Sandbox::new();
+    let run = start(&sb, &["--tls"]);
+    assert!(run.url.starts_with("https://"), "{}", run.url);
+    let ca = sb.path().join(".local/share/rtcdev/rootCA.pem");
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&ca)
+        .arg(format!("{}/healthz", run.url))
+        .output()
+        .unwrap();
+    let body = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        body.contains("\"rooms\":0"),
+        "curl: {body} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the CA the certificate is refused.
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null"])
+        .arg(format!("{}/healthz", run.url))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(60),
+        "curl exit 60: certificate problem"
+    );
+}
