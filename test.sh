@@ -11,6 +11,7 @@ declare -A tools=(
   [openssl]=openssl
   [update-ca-certificates]=ca-certificates
   [curl]=curl
+  [nginx]=nginx-light
   [node]=nodejs
   [npm]=npm
 )

@@ -14,6 +14,7 @@ use crate::cert::names::{default_paths, parse_names};
 use crate::cert::trust::StoreKind;
 use crate::hub::{self, HubConfig};
 use crate::ice::{IceConfig, TurnAuth};
+use crate::serve::{Content, QrMode, ServeConfig, TlsChoice};
 use crate::signal::{SignalConfig, TlsSource};
 
 /// Everything a local WebRTC call needs, in one binary.
@@ -39,8 +40,157 @@ pub struct Cli {
 pub enum Command {
     /// Local CA and trusted certificates (mkcert-compatible).
     Cert(CertArgs),
+    /// The calling page and the hub on one trusted HTTPS origin, with LAN URLs and a QR code.
+    Serve(ServeArgs),
     /// The signaling hub alone (a drop-in for the seed article's socket.io server).
     Signal(SignalArgs),
+}
+
+/// `rtcdev serve`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Routes: / (the calling page, or --dir), /ws and /socket.io/ (the hub), /config.json (ICE servers),\n/qr.svg?room=R, /healthz; plain HTTP on the same port: /join?room=R (phone onboarding), /ca.pem, /ca.mobileconfig."
+)]
+pub struct ServeArgs {
+    /// Port for HTTPS and plain HTTP (default 8443; if taken, the next free one of the ten after it).
+    #[arg(long, short, env = "RTCDEV_PORT")]
+    pub port: Option<u16>,
+
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", env = "RTCDEV_BIND")]
+    pub bind: IpAddr,
+
+    /// The room the printed links and the QR code open (default: a random one).
+    #[arg(long, env = "RTCDEV_ROOM")]
+    pub room: Option<String>,
+
+    /// Serve this folder instead of the bundled calling page.
+    #[arg(long, value_name = "DIR", env = "RTCDEV_DIR")]
+    pub dir: Option<PathBuf>,
+
+    /// TLS certificate (PEM) instead of one from the local CA; needs --key.
+    #[arg(long, value_name = "FILE", requires = "key", env = "RTCDEV_CERT")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert", env = "RTCDEV_KEY")]
+    pub key: Option<PathBuf>,
+
+    /// Print the terminal QR code even when stdout is not a terminal.
+    #[arg(long, conflicts_with = "no_qr")]
+    pub qr: bool,
+
+    /// Never print the terminal QR code.
+    #[arg(long)]
+    pub no_qr: bool,
+
+    /// Print only the URLs.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Print the URLs as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+
+    /// Allow only these origins in CORS (repeatable); default: any origin, echoed.
+    #[arg(
+        long,
+        value_name = "ORIGIN",
+        env = "RTCDEV_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_origin: Vec<String>,
+
+    /// Print an nginx site that proxies HTTPS and WebSockets to this server, and exit.
+    #[arg(long)]
+    pub print_nginx: bool,
+
+    /// Print a systemd unit that keeps this server running, and exit.
+    #[arg(long)]
+    pub print_systemd: bool,
+
+    #[command(flatten)]
+    pub hub: HubArgs,
+
+    #[command(flatten)]
+    pub ice: IceArgs,
+}
+
+/// What `rtcdev serve` was asked to do.
+pub enum ServeTask {
+    /// Run the server.
+    Run(Box<ServeConfig>),
+    /// Print text (nginx site, systemd unit) and exit.
+    Print(String),
+}
+
+impl ServeArgs {
+    /// Validates the arguments.
+    pub fn into_task(self, ca_dir: Option<PathBuf>) -> Result<ServeTask> {
+        let port = self.port.unwrap_or(crate::serve::DEFAULT_PORT);
+        let location = CaLocation::resolve(ca_dir.as_deref())?;
+        if self.print_nginx {
+            // nginx needs the certificate as files: the given ones, or ones from `rtcdev cert`.
+            let cert = self
+                .cert
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/cert.pem"));
+            let key = self
+                .key
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/key.pem"));
+            return Ok(ServeTask::Print(crate::serve::nginx_site(
+                port, true, &cert, &key,
+            )));
+        }
+        if self.print_systemd {
+            let mut args = format!("--port {port} --bind {}", self.bind);
+            if let Some(room) = &self.room {
+                args.push_str(&format!(" --room {room}"));
+            }
+            return Ok(ServeTask::Print(crate::serve::systemd_unit(
+                &args,
+                &location.dir,
+            )));
+        }
+        let room = match self.room {
+            Some(r) => crate::hub::protocol::RoomName::parse(&r)
+                .map_err(|e| anyhow::anyhow!("--room {r:?}: {e}"))?
+                .as_str()
+                .to_string(),
+            None => crate::serve::random_room(),
+        };
+        let content = match &self.dir {
+            Some(d) => crate::serve::content_dir(d)?,
+            None => Content::Bundled,
+        };
+        let tls = match (self.cert, self.key) {
+            (Some(cert), Some(key)) => TlsChoice::Files { cert, key },
+            _ => TlsChoice::LocalCa(location),
+        };
+        let ice = self.ice.into_config()?;
+        Ok(ServeTask::Run(Box::new(ServeConfig {
+            bind: self.bind,
+            port,
+            port_explicit: self.port.is_some(),
+            room,
+            content,
+            tls,
+            hub: self.hub.into_config(ice),
+            allow_origins: self.allow_origin,
+            qr: if self.qr {
+                QrMode::Always
+            } else if self.no_qr {
+                QrMode::Never
+            } else {
+                QrMode::Auto
+            },
+            quiet: self.quiet,
+            json: self.json,
+            lan_poll: crate::serve::LAN_POLL_INTERVAL,
+            lan: std::sync::Arc::new(crate::net::lan_addresses),
+        })))
+    }
 }
 
 /// `rtcdev signal`.

@@ -6,6 +6,10 @@
 //! - [`net`]: LAN address discovery and URL building.
 //! - [`hub`]: the signaling hub (room core, native WebSocket and socket.io front-ends).
 //! - [`ice`]: ICE server lists and TURN REST credentials.
+//! - [`serve`]: `rtcdev serve`, the HTTPS front door (page, hub, onboarding, QR).
+//! - [`signal`]: `rtcdev signal`, the hub alone.
+//! - [`server`]: listener, TLS/HTTP sniffing, CORS and shutdown shared by both.
+//! - [`qr`]: QR codes for the terminal and SVG.
 //! - [`cli`]: the command line and its conversion into configs.
 
 #![forbid(unsafe_code)]
@@ -15,5 +19,7 @@ pub mod cli;
 pub mod hub;
 pub mod ice;
 pub mod net;
+pub mod qr;
+pub mod serve;
 pub mod server;
 pub mod signal;

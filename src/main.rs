@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use rtcdev::cert::command::{self as cert_cmd, CertTask};
-use rtcdev::cli::{Cli, Command};
+use rtcdev::cli::{Cli, Command, ServeTask};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -51,6 +51,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Serve(args) => match args.into_task(cli.ca_dir)? {
+            ServeTask::Print(text) => {
+                rtcdev::server::print_stdout(&text);
+                Ok(ExitCode::SUCCESS)
+            }
+            ServeTask::Run(config) => {
+                runtime()?.block_on(rtcdev::serve::run(
+                    *config,
+                    rtcdev::server::shutdown_signal(),
+                ))?;
+                Ok(ExitCode::SUCCESS)
+            }
+        },
         Command::Signal(args) => {
             let config = args.into_config(cli.ca_dir)?;
             runtime()?.block_on(rtcdev::signal::run(

@@ -40,13 +40,18 @@ pub fn is_lan(ip: &IpAddr) -> bool {
 /// localhost, the loopback addresses, the host name and `<host>.local` (mDNS), and every
 /// LAN address.
 pub fn default_cert_names() -> Vec<CertName> {
+    cert_names_for(&lan_addresses())
+}
+
+/// [`default_cert_names`] for a given set of LAN addresses.
+pub fn cert_names_for(lan: &[IpAddr]) -> Vec<CertName> {
     let host = crate::cert::ca::hostname();
     let mut inputs: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     if !host.is_empty() && host != "localhost" {
         inputs.push(host.clone());
         inputs.push(format!("{host}.local"));
     }
-    inputs.extend(lan_addresses().iter().map(ToString::to_string));
+    inputs.extend(lan.iter().map(ToString::to_string));
     let mut names = Vec::new();
     for input in inputs {
         // A host name that is not a valid DNS name (spaces, say) is skipped, not fatal.

@@ -27,6 +27,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// In-flight requests get this long to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Largest request head (request line and headers) a client may send; more gets 431.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 /// Browsers may cache a CORS preflight this long.
 const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 /// The first byte of a TLS record carrying a handshake.
@@ -145,8 +147,12 @@ pub async fn serve(
         }
         stopper.graceful_shutdown(Some(SHUTDOWN_GRACE));
     });
-    axum_server::from_tcp(listener)
-        .context("cannot use the listener")?
+    let mut server = axum_server::from_tcp(listener).context("cannot use the listener")?;
+    server
+        .http_builder()
+        .http1()
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
+    server
         .acceptor(SniffAcceptor::new(tls))
         .first_request_timeout(FIRST_REQUEST_TIMEOUT)
         .handle(handle)

@@ -304,7 +304,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Writes a file through a temporary sibling and a rename, so a reader never sees half
 /// a certificate and a failure leaves the old file as it was.
-fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),

@@ -308,3 +308,125 @@ impl SioClient {
         let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
     }
 }
+
+/// A parsed HTTP/1.1 response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn parse(raw: &[u8]) -> Self {
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a full response head");
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| {
+                l.split_once(':')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            })
+            .collect();
+        let mut body = raw[split + 4..].to_vec();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+        if chunked {
+            let mut out = Vec::new();
+            let mut rest = &body[..];
+            loop {
+                let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+                let size =
+                    usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16)
+                        .unwrap();
+                if size == 0 {
+                    break;
+                }
+                out.extend_from_slice(&rest[nl + 2..nl + 2 + size]);
+                rest = &rest[nl + 2 + size + 2..];
+            }
+            body = out;
+        }
+        HttpResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+/// A plain-HTTP request over TCP with `Connection: close`.
+pub async fn http_request(addr: std::net::SocketAddr, request_head: &str) -> HttpResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request_head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
+    HttpResponse::parse(&raw)
+}
+
+/// A TLS client config that trusts only `ca_der`.
+pub fn client_config(ca_der: &[u8]) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(ca_der.to_vec()))
+        .unwrap();
+    std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(rtcdev::cert::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// An HTTPS request to `addr`, verifying the certificate for `server_name` against `ca_der`.
+pub async fn https_request(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    ca_der: &[u8],
+    request_head: &str,
+) -> std::io::Result<HttpResponse> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let connector = tokio_rustls::TlsConnector::from(client_config(ca_der));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let mut tls = connector.connect(name, tcp).await?;
+    tls.write_all(request_head.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let _ = tokio::time::timeout(WAIT, tls.read_to_end(&mut raw))
+        .await
+        .expect("response in time");
+    Ok(HttpResponse::parse(&raw))
+}
+
+/// `GET path` with `Connection: close`.
+pub fn get_head(path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+}

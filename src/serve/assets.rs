@@ -1,0 +1,150 @@
+//! Static content: the calling page compiled into the binary from `web/`, or a folder
+//! given with `--dir` (MIME types, index.html, ETag, no escape from the folder).
+
+use std::path::{Path, PathBuf};
+use std::time::UNIX_EPOCH;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use percent_encoding::percent_decode_str;
+
+/// The calling page, compiled in.
+#[derive(rust_embed::Embed)]
+#[folder = "web/"]
+pub struct WebAssets;
+
+/// Serves a file of the bundled page.
+pub fn bundled(uri: &Uri, headers: &HeaderMap) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let path = if path.is_empty() || path.ends_with('/') {
+        format!("{path}index.html")
+    } else {
+        path.to_string()
+    };
+    match WebAssets::get(&path) {
+        Some(file) => {
+            let hash = file.metadata.sha256_hash();
+            let etag = format!("\"{}\"", hex(&hash[..12]));
+            respond(
+                file.data.into_owned(),
+                file.metadata.mimetype(),
+                &etag,
+                headers,
+            )
+        }
+        None => not_found(),
+    }
+}
+
+/// Serves a file below `root` (canonical). `..`, encoded separators and symlinks that
+/// lead outside `root` are refused.
+pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap) -> Response {
+    let raw = uri.path();
+    let lower = raw.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
+        return (
+            StatusCode::BAD_REQUEST,
+            "encoded separators are not allowed in paths\n",
+        )
+            .into_response();
+    }
+    let Ok(decoded) = percent_decode_str(raw).decode_utf8() else {
+        return (StatusCode::BAD_REQUEST, "the path is not UTF-8\n").into_response();
+    };
+    if decoded.contains('\\') || decoded.contains('\0') {
+        return (StatusCode::BAD_REQUEST, "bad characters in the path\n").into_response();
+    }
+    let mut rel = PathBuf::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => return not_found(),
+            s => rel.push(s),
+        }
+    }
+    let mut path = root.join(rel);
+    if tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.is_dir())
+        .unwrap_or(false)
+    {
+        if !raw.ends_with('/') {
+            let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+            return Redirect::permanent(&format!("{raw}/{query}")).into_response();
+        }
+        path = path.join("index.html");
+    }
+    let Ok(canonical) = tokio::fs::canonicalize(&path).await else {
+        return not_found();
+    };
+    if !canonical.starts_with(root) {
+        tracing::warn!(path = %decoded, "refused: leads outside --dir");
+        return not_found();
+    }
+    let Ok(meta) = tokio::fs::metadata(&canonical).await else {
+        return not_found();
+    };
+    if !meta.is_file() {
+        return not_found();
+    }
+    let mtime = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let etag = format!("W/\"{:x}-{:x}\"", meta.len(), mtime);
+    if matches_etag(headers, &etag) {
+        return not_modified(&etag);
+    }
+    match tokio::fs::read(&canonical).await {
+        Ok(data) => {
+            let mime = mime_guess::from_path(&canonical).first_or_octet_stream();
+            respond(data, mime.as_ref(), &etag, headers)
+        }
+        Err(e) => {
+            tracing::warn!(%e, path = %canonical.display(), "cannot read");
+            (StatusCode::FORBIDDEN, "cannot read that file\n").into_response()
+        }
+    }
+}
+
+fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"))
+}
+
+fn not_modified(etag: &str) -> Response {
+    let mut r = StatusCode::NOT_MODIFIED.into_response();
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        r.headers_mut().insert(header::ETAG, v);
+    }
+    r
+}
+
+fn respond(data: Vec<u8>, mime: &str, etag: &str, headers: &HeaderMap) -> Response {
+    if matches_etag(headers, etag) {
+        return not_modified(etag);
+    }
+    let mut r = Response::new(Body::from(data));
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(mime) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    // A dev server: always revalidate, so an edit shows on the next load.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,176 @@
+//! Phone onboarding: the plain-HTTP `/join` page the QR code points at, which sends a
+//! device that trusts the local CA straight to the HTTPS call and shows one that does
+//! not how to install it (`/ca.pem`, `/ca.mobileconfig`), and `/trust-check`.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use base64::Engine;
+
+use super::CaInfo;
+
+const JOIN_TEMPLATE: &str = include_str!("../../templates/join.html");
+const MOBILECONFIG_TEMPLATE: &str = include_str!("../../templates/ca.mobileconfig");
+
+/// Escapes text for HTML and for a single-quoted JS string inside it.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            '\\' => out.push_str("&#92;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The host (and port) the request came in on, if it looks like one; the page
+/// builds its HTTPS link from it.
+pub fn request_host(headers: &HeaderMap) -> Option<String> {
+    let host = headers.get(header::HOST)?.to_str().ok()?;
+    let ok = !host.is_empty()
+        && host.len() <= 255
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]_".contains(&b));
+    ok.then(|| host.to_string())
+}
+
+/// `host:port` or `[v6]:port` without the port.
+pub fn strip_port(host: &str) -> &str {
+    if let Some(end) = host.find(']') {
+        return &host[..=end];
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// The `/join` page for `room`, linking to `https_base` (`https://host:port`).
+pub fn join_page(room: &str, https_base: &str, host: &str, ca: Option<&CaInfo>) -> Response {
+    let ca_name = ca.map_or("the server's CA", |c| c.name.as_str());
+    let html = JOIN_TEMPLATE
+        .replace("{{ROOM}}", &escape(room))
+        .replace("{{HTTPS_BASE}}", &escape(https_base))
+        .replace("{{HOST}}", &escape(host))
+        .replace("{{CA_NAME}}", &escape(ca_name));
+    let mut r = Html(html).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// `/ca.pem`: the CA certificate for Android and desktops.
+pub fn ca_pem(ca: Option<&CaInfo>) -> Response {
+    let Some(ca) = ca else { return no_local_ca() };
+    let mut r = ca.pem.clone().into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-x509-ca-cert"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"rtcdev-rootCA.crt\""),
+    );
+    r
+}
+
+/// `/ca.mobileconfig`: an iOS configuration profile carrying the CA. iOS saves a
+/// plain .crt from Safari as .html; a profile is what it installs.
+pub fn mobileconfig(ca: Option<&CaInfo>) -> Response {
+    let Some(ca) = ca else { return no_local_ca() };
+    let body = MOBILECONFIG_TEMPLATE
+        .replace(
+            "{{CA_DER_BASE64}}",
+            &base64::engine::general_purpose::STANDARD.encode(&ca.der),
+        )
+        .replace("{{CA_NAME}}", &escape(&ca.name))
+        .replace("{{SERIAL}}", &ca.serial)
+        .replace("{{HOST}}", &escape(&crate::cert::ca::hostname()))
+        .replace("{{CERT_UUID}}", &uuid_from(&ca.der, b"cert"))
+        .replace("{{PROFILE_UUID}}", &uuid_from(&ca.der, b"profile"));
+    let mut r = body.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-apple-aspen-config"),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_static("attachment; filename=\"rtcdev-ca.mobileconfig\""),
+    );
+    r
+}
+
+/// A UUID derived from the CA, so downloading the profile again replaces the same one.
+fn uuid_from(der: &[u8], salt: &[u8]) -> String {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(salt);
+    ctx.update(der);
+    let d = ctx.finish();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d.as_ref()[..16]);
+    b[6] = (b[6] & 0x0f) | 0x50; // version 5 style (name-based)
+    b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
+    let h: String = b.iter().map(|x| format!("{x:02X}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn no_local_ca() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "this server uses a certificate given with --cert/--key, not rtcdev's local CA; get its CA from whoever issued it\n",
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_could_break_out() {
+        assert_eq!(
+            escape("<a href='x'>&\"\\"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&#92;"
+        );
+    }
+
+    #[test]
+    fn host_header_is_validated() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("192.0.2.1:8443"));
+        assert_eq!(request_host(&h).as_deref(), Some("192.0.2.1:8443"));
+        h.insert(header::HOST, HeaderValue::from_static("evil'><script>"));
+        assert_eq!(request_host(&h), None);
+    }
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("192.0.2.1:8443"), "192.0.2.1");
+        assert_eq!(strip_port("[fd00::1]:8443"), "[fd00::1]");
+        assert_eq!(strip_port("laptop.local"), "laptop.local");
+    }
+
+    #[test]
+    fn uuids_are_stable_and_well_formed() {
+        let a = uuid_from(b"der", b"cert");
+        assert_eq!(a, uuid_from(b"der", b"cert"));
+        assert_ne!(a, uuid_from(b"der", b"profile"));
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "5");
+    }
+}

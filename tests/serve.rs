@@ -1,0 +1,477 @@
+//! `rtcdev serve`: the router with oneshot, then the server on 127.0.0.1:0 with a TLS
+//! client that trusts only the local CA, plain HTTP on the same port, certificate swaps,
+//! `--dir` safety and hostile connections.
+
+mod common;
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use common::{Sandbox, get_head, http_request, https_request};
+use rtcdev::cert::{Ca, CaLocation, CaSource};
+use rtcdev::hub::{Hub, HubConfig};
+use rtcdev::serve::{self, AppState, CaInfo, Content, QrMode, ServeConfig, TlsChoice};
+use rtcdev::server::Scheme;
+use tower::ServiceExt;
+
+fn ca_info(ca: &Ca) -> CaInfo {
+    CaInfo {
+        pem: ca.cert_pem.clone(),
+        der: ca.cert_der.to_vec(),
+        name: ca.nickname(),
+        serial: ca.serial.clone(),
+        path: ca.dir.join("rootCA.pem"),
+    }
+}
+
+fn state(sb: &Sandbox, content: Content) -> (AppState, Ca) {
+    let (ca, _) = Ca::load_or_create(&sb.ca_dir()).unwrap();
+    let lan: Vec<IpAddr> = vec!["192.0.2.10".parse().unwrap()];
+    let st = AppState::new(
+        Hub::new(HubConfig::default()),
+        Some(ca_info(&ca)),
+        content,
+        8443,
+        "lobby1".into(),
+        lan,
+    );
+    (st, ca)
+}
+
+async fn call(
+    app: &axum::Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let headers = res.headers().clone();
+    let body = axum::body::to_bytes(res.into_body(), 1 << 24)
+        .await
+        .unwrap()
+        .to_vec();
+    (status, headers, body)
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path)
+        .header("host", "192.0.2.10:8443")
+        .body(Body::empty())
+        .unwrap()
+}
+
+fn plain(path: &str) -> Request<Body> {
+    let mut r = get(path);
+    r.extensions_mut().insert(Scheme::Http);
+    r
+}
+
+#[tokio::test]
+async fn router_serves_page_config_qr_health_and_ca() {
+    let sb = Sandbox::new();
+    let (st, ca) = state(&sb, Content::Bundled);
+    let app = serve::router(st, &[]).unwrap();
+
+    let (s, h, body) = call(&app, get("/")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "text/html");
+    assert!(String::from_utf8_lossy(&body).contains("<title>rtcdev call</title>"));
+    let etag = h["etag"].to_str().unwrap().to_string();
+    let (s, _, _) = call(
+        &app,
+        Request::get("/")
+            .header("if-none-match", &etag)
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    let (s, h, _) = call(&app, get("/js/app.js")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["content-type"].to_str().unwrap().contains("javascript"));
+    assert_eq!(call(&app, get("/nope.js")).await.0, StatusCode::NOT_FOUND);
+
+    let (s, _, body) = call(&app, get("/config.json")).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, serde_json::json!({"iceServers": []}));
+
+    let (s, h, body) = call(&app, get("/qr.svg?room=abc")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "image/svg+xml");
+    assert!(String::from_utf8_lossy(&body).contains("<svg"));
+    assert_eq!(
+        call(&app, get("/qr.svg?room=a/b")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+
+    let (s, _, body) = call(&app, get("/healthz")).await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["rooms"], 0);
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+
+    let (s, h, body) = call(&app, get("/ca.pem")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "application/x-x509-ca-cert");
+    assert_eq!(body, ca.cert_pem.as_bytes());
+
+    let (s, h, body) = call(&app, get("/ca.mobileconfig")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "application/x-apple-aspen-config");
+    let profile: plist::Dictionary = plist::from_bytes(&body).unwrap();
+    assert_eq!(profile["PayloadType"].as_string(), Some("Configuration"));
+    let payload = profile["PayloadContent"].as_array().unwrap()[0]
+        .as_dictionary()
+        .unwrap();
+    assert_eq!(
+        payload["PayloadType"].as_string(),
+        Some("com.apple.security.root")
+    );
+    assert_eq!(
+        payload["PayloadContent"].as_data().unwrap(),
+        ca.cert_der.as_ref()
+    );
+}
+
+#[tokio::test]
+async fn plain_http_serves_only_onboarding() {
+    let sb = Sandbox::new();
+    let (st, _) = state(&sb, Content::Bundled);
+    let app = serve::router(st, &[]).unwrap();
+
+    let (s, h, body) = call(&app, plain("/join?room=r1")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let html = String::from_utf8_lossy(&body);
+    assert!(
+        html.contains("const httpsBase = 'https://192.0.2.10:8443'"),
+        "{html}"
+    );
+    assert!(
+        html.contains("/ca.mobileconfig")
+            && html.contains("/ca.pem")
+            && html.contains("Certificate Trust Settings")
+    );
+    assert_eq!(call(&app, plain("/ca.pem")).await.0, StatusCode::OK);
+    assert_eq!(
+        call(&app, plain("/ca.mobileconfig")).await.0,
+        StatusCode::OK
+    );
+
+    let (s, h, _) = call(&app, plain("/?room=r1")).await;
+    assert_eq!(s, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(h["location"], "https://192.0.2.10:8443/?room=r1");
+    let (s, h, _) = call(&app, plain("/config.json")).await;
+    assert_eq!(s, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(h["location"], "https://192.0.2.10:8443/config.json");
+
+    // Over HTTPS, /join goes straight to the room; a bad room name is refused.
+    let (s, h, _) = call(&app, get("/join?room=r1")).await;
+    assert_eq!(s, StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(h["location"], "/?room=r1");
+    assert_eq!(
+        call(&app, plain("/join?room=%3Cscript%3E")).await.0,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn cors_for_other_origins_echoes_never_star() {
+    let sb = Sandbox::new();
+    let (st, _) = state(&sb, Content::Bundled);
+    let app = serve::router(st, &[]).unwrap();
+    let req = Request::builder()
+        .method("OPTIONS")
+        .uri("/config.json")
+        .header("origin", "https://localhost:5173")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization,x-trace")
+        .body(Body::empty())
+        .unwrap();
+    let (s, h, _) = call(&app, req).await;
+    assert!(s.is_success());
+    assert_eq!(h["access-control-allow-origin"], "https://localhost:5173");
+    assert_eq!(h["access-control-allow-headers"], "authorization,x-trace");
+    for (name, value) in &h {
+        assert_ne!(value, "*", "{name}");
+    }
+    let restricted =
+        serve::router(state(&sb, Content::Bundled).0, &["https://ok.test".into()]).unwrap();
+    let req = Request::get("/config.json")
+        .header("origin", "https://evil.test")
+        .body(Body::empty())
+        .unwrap();
+    let (_, h, _) = call(&restricted, req).await;
+    assert!(h.get("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn dir_serving_stays_inside_the_folder() {
+    let sb = Sandbox::new();
+    let site = sb.path().join("site");
+    std::fs::create_dir_all(site.join("sub")).unwrap();
+    std::fs::write(site.join("index.html"), "<h1>home</h1>").unwrap();
+    std::fs::write(site.join("sub/index.html"), "<h1>sub</h1>").unwrap();
+    std::fs::write(site.join("app.js"), "console.log('x');".repeat(200)).unwrap();
+    std::fs::write(sb.path().join("secret.txt"), "top secret").unwrap();
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(sb.path().join("secret.txt"), site.join("leak.txt")).unwrap();
+    let content = serve::content_dir(&site).unwrap();
+    let (st, _) = state(&sb, content);
+    let app = serve::router(st, &[]).unwrap();
+
+    let (s, h, body) = call(&app, get("/")).await;
+    assert_eq!(
+        (s, body.as_slice()),
+        (StatusCode::OK, b"<h1>home</h1>".as_slice())
+    );
+    assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
+    let (s, h, _) = call(&app, get("/sub")).await;
+    assert_eq!(s, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(h["location"], "/sub/");
+    assert_eq!(call(&app, get("/sub/")).await.2, b"<h1>sub</h1>");
+    let (s, h, _) = call(&app, get("/app.js")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(h["content-type"].to_str().unwrap().contains("javascript"));
+    let etag = h["etag"].to_str().unwrap().to_string();
+    let req = Request::get("/app.js")
+        .header("if-none-match", &etag)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&app, req).await.0, StatusCode::NOT_MODIFIED);
+    let req = Request::get("/app.js")
+        .header("accept-encoding", "gzip")
+        .body(Body::empty())
+        .unwrap();
+    let (_, h, body) = call(&app, req).await;
+    assert_eq!(h["content-encoding"], "gzip");
+    assert!(body.len() < 3400);
+
+    for attack in [
+        "/../secret.txt",
+        "/sub/../../secret.txt",
+        "/%2e%2e/secret.txt",
+        "/sub/%2e%2e/%2e%2e/secret.txt",
+        "/..%2fsecret.txt",
+        "/sub%5c..%5c..%5csecret.txt",
+        "/leak.txt",
+        "/%00",
+    ] {
+        let (s, _, body) = call(&app, get(attack)).await;
+        assert!(
+            s == StatusCode::NOT_FOUND || s == StatusCode::BAD_REQUEST,
+            "{attack}: {s}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&body).contains("top secret"),
+            "{attack}"
+        );
+    }
+    assert!(serve::content_dir(&sb.path().join("missing")).is_err());
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    ca: Ca,
+    lan: Arc<Mutex<Vec<IpAddr>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(sb: &Sandbox, lan: Vec<IpAddr>) -> Running {
+    let lan = Arc::new(Mutex::new(lan));
+    let source = lan.clone();
+    let config = ServeConfig {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        port_explicit: true,
+        room: "test-room".into(),
+        content: Content::Bundled,
+        tls: TlsChoice::LocalCa(CaLocation {
+            dir: sb.ca_dir(),
+            source: CaSource::Explicit,
+        }),
+        hub: HubConfig::default(),
+        allow_origins: vec![],
+        qr: QrMode::Never,
+        quiet: true,
+        json: false,
+        lan_poll: Duration::from_millis(100),
+        lan: Arc::new(move || source.lock().unwrap().clone()),
+    };
+    let listener = rtcdev::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(serve::run_on(listener, config, async move {
+        let _ = stopped.await;
+    }));
+    // The CA exists once the server answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(ca) = Ca::load(&sb.ca_dir())
+            && tokio::net::TcpStream::connect(addr).await.is_ok()
+        {
+            return Running {
+                addr,
+                ca,
+                lan,
+                stop: Some(stop),
+                task,
+            };
+        }
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn https_and_plain_http_share_one_port() {
+    let sb = Sandbox::new();
+    let mut run = start(&sb, vec![]).await;
+    let der = run.ca.cert_der.to_vec();
+    let page = https_request(run.addr, "localhost", &der, &get_head("/"))
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200);
+    assert!(page.text().contains("rtcdev call"));
+    let health = https_request(run.addr, "127.0.0.1", &der, &get_head("/healthz"))
+        .await
+        .unwrap();
+    assert!(health.text().contains("\"peers\":0"));
+    let ca = https_request(run.addr, "localhost", &der, &get_head("/ca.pem"))
+        .await
+        .unwrap();
+    assert_eq!(ca.body, run.ca.cert_pem.as_bytes());
+
+    // Plain HTTP on the same port: onboarding, and a redirect for the rest.
+    let join = http_request(
+        run.addr,
+        "GET /join?room=x HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(join.status, 200);
+    assert!(join.text().contains("Join room"));
+    let redirect = http_request(
+        run.addr,
+        "GET /x HTTP/1.1\r\nHost: 127.0.0.1:1234\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(redirect.status, 307);
+    assert_eq!(
+        redirect.header("location"),
+        Some("https://127.0.0.1:1234/x")
+    );
+
+    // A client that does not trust the CA is refused.
+    let (other, _) = Ca::load_or_create(&sb.path().join("other-ca")).unwrap();
+    assert!(
+        https_request(run.addr, "localhost", &other.cert_der, &get_head("/"))
+            .await
+            .is_err()
+    );
+    let _ = run.stop.take().unwrap().send(());
+    tokio::time::timeout(Duration::from_secs(10), &mut run.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn certificate_follows_the_lan_addresses_without_a_restart() {
+    let sb = Sandbox::new();
+    let first: IpAddr = "192.0.2.41".parse().unwrap();
+    let second: IpAddr = "198.51.100.42".parse().unwrap();
+    let run = start(&sb, vec![first]).await;
+    let der = run.ca.cert_der.to_vec();
+    // The TCP connection goes to 127.0.0.1; only certificate verification uses the
+    // documentation addresses, so no packet leaves the machine.
+    assert!(
+        https_request(run.addr, &first.to_string(), &der, &get_head("/healthz"))
+            .await
+            .is_ok()
+    );
+    assert!(
+        https_request(run.addr, &second.to_string(), &der, &get_head("/healthz"))
+            .await
+            .is_err()
+    );
+
+    // An open connection keeps working across the swap.
+    let connector = tokio_rustls::TlsConnector::from(common::client_config(&der));
+    let tcp = tokio::net::TcpStream::connect(run.addr).await.unwrap();
+    let mut open = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from(first.to_string()).unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+
+    *run.lan.lock().unwrap() = vec![second];
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while https_request(run.addr, &second.to_string(), &der, &get_head("/healthz"))
+        .await
+        .is_err()
+    {
+        assert!(std::time::Instant::now() < deadline, "no swap");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        https_request(run.addr, &first.to_string(), &der, &get_head("/healthz"))
+            .await
+            .is_err()
+    );
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    open.write_all(get_head("/healthz").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    open.read_to_end(&mut raw).await.unwrap();
+    assert!(String::from_utf8_lossy(&raw).starts_with("HTTP/1.1 200"));
+    // The leaf is cached in the CA directory and reused by the next start.
+    assert!(sb.ca_dir().join(serve::certs::CACHE_FILE).exists());
+}
+
+#[tokio::test]
+async fn garbage_and_half_open_connections_do_not_hurt() {
+    let sb = Sandbox::new();
+    let run = start(&sb, vec![]).await;
+    let der = run.ca.cert_der.to_vec();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Half-open: connected, nothing sent (bounded: 50).
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(tokio::net::TcpStream::connect(run.addr).await.unwrap());
+    }
+    // A TLS record header followed by garbage, and raw binary noise.
+    for junk in [
+        &b"\x16\x03\x01\x00\x05hello-not-tls"[..],
+        &[0u8, 1, 2, 255, 254, 13, 10, 13, 10][..],
+    ] {
+        let mut s = tokio::net::TcpStream::connect(run.addr).await.unwrap();
+        s.write_all(junk).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .expect("closed");
+    }
+    // A huge header.
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let res = https_request(run.addr, "localhost", &der, &huge).await;
+    if let Ok(r) = res {
+        assert!(r.status == 431 || r.status == 400, "{}", r.status);
+    }
+    // Still serving.
+    let ok = https_request(run.addr, "localhost", &der, &get_head("/healthz"))
+        .await
+        .unwrap();
+    assert_eq!(ok.status, 200);
+    drop(idle);
+}

@@ -1,0 +1,266 @@
+//! `rtcdev serve` as a user starts it: the built binary on a loopback port.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Sandbox, require};
+
+#[test]
+fn json_urls_no_qr_off_a_terminal_and_sigterm_exits_0() {
+    let sb = Sandbox::new();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"))
+        .current_dir(sb.path())
+        .env("HOME", sb.path())
+        .env_remove("RTCDEV_CAROOT")
+        .env_remove("CAROOT")
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--room",
+            "cli-room",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let first = if first.starts_with('{') {
+        first
+    } else {
+        lines.next().unwrap().unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let local = v["local"][0].as_str().unwrap().to_string();
+    assert!(local.starts_with("https://127.0.0.1:"), "{v}");
+    assert!(v["room_url"].as_str().unwrap().ends_with("/?room=cli-room"));
+    assert_eq!(
+        v["network"],
+        serde_json::json!([]),
+        "bound to loopback: no network URLs"
+    );
+    assert!(
+        v["ca_file"]
+            .as_str()
+            .unwrap()
+            .ends_with(".local/share/rtcdev/rootCA.pem")
+    );
+
+    let ca = sb.path().join(".local/share/rtcdev/rootCA.pem");
+    let out = Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(&ca)
+        .arg(format!("{local}healthz"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("\"rooms\":0"));
+
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        !rest.iter().any(|l| l.contains('█')),
+        "no QR code off a terminal"
+    );
+}
+
+#[test]
+fn qr_only_when_forced() {
+    let sb = Sandbox::new();
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"))
+        .current_dir(sb.path())
+        .env("HOME", sb.path())
+        .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--qr"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut saw_qr = false;
+    for line in lines.map_while(Result::ok) {
+        if line.contains('█') {
+            saw_qr = true;
+        }
+        if line.contains("Certificate by the local CA") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(saw_qr);
+}
+
+#[test]
+fn an_explicit_port_in_use_is_an_error() {
+    let sb = Sandbox::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    sb.rtcdev()
+        .args(["serve", "--bind", "127.0.0.1", "--port", &port])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(format!(
+            "port {port} on 127.0.0.1 is in use"
+        )));
+}
+
+#[test]
+fn a_taken_default_port_moves_to_the_next() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let config = rtcdev::serve::ServeConfig {
+        bind: "127.0.0.1".parse().unwrap(),
+        port,
+        port_explicit: false,
+        room: "r".into(),
+        content: rtcdev::serve::Content::Bundled,
+        tls: rtcdev::serve::TlsChoice::Files {
+            cert: "x".into(),
+            key: "y".into(),
+        },
+        hub: Default::default(),
+        allow_origins: vec![],
+        qr: rtcdev::serve::QrMode::Never,
+        quiet: true,
+        json: false,
+        lan_poll: Duration::from_secs(5),
+        lan: std::sync::Arc::new(Vec::new),
+    };
+    let l = rtcdev::serve::bind(&config).unwrap();
+    assert!(l.local_addr().unwrap().port() > port);
+}
+
+#[test]
+fn bad_arguments_are_clear_errors() {
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args(["serve", "--port", "0", "--dir", "no-such-dir"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "--dir no-such-dir: no such directory",
+        ));
+    sb.rtcdev()
+        .args(["serve", "--port", "0", "--room", "bad/room"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--room \"bad/room\""));
+    sb.rtcdev()
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--cert",
+            "nope.pem",
+            "--key",
+            "nope-key.pem",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "cannot read the certificate nope.pem",
+        ));
+}
+
+#[test]
+fn printed_nginx_site_passes_nginx_t_and_systemd_unit_runs_serve() {
+    require("nginx", "nginx-light");
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args([
+            "--ca-dir",
+            "ca",
+            "cert",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "localhost",
+        ])
+        .assert()
+        .success();
+    let out = sb
+        .rtcdev()
+        .args([
+            "serve",
+            "--port",
+            "9443",
+            "--print-nginx",
+            "--cert",
+            "c.pem",
+            "--key",
+            "k.pem",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let site = String::from_utf8(out.stdout).unwrap();
+    assert!(site.contains("proxy_set_header Upgrade $http_upgrade;"));
+    assert!(site.contains("proxy_pass https://127.0.0.1:9443;"));
+    let site = site
+        .replace(
+            "ssl_certificate     c.pem",
+            &format!("ssl_certificate     {}/c.pem", sb.path().display()),
+        )
+        .replace(
+            "ssl_certificate_key k.pem",
+            &format!("ssl_certificate_key {}/k.pem", sb.path().display()),
+        )
+        .replace("listen 443 ssl", "listen 127.0.0.1:18443 ssl");
+    std::fs::write(sb.path().join("site.conf"), site).unwrap();
+    let conf = format!(
+        "pid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n include {0}/site.conf;\n}}\n",
+        sb.path().display()
+    );
+    std::fs::write(sb.path().join("nginx.conf"), conf).unwrap();
+    let t = Command::new("nginx")
+        .args(["-t", "-p"])
+        .arg(sb.path())
+        .arg("-c")
+        .arg(sb.path().join("nginx.conf"))
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+
+    let out = sb
+        .rtcdev()
+        .args([
+            "serve",
+            "--port",
+            "9443",
+            "--room",
+            "team",
+            "--print-systemd",
+        ])
+        .output()
+        .unwrap();
+    let unit = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        unit.contains("serve --port 9443 --bind 0.0.0.0 --room team"),
+        "{unit}"
+    );
+    assert!(unit.contains("[Install]") && unit.contains("Restart=on-failure"));
+}

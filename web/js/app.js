@@ -1,0 +1,348 @@
+// The calling page: a lobby, then a mesh call of up to 8 peers over rtcdev's hub.
+// One app object (window.rtcdev) holds the state; tests read it too.
+
+import { Signaling } from './signaling.js'
+import { Media } from './media.js'
+import { Peer } from './peers.js'
+import { summarize, format } from './stats.js'
+import { $, tile, removeTile, setBadges, notice, chatLine, eventLine, escapeHtml } from './ui.js'
+
+const MAX_PEERS = 8
+// A peer whose signaling dropped but whose media still flows is kept this long for
+// it to come back (a hub restart), matched by its clientId.
+const REJOIN_GRACE_MS = 15000
+const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/
+
+const app = {
+  room: null,
+  name: '',
+  clientId: sessionStorage.getItem('rtcdev.clientId') || crypto.randomUUID(),
+  signaling: null,
+  media: new Media(),
+  peers: new Map(), // hub id -> Peer
+  stats: new Map(), // hub id -> last summary
+  rejoinTimers: new Map(),
+  iceServers: [],
+  joinedAt: null,
+  events: []
+}
+window.rtcdev = app
+sessionStorage.setItem('rtcdev.clientId', app.clientId)
+
+function randomRoom () {
+  const a = crypto.getRandomValues(new Uint32Array(1))[0].toString(36)
+  return `room-${a.slice(0, 6)}`
+}
+
+function log (text) {
+  app.events.push(text)
+  if (app.events.length > 500) app.events.shift()
+  eventLine(text)
+}
+
+function defaultName () {
+  return localStorage.getItem('rtcdev.name') || `Guest-${app.clientId.slice(0, 4)}`
+}
+
+async function fillDevices () {
+  const { cameras, mics } = await app.media.devices()
+  for (const [sel, list] of [[$('camera-select'), cameras], [$('mic-select'), mics]]) {
+    sel.replaceChildren(...list.map((d, i) => new Option(d.label || `${d.kind} ${i + 1}`, d.deviceId)))
+    sel.disabled = list.length === 0
+  }
+}
+
+async function lobby (room) {
+  $('lobby').hidden = false
+  $('room').value = room || randomRoom()
+  $('name').value = defaultName()
+  if (!window.isSecureContext) {
+    $('lobby-note').innerHTML = insecureHelp()
+  } else {
+    await app.media.open()
+    $('preview').srcObject = app.media.stream
+    await fillDevices()
+    if (app.media.error) $('lobby-note').innerHTML = mediaHelp(app.media.error)
+  }
+  $('random-room').onclick = () => { $('room').value = randomRoom() }
+  const reopen = async () => {
+    app.media.close()
+    await app.media.open({ cameraId: $('camera-select').value, micId: $('mic-select').value })
+    $('preview').srcObject = app.media.stream
+  }
+  $('camera-select').onchange = reopen
+  $('mic-select').onchange = reopen
+  $('lobby-form').onsubmit = (ev) => {
+    ev.preventDefault()
+    const r = $('room').value.trim()
+    if (!ROOM_RE.test(r)) return
+    localStorage.setItem('rtcdev.name', $('name').value.trim())
+    history.replaceState(null, '', `?room=${encodeURIComponent(r)}`)
+    $('lobby').hidden = true
+    start(r, $('name').value.trim() || defaultName())
+  }
+}
+
+function insecureHelp () {
+  const join = `http://${location.host}/join?room=${encodeURIComponent(app.room || '')}`
+  return `This page is not a secure context, so the browser will not give it a camera or microphone. ` +
+    `Open it over HTTPS with a trusted certificate: <a href="${escapeHtml(join)}">set up this device</a>.`
+}
+
+function mediaHelp (error) {
+  if (error === 'insecure') return insecureHelp()
+  if (error === 'NotAllowedError') {
+    return 'Camera and microphone are blocked for this site. Allow them in the address bar\'s site settings ' +
+      '(on iOS: Settings → Safari → Camera / Microphone), then reload. You are joining receive-only.'
+  }
+  if (error === 'NotFoundError' || error === 'OverconstrainedError') return 'No camera or microphone found: joining receive-only.'
+  return `Cannot open camera or microphone (${escapeHtml(error)}): joining receive-only.`
+}
+
+async function start (room, name) {
+  app.room = room
+  app.name = name
+  $('call').hidden = false
+  if (!app.media.stream && window.isSecureContext) await app.media.open()
+  if (app.media.error) notice(mediaHelp(app.media.error))
+  const me = tile('self', `${name} (you)`, { local: true })
+  me.querySelector('video').srcObject = app.media.stream
+  setBadges(me, { audio: app.media.audioOn, video: app.media.videoOn })
+  if (!window.isSecureContext) notice(insecureHelp())
+  $('share').hidden = !Media.canShareScreen()
+
+  const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
+  const sig = new Signaling(`${proto}//${location.host}/ws`)
+  app.signaling = sig
+  sig.addEventListener('log', ({ detail }) => {
+    const m = detail.msg
+    if (m.type === 'signal') log(`${detail.dir} signal ${m.from || m.to || 'room'} ${m.data && m.data.kind}`)
+    else log(`${detail.dir} ${m.type}${m.id ? ' ' + m.id : ''}${m.code ? ' ' + m.code : ''}`)
+  })
+  sig.addEventListener('welcome', ({ detail }) => {
+    app.iceServers = detail.iceServers || []
+    $('ice-list').textContent = JSON.stringify(app.iceServers, null, 2) || '[]'
+    notice(app.media.error ? mediaHelp(app.media.error) : '')
+  })
+  sig.addEventListener('joined', ({ detail }) => {
+    app.joinedAt = app.joinedAt || performance.now()
+    for (const p of detail.peers) addPeer(p.id, p.meta, true)
+  })
+  sig.addEventListener('peer-joined', ({ detail }) => addPeer(detail.id, detail.meta, false))
+  sig.addEventListener('peer-left', ({ detail }) => peerLeft(detail.id))
+  sig.addEventListener('signal', ({ detail }) => onSignal(detail.from, detail.data))
+  sig.addEventListener('error', ({ detail }) => {
+    if (detail.code === 'room-full') notice('This room is full. Pick another room.')
+  })
+  sig.addEventListener('disconnected', () => log('hub connection lost; reconnecting'))
+  sig.join(room, { name, clientId: app.clientId })
+  sig.connect()
+  wireControls()
+  setInterval(refreshStats, 1000)
+}
+
+function findByClientId (clientId) {
+  for (const [id, p] of app.peers) if (p.meta.clientId && p.meta.clientId === clientId) return [id, p]
+  return null
+}
+
+function addPeer (id, meta, weOffer) {
+  meta = meta || {}
+  const known = meta.clientId && findByClientId(meta.clientId)
+  if (known) {
+    // The same browser tab, back under a new hub id: keep its connection.
+    const [oldId, peer] = known
+    clearTimeout(app.rejoinTimers.get(oldId))
+    app.rejoinTimers.delete(oldId)
+    app.peers.delete(oldId)
+    peer.id = id
+    app.peers.set(id, peer)
+    const el = document.querySelector(`.tile[data-peer="${CSS.escape(oldId)}"]`)
+    if (el) el.dataset.peer = id
+    log(`peer ${meta.name || id} is back`)
+    sendState(id)
+    return
+  }
+  if (app.peers.has(id)) return
+  if (app.peers.size >= MAX_PEERS - 1) {
+    notice('This call has the most peers a mesh handles well (8).')
+    return
+  }
+  const peer = new Peer({
+    id,
+    meta,
+    selfId: app.signaling.id,
+    iceServers: app.iceServers,
+    send: (data) => app.signaling.signal(peer.id, data),
+    media: app.media,
+    offerer: weOffer
+  })
+  app.peers.set(id, peer)
+  const el = tile(id, meta.name || id)
+  const video = el.querySelector('video')
+  peer.addEventListener('track', () => {
+    video.srcObject = peer.remoteStream
+    video.play().catch(() => { $('tap-audio').hidden = false })
+  })
+  peer.addEventListener('state', ({ detail }) => {
+    el.dataset.state = detail
+    log(`${meta.name || id}: ${detail}`)
+    if (detail === 'connected') sendState(peer.id)
+    if (detail === 'closed' || (detail === 'failed' && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)
+  })
+  peer.addEventListener('chat', ({ detail }) => chatLine(detail.name, detail.text))
+  peer.addEventListener('chat-close', () => { if (app.rejoinTimers.has(peer.id)) dropPeer(peer.id) })
+  peer.addEventListener('remote-state', ({ detail }) => setBadges(el, detail))
+  peer.addEventListener('log', ({ detail }) => log(`${meta.name || id}: ${detail}`))
+}
+
+function peerLeft (id) {
+  const peer = app.peers.get(id)
+  if (!peer) return
+  if (peer.pc.connectionState === 'connected' && !peer.bye) {
+    log(`signaling lost for ${peer.meta.name || id}; media still flows`)
+    app.rejoinTimers.set(id, setTimeout(() => dropPeer(peer.id), REJOIN_GRACE_MS))
+    return
+  }
+  dropPeer(id)
+}
+
+function dropPeer (id) {
+  const peer = app.peers.get(id)
+  if (!peer) return
+  clearTimeout(app.rejoinTimers.get(id))
+  app.rejoinTimers.delete(id)
+  app.peers.delete(id)
+  app.stats.delete(id)
+  peer.close()
+  removeTile(id)
+  log(`peer ${peer.meta.name || id} left`)
+}
+
+async function onSignal (from, data) {
+  if (!data || typeof data !== 'object') return
+  if (data.kind === 'bye') {
+    const p = app.peers.get(from)
+    if (p) p.bye = true
+    dropPeer(from)
+    return
+  }
+  let peer = app.peers.get(from)
+  if (!peer && data.kind === 'sdp' && data.description && data.description.type === 'offer') {
+    addPeer(from, { name: from }, false)
+    peer = app.peers.get(from)
+  }
+  if (!peer) return
+  try {
+    await peer.onSignal(data)
+  } catch (err) {
+    log(`signal from ${from} failed: ${err}`)
+  }
+}
+
+function sendState (to) {
+  const data = { kind: 'state', audio: app.media.audioOn, video: app.media.videoOn && !!app.media.cameraTrack }
+  if (to) app.signaling.signal(to, data)
+  else app.signaling.broadcast(data)
+}
+
+async function refreshStats () {
+  for (const [id, peer] of app.peers) {
+    try {
+      const s = await summarize(peer.pc, app.stats.get(id))
+      app.stats.set(id, s)
+      const el = document.querySelector(`.tile[data-peer="${CSS.escape(id)}"] .stats`)
+      if (el) el.textContent = format(s)
+    } catch { /* closed meanwhile */ }
+  }
+}
+
+function toggle (button, on) {
+  button.setAttribute('aria-pressed', String(!on))
+}
+
+function wireControls () {
+  $('mic').onclick = () => {
+    app.media.setAudio(!app.media.audioOn)
+    toggle($('mic'), app.media.audioOn)
+    setBadges(tile('self'), { audio: app.media.audioOn, video: app.media.videoOn })
+    sendState()
+  }
+  $('cam').onclick = () => {
+    app.media.setVideo(!app.media.videoOn)
+    toggle($('cam'), app.media.videoOn)
+    setBadges(tile('self'), { audio: app.media.audioOn, video: app.media.videoOn })
+    sendState()
+  }
+  $('switch').onclick = async () => {
+    try {
+      const track = await app.media.switchCamera()
+      if (track && !app.media.screenTrack) for (const p of app.peers.values()) await p.replaceVideo(track)
+      tile('self').querySelector('video').srcObject = app.media.stream
+    } catch (err) { log(`switch camera: ${err}`) }
+  }
+  $('share').onclick = async () => {
+    const me = tile('self')
+    if (app.media.screenTrack) {
+      app.media.stopScreen()
+      for (const p of app.peers.values()) await p.replaceVideo(app.media.cameraTrack)
+      me.classList.remove('screen')
+      me.querySelector('video').srcObject = app.media.stream
+      toggle($('share'), true)
+      return
+    }
+    try {
+      const track = await app.media.startScreen()
+      for (const p of app.peers.values()) await p.replaceVideo(track)
+      me.classList.add('screen')
+      me.querySelector('video').srcObject = new MediaStream([track])
+      toggle($('share'), false)
+      track.onended = () => { if (app.media.screenTrack === track) $('share').click() }
+    } catch (err) { log(`share screen: ${err}`) }
+  }
+  $('copy').onclick = async () => {
+    const link = `${location.origin}/?room=${encodeURIComponent(app.room)}`
+    try { await navigator.clipboard.writeText(link); log('room link copied') } catch { prompt('Room link', link) }
+  }
+  $('qr').onclick = () => {
+    $('qr-img').src = `/qr.svg?room=${encodeURIComponent(app.room)}`
+    $('qr-link').textContent = `${location.origin}/?room=${app.room}`
+    $('qr-dialog').showModal()
+  }
+  $('chat-toggle').onclick = () => { $('chat').hidden = !$('chat').hidden }
+  $('debug-toggle').onclick = () => { $('debug').hidden = !$('debug').hidden }
+  $('chat-form').onsubmit = (ev) => {
+    ev.preventDefault()
+    const text = $('chat-input').value.trim()
+    if (!text) return
+    app.sendChat(text)
+    $('chat-input').value = ''
+  }
+  $('leave').onclick = () => app.leave()
+  $('tap-audio').onclick = () => {
+    for (const v of document.querySelectorAll('.tile video')) v.play().catch(() => {})
+    $('tap-audio').hidden = true
+  }
+}
+
+app.sendChat = (text) => {
+  const msg = { name: app.name, text }
+  for (const p of app.peers.values()) p.sendChat(msg)
+  chatLine(`${app.name} (you)`, text)
+}
+
+app.leave = () => {
+  if (app.signaling) {
+    app.signaling.broadcast({ kind: 'bye' })
+    app.signaling.close()
+  }
+  for (const id of [...app.peers.keys()]) dropPeer(id)
+  app.media.close()
+  // Back to the lobby, with the room filled in.
+  location.assign(`${location.pathname}?lobby=${encodeURIComponent(app.room)}`)
+}
+
+const params = new URLSearchParams(location.search)
+const room = params.get('room')
+if (room && ROOM_RE.test(room)) start(room, defaultName())
+else lobby(params.get('lobby') || room)

@@ -1,0 +1,154 @@
+// One RTCPeerConnection per remote peer: the newcomer offers, perfect negotiation
+// (polite side chosen by id) settles later clashes, trickle ICE, ICE restart when a
+// connection fails or stays disconnected, and a negotiated data channel for chat.
+
+const DISCONNECTED_RESTART_MS = 4000
+
+export class Peer extends EventTarget {
+  constructor ({ id, meta, selfId, iceServers, send, media, offerer }) {
+    super()
+    this.id = id
+    this.meta = meta || {}
+    this.polite = selfId < id
+    this.send = send
+    this.media = media
+    this.offerer = offerer
+    this.makingOffer = false
+    this.ignoreOffer = false
+    this.pendingCandidates = []
+    this.remoteStream = new MediaStream()
+    this.remoteState = { audio: true, video: true }
+    this.restartTimer = null
+    this.chat = null
+    this.pc = new RTCPeerConnection({ iceServers })
+    this.wire()
+    if (offerer) {
+      this.addLocalMedia()
+      this.openChat()
+    }
+  }
+
+  emit (type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }))
+  }
+
+  wire () {
+    const pc = this.pc
+    pc.onnegotiationneeded = async () => {
+      try {
+        this.makingOffer = true
+        await pc.setLocalDescription()
+        this.send({ kind: 'sdp', description: pc.localDescription })
+      } catch (err) {
+        this.emit('log', `negotiation failed: ${err}`)
+      } finally {
+        this.makingOffer = false
+      }
+    }
+    pc.onicecandidate = ({ candidate }) => {
+      if (candidate) this.send({ kind: 'ice', candidate })
+    }
+    pc.ontrack = ({ track }) => {
+      this.remoteStream.addTrack(track)
+      track.onended = () => this.remoteStream.removeTrack(track)
+      this.emit('track', track)
+    }
+    pc.onconnectionstatechange = () => {
+      const s = pc.connectionState
+      this.emit('state', s)
+      clearTimeout(this.restartTimer)
+      if (s === 'failed') this.restartIce()
+      if (s === 'disconnected') this.restartTimer = setTimeout(() => this.restartIce(), DISCONNECTED_RESTART_MS)
+    }
+  }
+
+  addLocalMedia () {
+    const tracks = this.media.tracks()
+    const stream = this.media.stream
+    const video = this.media.outgoingVideo()
+    for (const t of tracks) {
+      if (t.kind === 'video') continue
+      this.pc.addTrack(t, stream)
+    }
+    if (video) this.pc.addTrack(video, stream || new MediaStream([video]))
+    // Receive-only peers (no camera or microphone) still ask for the other side's media.
+    const kinds = new Set(this.pc.getTransceivers().map((tr) => tr.receiver.track.kind))
+    if (this.offerer) {
+      for (const kind of ['audio', 'video']) {
+        if (!kinds.has(kind)) this.pc.addTransceiver(kind, { direction: 'recvonly' })
+      }
+    }
+  }
+
+  openChat () {
+    // Negotiated with a fixed id on both sides: no ondatachannel asymmetry.
+    this.chat = this.pc.createDataChannel('chat', { negotiated: true, id: 0 })
+    this.chat.onmessage = (ev) => {
+      try { this.emit('chat', JSON.parse(ev.data)) } catch { /* not ours */ }
+    }
+    this.chat.onopen = () => this.emit('chat-open')
+    this.chat.onclose = () => this.emit('chat-close')
+  }
+
+  async onSignal (data) {
+    const pc = this.pc
+    if (data.kind === 'sdp') {
+      const description = data.description
+      const collision = description.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable')
+      this.ignoreOffer = !this.polite && collision
+      if (this.ignoreOffer) return
+      await pc.setRemoteDescription(description)
+      if (description.type === 'offer') {
+        // The side that did not offer adds its media now, so the answer carries it
+        // in the offered transceivers and no second negotiation is needed.
+        if (!this.chat) {
+          this.addLocalMedia()
+          this.openChat()
+        }
+        await pc.setLocalDescription()
+        this.send({ kind: 'sdp', description: pc.localDescription })
+      }
+      for (const c of this.pendingCandidates.splice(0)) await this.addCandidate(c)
+    } else if (data.kind === 'ice') {
+      if (!pc.remoteDescription) this.pendingCandidates.push(data.candidate)
+      else await this.addCandidate(data.candidate)
+    } else if (data.kind === 'state') {
+      this.remoteState = { audio: !!data.audio, video: !!data.video }
+      this.emit('remote-state', this.remoteState)
+    }
+  }
+
+  async addCandidate (candidate) {
+    try {
+      await this.pc.addIceCandidate(candidate)
+    } catch (err) {
+      if (!this.ignoreOffer) this.emit('log', `bad candidate: ${err}`)
+    }
+  }
+
+  restartIce () {
+    if (this.pc.connectionState === 'closed') return
+    this.emit('log', 'ICE restart')
+    this.pc.restartIce()
+  }
+
+  async replaceVideo (track) {
+    const sender = this.pc.getSenders().find((s) => s.track && s.track.kind === 'video') ||
+      this.pc.getTransceivers().find((t) => t.receiver.track.kind === 'video' && t.sender)?.sender
+    if (sender) await sender.replaceTrack(track)
+  }
+
+  sendChat (msg) {
+    if (this.chat && this.chat.readyState === 'open') {
+      this.chat.send(JSON.stringify(msg))
+      return true
+    }
+    return false
+  }
+
+  close () {
+    clearTimeout(this.restartTimer)
+    this.pc.close()
+    this.emit('closed')
+  }
+}

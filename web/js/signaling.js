@@ -1,0 +1,85 @@
+// The hub client: the native protocol over /ws, with reconnect and rejoin after a drop.
+
+const BACKOFF_START_MS = 500
+const BACKOFF_MAX_MS = 8000
+const KEEPALIVE_MS = 20000
+
+export class Signaling extends EventTarget {
+  constructor (url) {
+    super()
+    this.url = url
+    this.id = null
+    this.iceServers = []
+    this.room = null
+    this.meta = {}
+    this.ws = null
+    this.backoff = BACKOFF_START_MS
+    this.closed = false
+    this.keepalive = null
+  }
+
+  emit (type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }))
+  }
+
+  connect () {
+    this.closed = false
+    const ws = new WebSocket(this.url)
+    this.ws = ws
+    ws.onopen = () => {
+      this.backoff = BACKOFF_START_MS
+      this.keepalive = setInterval(() => this.send({ type: 'ping' }), KEEPALIVE_MS)
+    }
+    ws.onmessage = (ev) => {
+      let msg
+      try { msg = JSON.parse(ev.data) } catch { return }
+      this.emit('log', { dir: 'in', msg })
+      if (msg.type === 'welcome') {
+        this.id = msg.id
+        this.iceServers = msg.iceServers || []
+        this.emit('welcome', msg)
+        if (this.room) this.send({ type: 'join', room: this.room, meta: this.meta })
+      } else {
+        this.emit(msg.type, msg)
+      }
+    }
+    ws.onclose = (ev) => {
+      clearInterval(this.keepalive)
+      if (this.ws !== ws) return
+      this.emit('disconnected', { code: ev.code })
+      if (this.closed) return
+      const wait = this.backoff
+      this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS)
+      setTimeout(() => { if (!this.closed) this.connect() }, wait)
+    }
+  }
+
+  join (room, meta) {
+    this.room = room
+    this.meta = meta
+    if (this.ws && this.ws.readyState === WebSocket.OPEN && this.id) this.send({ type: 'join', room, meta })
+  }
+
+  signal (to, data) {
+    this.send({ type: 'signal', to, data })
+  }
+
+  broadcast (data) {
+    this.send({ type: 'signal', data })
+  }
+
+  send (msg) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false
+    if (msg.type !== 'ping') this.emit('log', { dir: 'out', msg })
+    this.ws.send(JSON.stringify(msg))
+    return true
+  }
+
+  close () {
+    this.closed = true
+    if (this.ws) {
+      this.send({ type: 'leave' })
+      this.ws.close(1000)
+    }
+  }
+}
