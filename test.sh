@@ -12,6 +12,9 @@ declare -A tools=(
   [update-ca-certificates]=ca-certificates
   [curl]=curl
   [nginx]=nginx-light
+  [chromium]=chromium
+  [unshare]=util-linux
+  [ip]=iproute2
   [node]=nodejs
   [npm]=npm
 )

@@ -1,0 +1,234 @@
+// Drives the calling page in Debian's headless Chromium (fake camera and microphone)
+// against `rtcdev serve`, inside a network namespace (see netns.sh). Prints one JSON
+// object a line: {"check": name, "ok": bool, ...}. Usage:
+//   RTCDEV_BIN=... HOME=<temp> node call_test.mjs checks
+//   RTCDEV_BIN=... HOME=<temp> node call_test.mjs bench RUNS
+import { spawn, execFileSync } from 'node:child_process'
+import { chromium } from 'playwright-core'
+
+const BIN = process.env.RTCDEV_BIN
+const PORT = 8443
+const ORIGIN = `https://localhost:${PORT}`
+const STEP_TIMEOUT_MS = 20000
+const out = (o) => process.stdout.write(JSON.stringify(o) + '\n')
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+let server = null
+
+async function startServer () {
+  server = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(PORT), '--quiet', '--no-qr', '--room', 'lobby'], {
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('server did not start')), STEP_TIMEOUT_MS)
+    server.stdout.on('data', (d) => {
+      if (String(d).includes('Local:')) { clearTimeout(timer); resolve() }
+    })
+    server.on('exit', (code) => reject(new Error(`server exited ${code}`)))
+  })
+}
+
+async function stopServer () {
+  const s = server
+  server = null
+  const exited = new Promise((resolve) => s.on('exit', resolve))
+  s.kill('SIGTERM')
+  await exited
+}
+
+async function until (what, fn, timeout = STEP_TIMEOUT_MS) {
+  const deadline = Date.now() + timeout
+  for (;;) {
+    let v
+    try { v = await fn() } catch (e) { v = false }
+    if (v) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(50)
+  }
+}
+
+// Per remote peer: video frames decoded, audio packets received, connection state.
+function media (page) {
+  return page.evaluate(async () => {
+    const res = {}
+    for (const [id, p] of window.rtcdev.peers) {
+      let frames = 0
+      let audio = 0
+      const stats = await p.pc.getStats()
+      stats.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.packetsReceived || 0
+      })
+      res[id] = { frames, audio, state: p.pc.connectionState, name: p.meta.name }
+    }
+    return res
+  })
+}
+
+async function open (context, room, name) {
+  const page = await context.newPage()
+  page.on('pageerror', (e) => out({ log: `${name}: page error ${e}` }))
+  page.on('requestfailed', (r) => out({ log: `${name}: request failed ${r.url()} ${r.failure() && r.failure().errorText}` }))
+  await page.addInitScript((n) => localStorage.setItem('rtcdev.name', n), name)
+  const t0 = Date.now()
+  await page.goto(`${ORIGIN}/?room=${room}`)
+  try {
+    await until(`${name} joined`, () => page.evaluate(() => !!(window.rtcdev.signaling && window.rtcdev.signaling.id && window.rtcdev.joinedAt)))
+  } catch (err) {
+    const state = await page.evaluate(() => ({ url: location.href, title: document.title, events: window.rtcdev ? window.rtcdev.events.slice(-10) : null, notice: document.getElementById('notice') && document.getElementById('notice').textContent })).catch((e) => String(e))
+    throw new Error(`${err.message}; page: ${JSON.stringify(state)}`)
+  }
+  const id = await page.evaluate(() => window.rtcdev.signaling.id)
+  return { page, t0, id, name }
+}
+
+async function firstFrameMs (p) {
+  await until(`${p.name} first remote frame`, async () => Object.values(await media(p.page)).some((m) => m.frames > 0), STEP_TIMEOUT_MS)
+  return Date.now() - p.t0
+}
+
+async function launch () {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium',
+    headless: true,
+    args: [
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required', '--no-sandbox', '--disable-gpu', '--disable-quic',
+      '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-features=WebRtcHideLocalIpsWithMdns'
+    ]
+  })
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'] })
+  return { browser, context }
+}
+
+async function check (name, fn) {
+  const started = Date.now()
+  try {
+    const detail = await fn()
+    out({ check: name, ok: true, ms: Date.now() - started, ...detail })
+  } catch (err) {
+    out({ check: name, ok: false, error: String(err && err.stack || err) })
+    throw err
+  }
+}
+
+async function checks () {
+  const { browser, context } = await launch()
+  try {
+    const a = await open(context, 'call', 'Ann')
+    const b = await open(context, 'call', 'Bob')
+    await check('two-pages-media', async () => {
+      const [fa, fb] = await Promise.all([firstFrameMs(a), firstFrameMs(b)])
+      const ma = await until('audio at Ann', async () => { const m = Object.values(await media(a.page)); return m.length === 1 && m[0].audio > 0 && m })
+      const mb = await until('audio at Bob', async () => { const m = Object.values(await media(b.page)); return m.length === 1 && m[0].audio > 0 && m })
+      return { firstFrameMs: { ann: fa, bob: fb }, ann: ma[0], bob: mb[0] }
+    })
+    await check('stats-overlay', async () => {
+      const text = await until('stats text', () => a.page.evaluate(() => {
+        const t = document.querySelector('.tile:not(.local) .stats').textContent
+        return t.includes('host') && t.includes('rtt') && t
+      }))
+      return { text }
+    })
+    await check('chat-crosses', async () => {
+      await until('chat channel open', () => a.page.evaluate(() => [...window.rtcdev.peers.values()].every((p) => p.chat && p.chat.readyState === 'open')))
+      await a.page.click('#chat-toggle')
+      await a.page.fill('#chat-input', 'hello from Ann')
+      await a.page.click('#chat-form button')
+      const line = await until('chat at Bob', () => b.page.evaluate(() => {
+        const t = document.getElementById('chat-log').textContent
+        return t.includes('Ann: hello from Ann') && t
+      }))
+      return { line }
+    })
+    await check('mute-shows-far-side', async () => {
+      await a.page.click('#mic')
+      const local = await a.page.evaluate(() => window.rtcdev.media.stream.getAudioTracks()[0].enabled)
+      if (local !== false) throw new Error('local track still enabled')
+      await until('muted badge at Bob', () => b.page.evaluate((id) => {
+        const t = document.querySelector(`.tile[data-peer="${id}"]`)
+        return t && t.dataset.audioMuted === 'true'
+      }, a.id))
+      await a.page.click('#mic')
+      await until('unmuted at Bob', () => b.page.evaluate((id) => document.querySelector(`.tile[data-peer="${id}"]`).dataset.audioMuted === 'false', a.id))
+      return {}
+    })
+    const c = await open(context, 'call', 'Cid')
+    await check('three-pages-full-mesh', async () => {
+      const all = [a, b, c]
+      for (const p of all) {
+        await until(`${p.name} connected to two`, async () => {
+          const m = Object.values(await media(p.page))
+          return m.length === 2 && m.every((x) => x.state === 'connected' && x.frames > 0)
+        })
+      }
+      return {}
+    })
+    await check('leaver-disappears', async () => {
+      await c.page.click('#leave')
+      for (const p of [a, b]) {
+        await until(`${p.name} dropped Cid`, () => p.page.evaluate((id) => !window.rtcdev.peers.has(id) && !document.querySelector(`.tile[data-peer="${id}"]`), c.id))
+      }
+      await c.page.close()
+      return {}
+    })
+    await check('hub-restart-survived', async () => {
+      const before = await media(a.page)
+      await stopServer()
+      await until('Ann saw the drop', () => a.page.evaluate(() => window.rtcdev.signaling.ws.readyState !== 1))
+      await startServer()
+      await until('Ann rejoined', () => a.page.evaluate((old) => window.rtcdev.signaling.ws.readyState === 1 && window.rtcdev.signaling.id !== old, a.id))
+      await until('Bob rejoined', () => b.page.evaluate((old) => window.rtcdev.signaling.ws.readyState === 1 && window.rtcdev.signaling.id !== old, b.id))
+      // The call never stopped: same single peer, still connected, frames still coming.
+      const f0 = Object.values(before)[0].frames
+      const after = await until('media still flowing', async () => {
+        const m = Object.values(await media(a.page))
+        return m.length === 1 && m[0].state === 'connected' && m[0].frames > f0 + 10 && m
+      })
+      // And the hub works again: a newcomer connects to both.
+      const d = await open(context, 'call', 'Dee')
+      await until('Dee connected to two', async () => {
+        const m = Object.values(await media(d.page))
+        return m.length === 2 && m.every((x) => x.state === 'connected' && x.frames > 0)
+      })
+      return { framesBefore: f0, framesAfter: after[0].frames }
+    })
+  } finally {
+    await browser.close()
+  }
+}
+
+async function bench (runs) {
+  const times = []
+  for (let i = 0; i < runs; i++) {
+    const { browser, context } = await launch()
+    try {
+      const room = `bench-${i}`
+      const a = await open(context, room, 'A')
+      const b = await open(context, room, 'B')
+      // From the second page's navigation (the join that starts the call) to its first decoded frame.
+      times.push(await firstFrameMs(b))
+      await a.page.close()
+    } finally {
+      await browser.close()
+    }
+  }
+  const sorted = [...times].sort((x, y) => x - y)
+  out({ bench: 'join-to-first-remote-frame', runs: times, medianMs: sorted[Math.floor(sorted.length / 2)] })
+}
+
+const [mode = 'checks', arg] = process.argv.slice(2)
+execFileSync(BIN, ['cert', '--install'], { env: { ...process.env, RTCDEV_TRUST_STORES: 'nss' }, stdio: 'ignore' })
+await startServer()
+let failed = false
+try {
+  if (mode === 'bench') await bench(Number(arg || 5))
+  else await checks()
+} catch (err) {
+  failed = true
+  out({ log: String(err && err.stack || err) })
+} finally {
+  if (server) await stopServer()
+}
+process.exit(failed ? 1 : 0)
