@@ -65,8 +65,12 @@ pub struct ServeArgs {
     pub room: Option<String>,
 
     /// Serve this folder instead of the bundled calling page.
-    #[arg(long, value_name = "DIR", env = "RTCDEV_DIR")]
+    #[arg(long, value_name = "DIR", env = "RTCDEV_DIR", conflicts_with = "proxy")]
     pub dir: Option<PathBuf>,
+
+    /// Forward everything rtcdev does not own (WebSocket upgrades too) to a dev server, e.g. http://localhost:5173.
+    #[arg(long, value_name = "URL", env = "RTCDEV_PROXY")]
+    pub proxy: Option<String>,
 
     /// TLS certificate (PEM) instead of one from the local CA; needs --key.
     #[arg(long, value_name = "FILE", requires = "key", env = "RTCDEV_CERT")]
@@ -160,9 +164,10 @@ impl ServeArgs {
                 .to_string(),
             None => crate::serve::random_room(),
         };
-        let content = match &self.dir {
-            Some(d) => crate::serve::content_dir(d)?,
-            None => Content::Bundled,
+        let content = match (&self.dir, &self.proxy) {
+            (Some(d), _) => crate::serve::content_dir(d)?,
+            (None, Some(url)) => Content::Proxy(Box::new(crate::serve::proxy::Proxy::new(url)?)),
+            (None, None) => Content::Bundled,
         };
         let tls = match (self.cert, self.key) {
             (Some(cert), Some(key)) => TlsChoice::Files { cert, key },

@@ -282,6 +282,10 @@ struct Running {
 }
 
 async fn start(sb: &Sandbox, lan: Vec<IpAddr>) -> Running {
+    start_with(sb, lan, Content::Bundled).await
+}
+
+async fn start_with(sb: &Sandbox, lan: Vec<IpAddr>, content: Content) -> Running {
     let lan = Arc::new(Mutex::new(lan));
     let source = lan.clone();
     let config = ServeConfig {
@@ -289,7 +293,7 @@ async fn start(sb: &Sandbox, lan: Vec<IpAddr>) -> Running {
         port: 0,
         port_explicit: true,
         room: "test-room".into(),
-        content: Content::Bundled,
+        content,
         tls: TlsChoice::LocalCa(CaLocation {
             dir: sb.ca_dir(),
             source: CaSource::Explicit,
@@ -474,4 +478,95 @@ async fn garbage_and_half_open_connections_do_not_hurt() {
         .unwrap();
     assert_eq!(ok.status, 200);
     drop(idle);
+}
+
+#[tokio::test]
+async fn proxy_forwards_http_and_websocket_upgrades() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    // A dev server stand-in: a page and an HMR-style WebSocket echo.
+    let upstream = axum::Router::new()
+        .route(
+            "/hello",
+            axum::routing::get(|headers: axum::http::HeaderMap| async move {
+                format!(
+                    "hi from upstream, host {}",
+                    headers["host"].to_str().unwrap()
+                )
+            }),
+        )
+        .route(
+            "/hmr",
+            axum::routing::get(|ws: axum::extract::WebSocketUpgrade| async move {
+                ws.on_upgrade(|mut socket| async move {
+                    while let Some(Ok(msg)) = socket.recv().await {
+                        if let axum::extract::ws::Message::Text(t) = msg {
+                            let _ = socket
+                                .send(axum::extract::ws::Message::Text(format!("echo {t}").into()))
+                                .await;
+                        }
+                    }
+                })
+            }),
+        );
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(up, upstream).await.unwrap() });
+
+    let sb = Sandbox::new();
+    let proxy = serve::proxy::Proxy::new(&format!("http://{up_addr}")).unwrap();
+    let run = start_with(&sb, vec![], Content::Proxy(Box::new(proxy))).await;
+    let der = run.ca.cert_der.to_vec();
+    let res = https_request(run.addr, "localhost", &der, &get_head("/hello"))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 200);
+    assert_eq!(res.text(), format!("hi from upstream, host {up_addr}"));
+    // rtcdev's own routes are not forwarded.
+    let res = https_request(run.addr, "localhost", &der, &get_head("/healthz"))
+        .await
+        .unwrap();
+    assert!(res.text().contains("uptime_secs"));
+
+    // wss:// through rtcdev to the upstream's ws://.
+    let connector = tokio_rustls::TlsConnector::from(common::client_config(&der));
+    let tcp = tokio::net::TcpStream::connect(run.addr).await.unwrap();
+    let tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let (mut ws, resp) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/hmr", run.addr.port()), tls)
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("ping")).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.into_text().unwrap().as_str(), "echo ping");
+
+    // An upstream that is gone: 502 naming it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let sb2 = Sandbox::new();
+    let run2 = start_with(
+        &sb2,
+        vec![],
+        Content::Proxy(Box::new(
+            serve::proxy::Proxy::new(&format!("http://{dead}")).unwrap(),
+        )),
+    )
+    .await;
+    let res = https_request(run2.addr, "localhost", &run2.ca.cert_der, &get_head("/"))
+        .await
+        .unwrap();
+    assert_eq!(res.status, 502);
+    assert!(res.text().contains(&dead.to_string()), "{}", res.text());
 }

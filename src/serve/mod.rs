@@ -5,6 +5,7 @@
 pub mod assets;
 pub mod certs;
 pub mod onboarding;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -63,6 +64,8 @@ pub enum Content {
     Bundled,
     /// A folder (canonical path).
     Dir(PathBuf),
+    /// A dev server everything else is forwarded to.
+    Proxy(Box<proxy::Proxy>),
 }
 
 /// When to print the terminal QR code.
@@ -202,12 +205,14 @@ impl AppState {
 pub fn router(state: AppState, allow_origins: &[String]) -> Result<Router> {
     let content_state = state.clone();
     let content = Router::new()
-        .fallback(move |uri: Uri, headers: HeaderMap| {
+        .fallback(move |req: Request| {
             let state = content_state.clone();
             async move {
+                let (uri, headers) = (req.uri().clone(), req.headers().clone());
                 match &state.inner.content {
                     Content::Bundled => assets::bundled(&uri, &headers),
                     Content::Dir(root) => assets::from_dir(root, &uri, &headers).await,
+                    Content::Proxy(proxy) => proxy.forward(req).await,
                 }
             }
         })

@@ -1,0 +1,480 @@
+//! Hub load generator: N pairs of peers in rooms relay 1 KB messages through a hub,
+//! reporting messages/s and round-trip p50/p99, then idle memory per connection.
+//! Runs against rtcdev's native and socket.io front-ends and the seed article's node
+//! server in one run. Loopback only; every loop is bounded in count and time.
+//!
+//!   bench/hub.sh            (builds, prepares the baseline, raises the fd limit)
+//!   cargo bench --bench hub -- --rtcdev target/release/rtcdev --baseline DIR
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+const PAYLOAD_BYTES: usize = 1024;
+const PAIRS: usize = 50;
+const WINDOW: usize = 16;
+const RUN_FOR: Duration = Duration::from_secs(5);
+const OFFERED_PER_SENDER: u64 = 100; // 50 pairs x (100 + 100 echoed) = 10,000 msg/s
+const IDLE_CONNECTIONS: usize = 10_000;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, PartialEq)]
+enum Proto {
+    Native,
+    SocketIo,
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    name: &'static str,
+    proto: Proto,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(port: u16) {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server on {port} did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn rtcdev(bin: &str, name: &'static str, proto: Proto) -> Server {
+    let port = free_port();
+    // Limits raised so the hub's flood protection does not cap a throughput test.
+    let child = Command::new(bin)
+        .args(["signal", "--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args([
+            "--rate",
+            "1000000",
+            "--burst",
+            "1000000",
+            "--max-queue",
+            "67108864",
+            "--room-size",
+            "16",
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("rtcdev");
+    wait_port(port);
+    Server {
+        child,
+        port,
+        name,
+        proto,
+    }
+}
+
+fn baseline(dir: &str) -> Server {
+    let port = free_port();
+    let child = Command::new("node")
+        .arg("server.js")
+        .current_dir(dir)
+        .env("PORT", port.to_string())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("node");
+    wait_port(port);
+    Server {
+        child,
+        port,
+        name: "seed node+socket.io",
+        proto: Proto::SocketIo,
+    }
+}
+
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap().parse().unwrap())
+        })
+        .unwrap_or(0)
+}
+
+/// One peer: native or socket.io (EIO 4 over websocket, the client side done by hand:
+/// open packet, `40` connect, `42[...]` events, `2`/`3` ping/pong).
+struct Peer {
+    ws: Ws,
+    proto: Proto,
+    id: String,
+}
+
+impl Peer {
+    async fn connect(port: u16, proto: Proto) -> Peer {
+        let url = match proto {
+            Proto::Native => format!("ws://127.0.0.1:{port}/ws"),
+            Proto::SocketIo => {
+                format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
+            }
+        };
+        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timeout")
+            .expect("connect");
+        let mut p = Peer {
+            ws,
+            proto,
+            id: String::new(),
+        };
+        match proto {
+            Proto::Native => {
+                let w = p.next_json().await;
+                p.id = w["id"].as_str().unwrap().to_string();
+            }
+            Proto::SocketIo => {
+                let _open = p.next_text().await; // 0{...}
+                p.ws.send(Message::text("40")).await.unwrap();
+                let ack = p.next_text().await; // 40{"sid":...}
+                let v: Value = serde_json::from_str(&ack[2..]).unwrap();
+                p.id = v["sid"].as_str().unwrap().to_string();
+            }
+        }
+        p
+    }
+
+    async fn next_text(&mut self) -> String {
+        loop {
+            match self.ws.next().await.expect("closed").expect("ws error") {
+                Message::Text(t) => {
+                    if self.proto == Proto::SocketIo && t.as_str() == "2" {
+                        self.ws.send(Message::text("3")).await.unwrap();
+                        continue;
+                    }
+                    return t.to_string();
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    async fn next_json(&mut self) -> Value {
+        serde_json::from_str(&self.next_text().await).unwrap()
+    }
+
+    async fn join(&mut self, room: &str) {
+        match self.proto {
+            Proto::Native => {
+                self.ws
+                    .send(Message::text(
+                        json!({"type": "join", "room": room}).to_string(),
+                    ))
+                    .await
+                    .unwrap();
+                loop {
+                    if self.next_json().await["type"] == "joined" {
+                        return;
+                    }
+                }
+            }
+            Proto::SocketIo => {
+                self.ws
+                    .send(Message::text(format!("42{}", json!(["join", room]))))
+                    .await
+                    .unwrap();
+                loop {
+                    if self.next_text().await.starts_with("42[\"joined\"") {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn frame(&self, to: &str, seq: u64, t: u64, pad: &str) -> String {
+        match self.proto {
+            Proto::Native => {
+                json!({"type": "signal", "to": to, "data": {"seq": seq, "t": t, "pad": pad}})
+                    .to_string()
+            }
+            Proto::SocketIo => format!(
+                "42{}",
+                json!(["message", {"to": to, "seq": seq, "t": t, "pad": pad}])
+            ),
+        }
+    }
+
+    /// The next relayed message's (seq, t) and its sender.
+    async fn next_message(&mut self) -> (u64, u64, String) {
+        loop {
+            let text = self.next_text().await;
+            let (data, from) = match self.proto {
+                Proto::Native => {
+                    let v: Value = serde_json::from_str(&text).unwrap();
+                    if v["type"] != "signal" {
+                        continue;
+                    }
+                    (v["data"].clone(), v["from"].as_str().unwrap().to_string())
+                }
+                Proto::SocketIo => {
+                    if !text.starts_with("42[\"message\"") {
+                        continue;
+                    }
+                    let v: Value = serde_json::from_str(&text[2..]).unwrap();
+                    let d = v[1].clone();
+                    let from = d["from"].as_str().unwrap().to_string();
+                    (d, from)
+                }
+            };
+            return (
+                data["seq"].as_u64().unwrap(),
+                data["t"].as_u64().unwrap(),
+                from,
+            );
+        }
+    }
+}
+
+async fn pairs(server: &Server, n: usize) -> Vec<(Peer, Peer)> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let room = format!("bench-{i}");
+        let mut a = Peer::connect(server.port, server.proto).await;
+        let mut b = Peer::connect(server.port, server.proto).await;
+        a.join(&room).await;
+        b.join(&room).await;
+        out.push((a, b));
+    }
+    out
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+/// Each A keeps WINDOW messages in flight to its B, which echoes them: messages relayed
+/// per second (both directions) and round-trip percentiles, for RUN_FOR.
+/// With `rate` set, each A sends at that rate instead of as fast as the window allows.
+async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
+    let ps = pairs(server, PAIRS).await;
+    let start = Instant::now();
+    let relayed = Arc::new(AtomicU64::new(0));
+    let rtts = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let pad = "x".repeat(PAYLOAD_BYTES);
+    let mut tasks = Vec::new();
+    for (a, b) in ps {
+        let (relayed, rtts, pad) = (relayed.clone(), rtts.clone(), pad.clone());
+        tasks.push(tokio::spawn(async move {
+            let a_id = a.id.clone();
+            let b_id = b.id.clone();
+            let proto = a.proto;
+            let (mut a_tx, mut a_rx) = a.ws.split();
+            let mut b = b;
+            // B echoes until the deadline.
+            let echo = tokio::spawn(async move {
+                let deadline = start + RUN_FOR + Duration::from_secs(1);
+                while let Ok((seq, t, _)) = tokio::time::timeout_at(deadline.into(), b.next_message()).await {
+                    let f = b.frame(&a_id, seq, t, &pad);
+                    if b.ws.send(Message::text(f)).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            let pad = "x".repeat(PAYLOAD_BYTES);
+            let sender_frame = move |seq: u64, t: u64| match proto {
+                Proto::Native => json!({"type": "signal", "to": b_id, "data": {"seq": seq, "t": t, "pad": pad}}).to_string(),
+                Proto::SocketIo => format!("42{}", json!(["message", {"to": b_id, "seq": seq, "t": t, "pad": pad}])),
+            };
+            let mut local = Vec::new();
+            let mut seq = 0u64;
+            let mut inflight = 0usize;
+            let mut tick = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r as f64)));
+            let deadline = start + RUN_FOR;
+            loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                let can_send = match &mut tick {
+                    Some(_) => false,
+                    None => inflight < WINDOW,
+                };
+                if can_send {
+                    let t = start.elapsed().as_micros() as u64;
+                    if a_tx.send(Message::text(sender_frame(seq, t))).await.is_err() {
+                        break;
+                    }
+                    seq += 1;
+                    inflight += 1;
+                    continue;
+                }
+                let tick_fut = async {
+                    match &mut tick {
+                        Some(t) => {
+                            t.tick().await;
+                        }
+                        None => std::future::pending::<()>().await,
+                    }
+                };
+                tokio::select! {
+                    _ = tick_fut => {
+                        let t = start.elapsed().as_micros() as u64;
+                        if a_tx.send(Message::text(sender_frame(seq, t))).await.is_err() { break; }
+                        seq += 1;
+                        inflight += 1;
+                    }
+                    m = tokio::time::timeout_at(deadline.into(), a_rx.next()) => {
+                        let Ok(Some(Ok(msg))) = m else { break };
+                        let Message::Text(text) = msg else { continue };
+                        let text = text.as_str();
+                        if proto == Proto::SocketIo && text == "2" {
+                            let _ = a_tx.send(Message::text("3")).await;
+                            continue;
+                        }
+                        let v: Value = match proto {
+                            Proto::Native => serde_json::from_str(text).unwrap_or(Value::Null),
+                            Proto::SocketIo if text.starts_with("42[\"message\"") => serde_json::from_str::<Value>(&text[2..]).map(|v| json!({"type": "signal", "data": v[1]})).unwrap_or(Value::Null),
+                            _ => Value::Null,
+                        };
+                        if v["type"] == "signal" {
+                            let t = v["data"]["t"].as_u64().unwrap_or(0);
+                            local.push(start.elapsed().as_micros() as u64 - t);
+                            inflight = inflight.saturating_sub(1);
+                            relayed.fetch_add(2, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            rtts.lock().await.extend(local);
+            echo.abort();
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let secs = RUN_FOR.as_secs_f64();
+    let mut all = rtts.lock().await.clone();
+    all.sort_unstable();
+    let total = relayed.load(Ordering::Relaxed);
+    (
+        total as f64 / secs,
+        percentile(&all, 0.5),
+        percentile(&all, 0.99),
+        total,
+    )
+}
+
+async fn idle(server: &Server, n: usize) -> (u64, u64, f64) {
+    let pid = server.child.id();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = rss_kb(pid);
+    let mut held = Vec::with_capacity(n);
+    for _ in 0..n {
+        held.push(Peer::connect(server.port, server.proto).await);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kb(pid);
+    let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
+    drop(held);
+    (before, after, per)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let bin = arg("--rtcdev").unwrap_or_else(|| "target/release/rtcdev".into());
+    let base = arg("--baseline");
+    let idle_n: usize = arg("--idle")
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(IDLE_CONNECTIONS);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut rows: Vec<(String, HashMap<&str, String>)> = Vec::new();
+    let mut servers: Vec<Box<dyn Fn() -> Server>> = vec![
+        Box::new({
+            let b = bin.clone();
+            move || rtcdev(&b, "rtcdev native /ws", Proto::Native)
+        }),
+        Box::new({
+            let b = bin.clone();
+            move || rtcdev(&b, "rtcdev socket.io", Proto::SocketIo)
+        }),
+    ];
+    if let Some(dir) = base.clone() {
+        servers.push(Box::new(move || baseline(&dir)));
+    }
+    println!(
+        "hub bench: {PAIRS} pairs, {PAYLOAD_BYTES} B messages, window {WINDOW}, {}s a run; idle: {idle_n} connections\n",
+        RUN_FOR.as_secs()
+    );
+    for make in &servers {
+        let mut row = HashMap::new();
+        let s = make();
+        let (rate, p50, p99, total) = rt.block_on(relay(&s, None));
+        row.insert("max msg/s", format!("{rate:.0}"));
+        row.insert("max p50 ms", format!("{p50:.2}"));
+        row.insert("max p99 ms", format!("{p99:.2}"));
+        row.insert("max total", total.to_string());
+        drop(s);
+        let s = make();
+        let (rate, p50, p99, _) = rt.block_on(relay(&s, Some(OFFERED_PER_SENDER)));
+        row.insert("10k/s msg/s", format!("{rate:.0}"));
+        row.insert("10k/s p50 ms", format!("{p50:.3}"));
+        row.insert("10k/s p99 ms", format!("{p99:.3}"));
+        drop(s);
+        let s = make();
+        let (before, after, per) = rt.block_on(idle(&s, idle_n));
+        row.insert("idle RSS before KB", before.to_string());
+        row.insert("idle RSS after KB", after.to_string());
+        row.insert("idle B/conn", format!("{per:.0}"));
+        let name = s.name.to_string();
+        drop(s);
+        println!("{name}: {row:?}");
+        rows.push((name, row));
+    }
+    println!(
+        "\n| server | max msg/s | RTT p50 / p99 at max (ms) | msg/s at 10k offered | RTT p50 / p99 at 10k (ms) | idle bytes/conn ({idle_n} held) |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (name, r) in &rows {
+        println!(
+            "| {name} | {} | {} / {} | {} | {} / {} | {} |",
+            r["max msg/s"],
+            r["max p50 ms"],
+            r["max p99 ms"],
+            r["10k/s msg/s"],
+            r["10k/s p50 ms"],
+            r["10k/s p99 ms"],
+            r["idle B/conn"]
+        );
+    }
+}

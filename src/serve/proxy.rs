@@ -1,0 +1,222 @@
+//! `--proxy URL`: everything rtcdev does not own goes to a dev server (vite, webpack),
+//! WebSocket upgrades included, so HMR works through rtcdev's trusted HTTPS.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::{Html, IntoResponse, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// How long the upstream may take to answer a request's head.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Headers that belong to one connection and are not forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// A reverse proxy to one upstream.
+#[derive(Clone)]
+pub struct Proxy {
+    base: Uri,
+    client: Client<HttpConnector, Body>,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Proxy({})", self.base)
+    }
+}
+
+impl Proxy {
+    /// A proxy to `url` (`http://host:port`, optionally with a path prefix).
+    pub fn new(url: &str) -> Result<Self> {
+        let base: Uri = url
+            .parse()
+            .with_context(|| format!("--proxy {url:?} is not a URL"))?;
+        match base.scheme_str() {
+            Some("http") => {}
+            Some(other) => bail!(
+                "--proxy {url:?}: only http:// upstreams are supported (got {other}://); dev servers listen on plain HTTP"
+            ),
+            None => bail!("--proxy {url:?}: write it as http://host:port"),
+        }
+        if base.authority().is_none() {
+            bail!("--proxy {url:?}: no host; write it as http://host:port");
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(Proxy { base, client })
+    }
+
+    /// The upstream URL as given.
+    pub fn upstream(&self) -> String {
+        self.base.to_string()
+    }
+
+    fn target(&self, uri: &Uri) -> Result<Uri> {
+        let prefix = self.base.path().trim_end_matches('/');
+        let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+        let authority = self.base.authority().context("no authority")?;
+        format!("http://{authority}{prefix}{pq}")
+            .parse()
+            .context("bad target URI")
+    }
+
+    /// Forwards one request.
+    pub async fn forward(&self, mut req: Request) -> Response {
+        let target = match self.target(req.uri()) {
+            Ok(t) => t,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        };
+        let upgrade = is_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let mut builder = Request::builder()
+            .method(parts.method.clone())
+            .uri(target.clone());
+        let headers = builder.headers_mut().expect("fresh builder");
+        copy_end_to_end(&parts.headers, headers);
+        if let Some(authority) = self.base.authority() {
+            // Dev servers check Host against their own name (vite's allowedHosts).
+            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
+                headers.insert(header::HOST, v);
+            }
+        }
+        if let Some(host) = parts.headers.get(header::HOST) {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        }
+        headers.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("https"),
+        );
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(u) = parts.headers.get(header::UPGRADE) {
+                headers.insert(header::UPGRADE, u.clone());
+            }
+        }
+        let up_req = match builder.body(body) {
+            Ok(r) => r,
+            Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        };
+        let res = match tokio::time::timeout(UPSTREAM_TIMEOUT, self.client.request(up_req)).await {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => return self.bad_gateway(&format!("{e}")),
+            Err(_) => return self.bad_gateway("no answer in time"),
+        };
+        if upgrade && res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (mut res_parts, res_body) = res.into_parts();
+            let mut upstream_res = hyper::Response::from_parts(res_parts.clone(), res_body);
+            let upstream_upgrade = hyper::upgrade::on(&mut upstream_res);
+            if let Some(client_upgrade) = client_upgrade {
+                tokio::spawn(async move {
+                    let (Ok(client), Ok(upstream)) = (client_upgrade.await, upstream_upgrade.await)
+                    else {
+                        tracing::debug!("proxied upgrade failed");
+                        return;
+                    };
+                    let mut client = TokioIo::new(client);
+                    let mut upstream = TokioIo::new(upstream);
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                });
+            }
+            res_parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            return Response::from_parts(res_parts, Body::empty());
+        }
+        let (mut res_parts, res_body) = res.into_parts();
+        strip_hop_by_hop(&mut res_parts.headers);
+        Response::from_parts(res_parts, Body::new(res_body))
+    }
+
+    fn bad_gateway(&self, why: &str) -> Response {
+        tracing::warn!(upstream = %self.base, why, "upstream unreachable");
+        let page = format!(
+            "<!doctype html><meta charset=utf-8><title>502 upstream unreachable</title>\
+             <h1>502: the upstream is unreachable</h1><p>rtcdev forwards this request to \
+             <code>{}</code> (--proxy), which did not answer: {}.</p><p>Is the dev server running?</p>",
+            html_escape(&self.base.to_string()),
+            html_escape(why)
+        );
+        (StatusCode::BAD_GATEWAY, Html(page)).into_response()
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+fn is_upgrade(h: &HeaderMap) -> bool {
+    h.get(header::UPGRADE).is_some()
+        && h.get(header::CONNECTION)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
+    let named: Vec<String> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .collect();
+    for (k, v) in from {
+        let name = k.as_str();
+        if HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name) || k == header::HOST {
+            continue;
+        }
+        to.append(k.clone(), v.clone());
+    }
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for name in HOP_BY_HOP {
+        h.remove(*name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_bad_upstreams() {
+        assert!(Proxy::new("http://127.0.0.1:5173").is_ok());
+        assert!(
+            Proxy::new("https://x")
+                .unwrap_err()
+                .to_string()
+                .contains("only http://")
+        );
+        assert!(Proxy::new("localhost:5173").is_err());
+        assert!(Proxy::new("not a url").is_err());
+    }
+
+    #[test]
+    fn joins_prefix_and_path() {
+        let p = Proxy::new("http://127.0.0.1:5173/app/").unwrap();
+        assert_eq!(
+            p.target(&"/x?y=1".parse().unwrap()).unwrap(),
+            "http://127.0.0.1:5173/app/x?y=1"
+        );
+    }
+}
