@@ -8,5 +8,5 @@ base=$(mktemp -d)
 trap 'rm -rf "$base"' EXIT
 cp -r ../shared/baseline/seed-server/. "$base/"
 (cd "$base" && npm ci --no-audit --no-fund --loglevel=error)
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 cargo bench --locked --bench hub -- --rtcdev target/release/rtcdev --baseline "$base" "$@"

@@ -11,6 +11,7 @@ trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 export HOME=$work
 "$bin" --ca-dir "$work/ca" cert --cert-file "$work/c.pem" --key-file "$work/k.pem" localhost 127.0.0.1 >/dev/null
 mkdir -p "$work/www"
+chmod 755 "$work"  # nginx workers run as another user
 cp web/index.html "$work/www/index.html"
 port_r=18601; port_n=18602
 duration=${DURATION:-10}
@@ -19,6 +20,7 @@ duration=${DURATION:-10}
 rpid=$!
 sleep 0.5
 echo "== rtcdev serve (https://127.0.0.1:$port_r/)"
+curl -sk -o /dev/null -w "rtcdev answers %{http_code}, %{size_download} bytes\n" "https://127.0.0.1:$port_r/"
 wrk -t2 -c50 -d${duration}s "https://127.0.0.1:$port_r/" | grep -E "Requests/sec|Latency|Transfer"
 kill $rpid; wait $rpid 2>/dev/null || true
 
@@ -41,6 +43,7 @@ NGINX
 nginx -p "$work" -c "$work/nginx.conf"
 sleep 0.5
 echo "== nginx (https://127.0.0.1:$port_n/)"
+curl -sk -o /dev/null -w "nginx answers %{http_code}, %{size_download} bytes\n" "https://127.0.0.1:$port_n/"
 wrk -t2 -c50 -d${duration}s "https://127.0.0.1:$port_n/" | grep -E "Requests/sec|Latency|Transfer"
 nginx -p "$work" -c "$work/nginx.conf" -s quit
 

@@ -137,10 +137,14 @@ impl Peer {
                 format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
             }
         };
-        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connect timeout")
-            .expect("connect");
+        // Nagle off, as browsers do: otherwise small frames wait for ACKs.
+        let (ws, _) = tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async_with_config(url, None, true),
+        )
+        .await
+        .expect("connect timeout")
+        .expect("connect");
         let mut p = Peer {
             ws,
             proto,
@@ -164,7 +168,12 @@ impl Peer {
 
     async fn next_text(&mut self) -> String {
         loop {
-            match self.ws.next().await.expect("closed").expect("ws error") {
+            let next = tokio::time::timeout(CONNECT_TIMEOUT, self.ws.next()).await;
+            match next
+                .expect("no frame within the timeout")
+                .expect("closed")
+                .expect("ws error")
+            {
                 Message::Text(t) => {
                     if self.proto == Proto::SocketIo && t.as_str() == "2" {
                         self.ws.send(Message::text("3")).await.unwrap();
@@ -285,7 +294,7 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
     let rtts = Arc::new(Mutex::new(Vec::<u64>::new()));
     let pad = "x".repeat(PAYLOAD_BYTES);
     let mut tasks = Vec::new();
-    for (a, b) in ps {
+    for (i, (a, b)) in ps.into_iter().enumerate() {
         let (relayed, rtts, pad) = (relayed.clone(), rtts.clone(), pad.clone());
         tasks.push(tokio::spawn(async move {
             let a_id = a.id.clone();
@@ -298,7 +307,8 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
                 let deadline = start + RUN_FOR + Duration::from_secs(1);
                 while let Ok((seq, t, _)) = tokio::time::timeout_at(deadline.into(), b.next_message()).await {
                     let f = b.frame(&a_id, seq, t, &pad);
-                    if b.ws.send(Message::text(f)).await.is_err() {
+                    let sent = tokio::time::timeout_at(deadline.into(), b.ws.send(Message::text(f))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }
                 }
@@ -311,7 +321,13 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
             let mut local = Vec::new();
             let mut seq = 0u64;
             let mut inflight = 0usize;
-            let mut tick = rate.map(|r| tokio::time::interval(Duration::from_secs_f64(1.0 / r as f64)));
+            // Senders are spread over the period, so the offered load is smooth rather
+            // than 50 messages on the same timer tick.
+            let mut tick = rate.map(|r| {
+                let period = Duration::from_secs_f64(1.0 / r as f64);
+                let offset = period.mul_f64(i as f64 / PAIRS as f64);
+                tokio::time::interval_at(tokio::time::Instant::now() + offset, period)
+            });
             let deadline = start + RUN_FOR;
             loop {
                 if Instant::now() >= deadline {
@@ -323,7 +339,8 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
                 };
                 if can_send {
                     let t = start.elapsed().as_micros() as u64;
-                    if a_tx.send(Message::text(sender_frame(seq, t))).await.is_err() {
+                    let sent = tokio::time::timeout_at(deadline.into(), a_tx.send(Message::text(sender_frame(seq, t)))).await;
+                    if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }
                     seq += 1;
@@ -341,7 +358,8 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
                 tokio::select! {
                     _ = tick_fut => {
                         let t = start.elapsed().as_micros() as u64;
-                        if a_tx.send(Message::text(sender_frame(seq, t))).await.is_err() { break; }
+                        let sent = tokio::time::timeout_at(deadline.into(), a_tx.send(Message::text(sender_frame(seq, t)))).await;
+                        if !matches!(sent, Ok(Ok(()))) { break; }
                         seq += 1;
                         inflight += 1;
                     }
@@ -391,7 +409,10 @@ async fn idle(server: &Server, n: usize) -> (u64, u64, f64) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = rss_kb(pid);
     let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
+    for i in 0..n {
+        if i % 2000 == 0 {
+            eprintln!("  {i} connections held");
+        }
         held.push(Peer::connect(server.port, server.proto).await);
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -439,6 +460,7 @@ fn main() {
     for make in &servers {
         let mut row = HashMap::new();
         let s = make();
+        eprintln!("{}: max throughput", s.name);
         let (rate, p50, p99, total) = rt.block_on(relay(&s, None));
         row.insert("max msg/s", format!("{rate:.0}"));
         row.insert("max p50 ms", format!("{p50:.2}"));
@@ -446,12 +468,14 @@ fn main() {
         row.insert("max total", total.to_string());
         drop(s);
         let s = make();
+        eprintln!("{}: 10k/s offered", s.name);
         let (rate, p50, p99, _) = rt.block_on(relay(&s, Some(OFFERED_PER_SENDER)));
         row.insert("10k/s msg/s", format!("{rate:.0}"));
         row.insert("10k/s p50 ms", format!("{p50:.3}"));
         row.insert("10k/s p99 ms", format!("{p99:.3}"));
         drop(s);
         let s = make();
+        eprintln!("{}: idle", s.name);
         let (before, after, per) = rt.block_on(idle(&s, idle_n));
         row.insert("idle RSS before KB", before.to_string());
         row.insert("idle RSS after KB", after.to_string());

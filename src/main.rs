@@ -22,7 +22,7 @@ fn main() -> ExitCode {
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "rtcdev=info,warn",
+        0 => "rtcdev=info,rustls=error,warn",
         1 => "rtcdev=debug,info",
         _ => "trace",
     };
