@@ -66,6 +66,8 @@ fn calling_page_in_chromium() {
         "stats-overlay",
         "chat-crosses",
         "mute-shows-far-side",
+        "screen-share-replaces-track",
+        "phone-width-360",
         "three-pages-full-mesh",
         "leaver-disappears",
         "hub-restart-survived",

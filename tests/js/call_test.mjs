@@ -154,6 +154,24 @@ async function checks () {
       await until('unmuted at Bob', () => b.page.evaluate((id) => document.querySelector(`.tile[data-peer="${id}"]`).dataset.audioMuted === 'false', a.id))
       return {}
     })
+    await check('screen-share-replaces-track', async () => {
+      const before = Object.values(await media(b.page))[0].frames
+      await a.page.click('#share')
+      const sending = await until('screen track sent', () => a.page.evaluate(() => {
+        const m = window.rtcdev.media
+        const p = [...window.rtcdev.peers.values()][0]
+        const sender = p.pc.getSenders().find((s) => s.track && s.track.kind === 'video')
+        return m.screenTrack && sender && sender.track === m.screenTrack && m.screenTrack.label
+      }))
+      await until('frames keep coming', async () => Object.values(await media(b.page))[0].frames > before + 5)
+      await a.page.click('#share')
+      await until('camera back', () => a.page.evaluate(() => {
+        const p = [...window.rtcdev.peers.values()][0]
+        const sender = p.pc.getSenders().find((s) => s.track && s.track.kind === 'video')
+        return !window.rtcdev.media.screenTrack && sender.track === window.rtcdev.media.cameraTrack
+      }))
+      return { screenTrack: sending }
+    })
     const c = await open(context, 'call', 'Cid')
     await check('three-pages-full-mesh', async () => {
       const all = [a, b, c]
@@ -172,6 +190,19 @@ async function checks () {
       }
       await c.page.close()
       return {}
+    })
+    await check('phone-width-360', async () => {
+      await a.page.setViewportSize({ width: 360, height: 740 })
+      await sleep(300)
+      const layout = await a.page.evaluate(() => {
+        const controls = [...document.querySelectorAll('.controls button')].filter((b) => !b.hidden)
+        const offscreen = controls.filter((b) => { const r = b.getBoundingClientRect(); return r.right > window.innerWidth + 1 || r.bottom > window.innerHeight + 1 })
+        return { scrollWidth: document.documentElement.scrollWidth, offscreen: offscreen.map((b) => b.id), videos: document.querySelectorAll('.tile video[playsinline]').length }
+      })
+      if (process.env.SCREENSHOT) await a.page.screenshot({ path: process.env.SCREENSHOT })
+      if (layout.scrollWidth > 360 || layout.offscreen.length) throw new Error(`layout overflows at 360 px: ${JSON.stringify(layout)}`)
+      await a.page.setViewportSize({ width: 1280, height: 720 })
+      return layout
     })
     await check('hub-restart-survived', async () => {
       const before = await media(a.page)

@@ -182,7 +182,8 @@ function addPeer (id, meta, weOffer) {
   const video = el.querySelector('video')
   peer.addEventListener('track', () => {
     video.srcObject = peer.remoteStream
-    video.play().catch(() => { $('tap-audio').hidden = false })
+    // Only a blocked autoplay needs a tap; an interrupted play() (a new track) does not.
+    video.play().catch((err) => { if (err.name === 'NotAllowedError') $('tap-audio').hidden = false })
   })
   peer.addEventListener('state', ({ detail }) => {
     el.dataset.state = detail
