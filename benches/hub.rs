@@ -220,47 +220,52 @@ impl Peer {
     }
 
     fn frame(&self, to: &str, seq: u64, t: u64, pad: &str) -> String {
-        match self.proto {
-            Proto::Native => {
-                json!({"type": "signal", "to": to, "data": {"seq": seq, "t": t, "pad": pad}})
-                    .to_string()
-            }
-            Proto::SocketIo => format!(
-                "42{}",
-                json!(["message", {"to": to, "seq": seq, "t": t, "pad": pad}])
-            ),
-        }
+        frame(self.proto, to, seq, t, pad)
     }
 
-    /// The next relayed message's (seq, t) and its sender.
-    async fn next_message(&mut self) -> (u64, u64, String) {
+    /// The next relayed message's (seq, t).
+    async fn next_message(&mut self) -> (u64, u64) {
         loop {
             let text = self.next_text().await;
-            let (data, from) = match self.proto {
-                Proto::Native => {
-                    let v: Value = serde_json::from_str(&text).unwrap();
-                    if v["type"] != "signal" {
-                        continue;
-                    }
-                    (v["data"].clone(), v["from"].as_str().unwrap().to_string())
-                }
-                Proto::SocketIo => {
-                    if !text.starts_with("42[\"message\"") {
-                        continue;
-                    }
-                    let v: Value = serde_json::from_str(&text[2..]).unwrap();
-                    let d = v[1].clone();
-                    let from = d["from"].as_str().unwrap().to_string();
-                    (d, from)
-                }
-            };
-            return (
-                data["seq"].as_u64().unwrap(),
-                data["t"].as_u64().unwrap(),
-                from,
-            );
+            if let Some(v) = parse_relayed(self.proto, &text) {
+                return v;
+            }
         }
     }
+}
+
+/// A relay frame, built by hand: the load generator must cost the machine little, or
+/// it measures itself.
+fn frame(proto: Proto, to: &str, seq: u64, t: u64, pad: &str) -> String {
+    match proto {
+        Proto::Native => format!(
+            r#"{{"type":"signal","to":"{to}","data":{{"seq":{seq},"t":{t},"pad":"{pad}"}}}}"#
+        ),
+        Proto::SocketIo => {
+            format!(r#"42["message",{{"to":"{to}","seq":{seq},"t":{t},"pad":"{pad}"}}]"#)
+        }
+    }
+}
+
+/// (seq, t) of a relayed message, or None for anything else; scanned, not parsed.
+fn parse_relayed(proto: Proto, text: &str) -> Option<(u64, u64)> {
+    let ours = match proto {
+        Proto::Native => text.starts_with(r#"{"type":"signal""#),
+        Proto::SocketIo => text.starts_with(r#"42["message""#),
+    };
+    if !ours {
+        return None;
+    }
+    Some((field_u64(text, "\"seq\":")?, field_u64(text, "\"t\":")?))
+}
+
+fn field_u64(text: &str, key: &str) -> Option<u64> {
+    let start = text.find(key)? + key.len();
+    let digits: &str = &text[start..];
+    let end = digits
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(digits.len());
+    digits[..end].parse().ok()
 }
 
 async fn pairs(server: &Server, n: usize) -> Vec<(Peer, Peer)> {
@@ -305,7 +310,7 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
             // B echoes until the deadline.
             let echo = tokio::spawn(async move {
                 let deadline = start + RUN_FOR + Duration::from_secs(1);
-                while let Ok((seq, t, _)) = tokio::time::timeout_at(deadline.into(), b.next_message()).await {
+                while let Ok((seq, t)) = tokio::time::timeout_at(deadline.into(), b.next_message()).await {
                     let f = b.frame(&a_id, seq, t, &pad);
                     let sent = tokio::time::timeout_at(deadline.into(), b.ws.send(Message::text(f))).await;
                     if !matches!(sent, Ok(Ok(()))) {
@@ -314,10 +319,7 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
                 }
             });
             let pad = "x".repeat(PAYLOAD_BYTES);
-            let sender_frame = move |seq: u64, t: u64| match proto {
-                Proto::Native => json!({"type": "signal", "to": b_id, "data": {"seq": seq, "t": t, "pad": pad}}).to_string(),
-                Proto::SocketIo => format!("42{}", json!(["message", {"to": b_id, "seq": seq, "t": t, "pad": pad}])),
-            };
+            let sender_frame = move |seq: u64, t: u64| frame(proto, &b_id, seq, t, &pad);
             let mut local = Vec::new();
             let mut seq = 0u64;
             let mut inflight = 0usize;
@@ -371,13 +373,7 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
                             let _ = a_tx.send(Message::text("3")).await;
                             continue;
                         }
-                        let v: Value = match proto {
-                            Proto::Native => serde_json::from_str(text).unwrap_or(Value::Null),
-                            Proto::SocketIo if text.starts_with("42[\"message\"") => serde_json::from_str::<Value>(&text[2..]).map(|v| json!({"type": "signal", "data": v[1]})).unwrap_or(Value::Null),
-                            _ => Value::Null,
-                        };
-                        if v["type"] == "signal" {
-                            let t = v["data"]["t"].as_u64().unwrap_or(0);
+                        if let Some((_, t)) = parse_relayed(proto, text) {
                             local.push(start.elapsed().as_micros() as u64 - t);
                             inflight = inflight.saturating_sub(1);
                             relayed.fetch_add(2, Ordering::Relaxed);
@@ -457,15 +453,37 @@ fn main() {
         "hub bench: {PAIRS} pairs, {PAYLOAD_BYTES} B messages, window {WINDOW}, {}s a run; idle: {idle_n} connections\n",
         RUN_FOR.as_secs()
     );
+    let only = arg("--only");
+    let mut included = Vec::new();
     for make in &servers {
         let mut row = HashMap::new();
         let s = make();
+        if only.as_deref().is_some_and(|o| !s.name.contains(o)) {
+            continue;
+        }
+        let server_cpu = |pid: u32| -> f64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let f: Vec<&str> = stat
+                .rsplit(") ")
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .collect();
+            let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+                + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+            ticks / 100.0
+        };
+        let cpu0 = server_cpu(s.child.id());
         eprintln!("{}: max throughput", s.name);
         let (rate, p50, p99, total) = rt.block_on(relay(&s, None));
         row.insert("max msg/s", format!("{rate:.0}"));
         row.insert("max p50 ms", format!("{p50:.2}"));
         row.insert("max p99 ms", format!("{p99:.2}"));
         row.insert("max total", total.to_string());
+        row.insert(
+            "max server cpu s",
+            format!("{:.1}", server_cpu(s.child.id()) - cpu0),
+        );
         drop(s);
         let s = make();
         eprintln!("{}: 10k/s offered", s.name);
@@ -473,17 +491,23 @@ fn main() {
         row.insert("10k/s msg/s", format!("{rate:.0}"));
         row.insert("10k/s p50 ms", format!("{p50:.3}"));
         row.insert("10k/s p99 ms", format!("{p99:.3}"));
-        drop(s);
-        let s = make();
-        eprintln!("{}: idle", s.name);
-        let (before, after, per) = rt.block_on(idle(&s, idle_n));
-        row.insert("idle RSS before KB", before.to_string());
-        row.insert("idle RSS after KB", after.to_string());
-        row.insert("idle B/conn", format!("{per:.0}"));
         let name = s.name.to_string();
         drop(s);
         println!("{name}: {row:?}");
         rows.push((name, row));
+        included.push(make);
+    }
+    // Idle connections last: 10,000 closed sockets linger in TIME_WAIT and would
+    // disturb the relay runs that follow them.
+    for (make, (name, row)) in included.iter().zip(rows.iter_mut()) {
+        let s = make();
+        eprintln!("{name}: idle");
+        let (before, after, per) = rt.block_on(idle(&s, idle_n));
+        row.insert("idle RSS before KB", before.to_string());
+        row.insert("idle RSS after KB", after.to_string());
+        row.insert("idle B/conn", format!("{per:.0}"));
+        drop(s);
+        std::thread::sleep(Duration::from_secs(2));
     }
     println!(
         "\n| server | max msg/s | RTT p50 / p99 at max (ms) | msg/s at 10k offered | RTT p50 / p99 at 10k (ms) | idle bytes/conn ({idle_n} held) |"

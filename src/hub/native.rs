@@ -9,6 +9,7 @@ use axum::extract::WebSocketUpgrade;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::response::Response;
 use axum::routing::get;
+use futures_util::SinkExt;
 use tokio::sync::{Notify, mpsc};
 use tracing::Instrument;
 
@@ -27,6 +28,10 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 pub const CLOSE_PROTOCOL: u16 = 1002;
 /// How long a close frame may take to go out before the connection is just dropped.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Most frames written with one flush.
+const WRITE_BATCH_FRAMES: usize = 64;
+/// Bytes tungstenite gathers before writing to the socket; `flush` writes sooner.
+const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// At most one `rate-limited` error frame per this interval, so a flood does not
 /// turn into a flood of errors.
 const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
@@ -45,7 +50,7 @@ pub fn routes(hub: Hub) -> Router {
 fn upgrade(hub: Hub, ws: WebSocketUpgrade) -> Response {
     let max = hub.config().max_frame_bytes;
     ws.read_buffer_size(super::WS_READ_BUFFER_BYTES)
-        .write_buffer_size(0)
+        .write_buffer_size(WS_WRITE_BUFFER_BYTES)
         // Frames up to twice the limit are read and answered with 1009 by us; larger
         // ones are cut off by tungstenite before they are buffered.
         .max_message_size(max.saturating_mul(2))
@@ -155,10 +160,24 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
             }
             out = rx.recv() => {
                 let Some(text) = out else { break None };
-                sink.queued.fetch_sub(text.len(), Ordering::AcqRel);
-                // A peer that stops reading blocks this send; the kick ends the wait.
+                // Whatever else is queued goes out in the same write: one flush (one
+                // syscall) for a burst instead of one per frame.
+                let write = async {
+                    let mut next = Some(text);
+                    let mut frames = 0;
+                    while let Some(text) = next.take() {
+                        sink.queued.fetch_sub(text.len(), Ordering::AcqRel);
+                        socket.feed(Message::Text(text)).await?;
+                        frames += 1;
+                        if frames < WRITE_BATCH_FRAMES {
+                            next = rx.try_recv().ok();
+                        }
+                    }
+                    socket.flush().await
+                };
+                // A peer that stops reading blocks this write; the kick ends the wait.
                 tokio::select! {
-                    r = socket.send(Message::Text(text)) => if r.is_err() { break None },
+                    r = write => if r.is_err() { break None },
                     _ = sink.kick.notified() => break Some((CLOSE_POLICY, "send queue full: the peer does not read")),
                     _ = shutdown.cancelled() => break None,
                 }
