@@ -292,15 +292,30 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 /// Each A keeps WINDOW messages in flight to its B, which echoes them: messages relayed
 /// per second (both directions) and round-trip percentiles, for RUN_FOR.
 /// With `rate` set, each A sends at that rate instead of as fast as the window allows.
-async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
+struct Relay {
+    rate: f64,
+    rtt_p50: f64,
+    rtt_p99: f64,
+    total: u64,
+    one_way_p50: f64,
+    one_way_p99: f64,
+}
+
+async fn relay(server: &Server, rate: Option<u64>) -> Relay {
     let ps = pairs(server, PAIRS).await;
     let start = Instant::now();
     let relayed = Arc::new(AtomicU64::new(0));
     let rtts = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let one_way_all = Arc::new(Mutex::new(Vec::<u64>::new()));
     let pad = "x".repeat(PAYLOAD_BYTES);
     let mut tasks = Vec::new();
     for (i, (a, b)) in ps.into_iter().enumerate() {
-        let (relayed, rtts, pad) = (relayed.clone(), rtts.clone(), pad.clone());
+        let (relayed, rtts, pad, one_way_all) = (
+            relayed.clone(),
+            rtts.clone(),
+            pad.clone(),
+            one_way_all.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let a_id = a.id.clone();
             let b_id = b.id.clone();
@@ -308,15 +323,23 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
             let (mut a_tx, mut a_rx) = a.ws.split();
             let mut b = b;
             // B echoes until the deadline.
+            let one_way = one_way_all.clone();
             let echo = tokio::spawn(async move {
                 let deadline = start + RUN_FOR + Duration::from_secs(1);
+                let mut lat = Vec::new();
                 while let Ok((seq, t)) = tokio::time::timeout_at(deadline.into(), b.next_message()).await {
+                    // Sender and receiver share this process's clock: one hop, A -> hub -> B.
+                    lat.push(start.elapsed().as_micros() as u64 - t);
+                    if lat.len() % 256 == 0 {
+                        one_way.lock().await.extend(lat.drain(..));
+                    }
                     let f = b.frame(&a_id, seq, t, &pad);
                     let sent = tokio::time::timeout_at(deadline.into(), b.ws.send(Message::text(f))).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         break;
                     }
                 }
+                one_way.lock().await.extend(lat);
             });
             let pad = "x".repeat(PAYLOAD_BYTES);
             let sender_frame = move |seq: u64, t: u64| frame(proto, &b_id, seq, t, &pad);
@@ -382,7 +405,7 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
                 }
             }
             rtts.lock().await.extend(local);
-            echo.abort();
+            let _ = echo.await;
         }));
     }
     for t in tasks {
@@ -392,12 +415,16 @@ async fn relay(server: &Server, rate: Option<u64>) -> (f64, f64, f64, u64) {
     let mut all = rtts.lock().await.clone();
     all.sort_unstable();
     let total = relayed.load(Ordering::Relaxed);
-    (
-        total as f64 / secs,
-        percentile(&all, 0.5),
-        percentile(&all, 0.99),
+    let mut ow = one_way_all.lock().await.clone();
+    ow.sort_unstable();
+    Relay {
+        rate: total as f64 / secs,
+        rtt_p50: percentile(&all, 0.5),
+        rtt_p99: percentile(&all, 0.99),
         total,
-    )
+        one_way_p50: percentile(&ow, 0.5),
+        one_way_p99: percentile(&ow, 0.99),
+    }
 }
 
 async fn idle(server: &Server, n: usize) -> (u64, u64, f64) {
@@ -475,11 +502,11 @@ fn main() {
         };
         let cpu0 = server_cpu(s.child.id());
         eprintln!("{}: max throughput", s.name);
-        let (rate, p50, p99, total) = rt.block_on(relay(&s, None));
-        row.insert("max msg/s", format!("{rate:.0}"));
-        row.insert("max p50 ms", format!("{p50:.2}"));
-        row.insert("max p99 ms", format!("{p99:.2}"));
-        row.insert("max total", total.to_string());
+        let r = rt.block_on(relay(&s, None));
+        row.insert("max msg/s", format!("{:.0}", r.rate));
+        row.insert("max p50 ms", format!("{:.2}", r.rtt_p50));
+        row.insert("max p99 ms", format!("{:.2}", r.rtt_p99));
+        row.insert("max total", r.total.to_string());
         row.insert(
             "max server cpu s",
             format!("{:.1}", server_cpu(s.child.id()) - cpu0),
@@ -487,10 +514,12 @@ fn main() {
         drop(s);
         let s = make();
         eprintln!("{}: 10k/s offered", s.name);
-        let (rate, p50, p99, _) = rt.block_on(relay(&s, Some(OFFERED_PER_SENDER)));
-        row.insert("10k/s msg/s", format!("{rate:.0}"));
-        row.insert("10k/s p50 ms", format!("{p50:.3}"));
-        row.insert("10k/s p99 ms", format!("{p99:.3}"));
+        let r = rt.block_on(relay(&s, Some(OFFERED_PER_SENDER)));
+        row.insert("10k/s msg/s", format!("{:.0}", r.rate));
+        row.insert("10k/s p50 ms", format!("{:.3}", r.rtt_p50));
+        row.insert("10k/s p99 ms", format!("{:.3}", r.rtt_p99));
+        row.insert("10k/s one-way p50 ms", format!("{:.3}", r.one_way_p50));
+        row.insert("10k/s one-way p99 ms", format!("{:.3}", r.one_way_p99));
         let name = s.name.to_string();
         drop(s);
         println!("{name}: {row:?}");
@@ -510,16 +539,18 @@ fn main() {
         std::thread::sleep(Duration::from_secs(2));
     }
     println!(
-        "\n| server | max msg/s | RTT p50 / p99 at max (ms) | msg/s at 10k offered | RTT p50 / p99 at 10k (ms) | idle bytes/conn ({idle_n} held) |"
+        "\n| server | max msg/s | RTT p50 / p99 at max (ms) | msg/s at 10k offered | one-way p50 / p99 at 10k (ms) | RTT p50 / p99 at 10k (ms) | idle bytes/conn ({idle_n} held) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for (name, r) in &rows {
         println!(
-            "| {name} | {} | {} / {} | {} | {} / {} | {} |",
+            "| {name} | {} | {} / {} | {} | {} / {} | {} / {} | {} |",
             r["max msg/s"],
             r["max p50 ms"],
             r["max p99 ms"],
             r["10k/s msg/s"],
+            r["10k/s one-way p50 ms"],
+            r["10k/s one-way p99 ms"],
             r["10k/s p50 ms"],
             r["10k/s p99 ms"],
             r["idle B/conn"]
