@@ -15,6 +15,8 @@ declare -A tools=(
   [chromium]=chromium
   [unshare]=util-linux
   [ip]=iproute2
+  [turnserver]=coturn
+  [turnutils_uclient]=coturn
   [node]=nodejs
   [npm]=npm
 )

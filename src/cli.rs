@@ -44,6 +44,127 @@ pub enum Command {
     Serve(ServeArgs),
     /// The signaling hub alone (a drop-in for the seed article's socket.io server).
     Signal(SignalArgs),
+    /// Check STUN/TURN servers: mapped and relayed addresses, credentials, data across the relay.
+    Probe(ProbeArgs),
+    /// A local STUN/TURN server (UDP) for testing relay paths.
+    Turn(TurnArgs),
+}
+
+/// `rtcdev probe`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 every server passed, 1 one failed, 2 usage error.\nExamples:\n  rtcdev probe --stun stun:stun.example.org:3478\n  rtcdev probe --turn turn:127.0.0.1:3478 --username u --credential p\n  rtcdev probe --ice-servers https://localhost:8443/config.json"
+)]
+pub struct ProbeArgs {
+    /// STUN server URL (repeatable).
+    #[arg(long, value_name = "URL")]
+    pub stun: Vec<String>,
+    /// TURN server URL (repeatable): turn:HOST:PORT[?transport=udp|tcp] or turns:HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    pub turn: Vec<String>,
+    /// TURN username.
+    #[arg(long, env = "RTCDEV_TURN_USER")]
+    pub username: Option<String>,
+    /// TURN password.
+    #[arg(long, env = "RTCDEV_TURN_PASS", hide_env_values = true)]
+    pub credential: Option<String>,
+    /// TURN REST shared secret: short-lived credentials are made from it.
+    #[arg(long, env = "RTCDEV_TURN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// An iceServers JSON as a browser gets it: a file, or https://.../config.json of rtcdev serve.
+    #[arg(long, value_name = "FILE_OR_URL")]
+    pub ice_servers: Option<String>,
+    /// How long a server gets before it counts as unreachable (e.g. 5s, 800ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `rtcdev turn`.
+#[derive(Debug, Args)]
+pub struct TurnArgs {
+    /// UDP port.
+    #[arg(long, short, default_value_t = crate::turn::DEFAULT_PORT, env = "RTCDEV_TURN_PORT")]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", env = "RTCDEV_TURN_BIND")]
+    pub bind: IpAddr,
+    /// Realm.
+    #[arg(long, default_value = "rtcdev")]
+    pub realm: String,
+    /// A long-term user NAME:PASSWORD (repeatable). Without --user or --secret, user "rtcdev" gets a random password.
+    #[arg(
+        long,
+        value_name = "NAME:PASS",
+        env = "RTCDEV_TURN_USERS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub user: Vec<String>,
+    /// TURN REST shared secret (coturn's static-auth-secret).
+    #[arg(long, env = "RTCDEV_TURN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// The address relayed candidates carry (behind NAT: the public one).
+    #[arg(long, value_name = "IP")]
+    pub external_ip: Option<IpAddr>,
+    /// Relay port range.
+    #[arg(long, default_value = "49152-65535", value_name = "LOW-HIGH")]
+    pub relay_ports: String,
+    /// Print the URLs and iceServers as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 5s or 800ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: use ms, s or m")),
+    };
+    if !(secs > 0.0 && secs < 3600.0) {
+        return Err(format!("{s:?}: between 1ms and 1h"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl TurnArgs {
+    /// Validates the arguments.
+    pub fn into_config(self) -> Result<(crate::turn::TurnConfig, bool, Option<String>)> {
+        let mut users = self
+            .user
+            .iter()
+            .map(|u| crate::turn::parse_user(u))
+            .collect::<Result<Vec<_>>>()?;
+        let mut generated = None;
+        if users.is_empty() && self.secret.is_none() {
+            let pass = crate::turn::random_password();
+            generated = Some(pass.clone());
+            users.push(("rtcdev".into(), pass));
+        }
+        Ok((
+            crate::turn::TurnConfig {
+                bind: self.bind,
+                port: self.port,
+                realm: self.realm,
+                users,
+                secret: self.secret,
+                external_ip: self.external_ip,
+                relay_ports: crate::turn::parse_port_range(&self.relay_ports)?,
+            },
+            self.json,
+            generated,
+        ))
+    }
 }
 
 /// `rtcdev serve`.

@@ -10,6 +10,8 @@
 //! - [`signal`]: `rtcdev signal`, the hub alone.
 //! - [`server`]: listener, TLS/HTTP sniffing, CORS and shutdown shared by both.
 //! - [`qr`]: QR codes for the terminal and SVG.
+//! - [`probe`]: `rtcdev probe`, STUN/TURN checks with a relay echo (webrtc-rs).
+//! - [`turn`]: `rtcdev turn`, a STUN/TURN server (webrtc-rs turn crate).
 //! - [`cli`]: the command line and its conversion into configs.
 
 #![forbid(unsafe_code)]
@@ -19,7 +21,9 @@ pub mod cli;
 pub mod hub;
 pub mod ice;
 pub mod net;
+pub mod probe;
 pub mod qr;
 pub mod serve;
 pub mod server;
 pub mod signal;
+pub mod turn;

@@ -22,7 +22,8 @@ fn main() -> ExitCode {
 
 fn init_tracing(verbose: u8) {
     let default = match verbose {
-        0 => "rtcdev=info,rustls=error,warn",
+        // Other crates (webrtc-rs above all) log routine events as warnings.
+        0 => "rtcdev=info,error",
         1 => "rtcdev=debug,info",
         _ => "trace",
     };
@@ -64,6 +65,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        Command::Probe(args) => runtime()?.block_on(probe(args, cli.ca_dir)),
+        Command::Turn(args) => {
+            let (config, json, _generated) = args.into_config()?;
+            runtime()?.block_on(rtcdev::turn::run(
+                config,
+                json,
+                rtcdev::server::shutdown_signal(),
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Signal(args) => {
             let config = args.into_config(cli.ca_dir)?;
             runtime()?.block_on(rtcdev::signal::run(
@@ -80,4 +91,55 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
+}
+
+async fn probe(
+    args: rtcdev::cli::ProbeArgs,
+    ca_dir: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use rtcdev::probe::{IceUrl, ProbeConfig, Target};
+    let mut targets = Vec::new();
+    for url in args.stun.iter().chain(&args.turn) {
+        let parsed = match IceUrl::parse(url) {
+            Ok(u) => u,
+            Err(e) => {
+                eprintln!("rtcdev: error: {e:#}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        targets.push(Target {
+            url: parsed,
+            username: args.username.clone(),
+            credential: args.credential.clone(),
+        });
+    }
+    if let Some(source) = &args.ice_servers {
+        let text = rtcdev::probe::fetch_ice_servers(source, ca_dir.as_deref()).await?;
+        targets.extend(rtcdev::probe::parse_ice_servers(&text, source)?);
+    }
+    if targets.is_empty() {
+        eprintln!(
+            "rtcdev: error: nothing to probe: give --stun URL, --turn URL or --ice-servers FILE_OR_URL"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let report = rtcdev::probe::run(
+        &ProbeConfig {
+            targets,
+            timeout: args.timeout,
+        },
+        args.secret.as_deref(),
+    )
+    .await;
+    let text = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        report.table()
+    };
+    rtcdev::server::print_stdout(&text);
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -1,0 +1,329 @@
+//! `rtcdev turn`: a STUN + TURN server (UDP) on the webrtc-rs `turn` crate, with
+//! long-term credentials and TURN REST credentials (coturn's `use-auth-secret`).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use turn::auth::{AuthHandler, generate_auth_key};
+use turn::relay::relay_range::RelayAddressGeneratorRanges;
+use turn::server::Server;
+use turn::server::config::{ConnConfig, ServerConfig};
+use webrtc::util::vnet::net::Net;
+
+use crate::ice::{IceServer, turn_rest_password};
+use crate::net;
+
+/// The STUN/TURN port unless told otherwise (RFC 8489).
+pub const DEFAULT_PORT: u16 = 3478;
+/// Relay ports unless told otherwise (the IANA dynamic range, as coturn).
+pub const DEFAULT_RELAY_PORTS: (u16, u16) = (49152, 65535);
+/// Tries to find a free relay port before an allocation fails.
+const RELAY_PORT_RETRIES: u16 = 10;
+
+/// Everything `rtcdev turn` needs.
+#[derive(Debug, Clone)]
+pub struct TurnConfig {
+    /// Address to listen on.
+    pub bind: IpAddr,
+    /// UDP port.
+    pub port: u16,
+    /// Realm.
+    pub realm: String,
+    /// Long-term users: name and password.
+    pub users: Vec<(String, String)>,
+    /// TURN REST shared secret.
+    pub secret: Option<String>,
+    /// The address relayed candidates carry (default: the bind address, or the first
+    /// LAN address when bound to all).
+    pub external_ip: Option<IpAddr>,
+    /// Relay port range.
+    pub relay_ports: (u16, u16),
+}
+
+struct Auth {
+    users: HashMap<String, String>,
+    secret: Option<String>,
+}
+
+impl AuthHandler for Auth {
+    fn auth_handle(
+        &self,
+        username: &str,
+        realm: &str,
+        src: SocketAddr,
+    ) -> Result<Vec<u8>, turn::Error> {
+        if let Some(password) = self.users.get(username) {
+            return Ok(generate_auth_key(username, realm, password));
+        }
+        if let Some(secret) = &self.secret {
+            // coturn's REST scheme: "<unix expiry>[:<id>]", password HMAC-SHA1 of it.
+            let expiry: u64 = username
+                .split(':')
+                .next()
+                .and_then(|e| e.parse().ok())
+                .ok_or_else(|| {
+                    turn::Error::Other(format!("{username:?} is not a TURN REST username"))
+                })?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            if expiry < now {
+                tracing::info!(%src, username, "expired TURN REST credentials");
+                return Err(turn::Error::Other("expired credentials".into()));
+            }
+            return Ok(generate_auth_key(
+                username,
+                realm,
+                &turn_rest_password(secret, username),
+            ));
+        }
+        tracing::info!(%src, username, "unknown TURN user");
+        Err(turn::Error::Other("unknown user".into()))
+    }
+}
+
+/// A running server.
+pub struct TurnServer {
+    server: Server,
+    /// The UDP address it listens on.
+    pub addr: SocketAddr,
+    /// The address relayed candidates carry.
+    pub relay_ip: IpAddr,
+}
+
+impl TurnServer {
+    /// Stops the server.
+    pub async fn close(self) {
+        let _ = self.server.close().await;
+    }
+}
+
+/// Binds and starts the server.
+pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
+    if config.users.is_empty() && config.secret.is_none() {
+        bail!("a TURN server needs --user NAME:PASS or --secret S");
+    }
+    let (lo, hi) = config.relay_ports;
+    if lo == 0 || lo > hi {
+        bail!("--relay-ports {lo}-{hi} is not a port range like 49152-65535");
+    }
+    let addr = SocketAddr::new(config.bind, config.port);
+    let socket = UdpSocket::bind(addr).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+            "UDP port {} on {} is in use (another TURN server, coturn?); pick another with --port",
+            addr.port(),
+            addr.ip()
+        ),
+        _ => anyhow::Error::new(e).context(format!("cannot listen on UDP {addr}")),
+    })?;
+    let local = socket
+        .local_addr()
+        .context("cannot read the bound address")?;
+    let relay_ip = config.external_ip.unwrap_or_else(|| {
+        if config.bind.is_unspecified() {
+            net::lan_addresses()
+                .into_iter()
+                .find(IpAddr::is_ipv4)
+                .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        } else {
+            config.bind
+        }
+    });
+    let server = Server::new(ServerConfig {
+        conn_configs: vec![ConnConfig {
+            conn: Arc::new(socket),
+            relay_addr_generator: Box::new(RelayAddressGeneratorRanges {
+                relay_address: relay_ip,
+                min_port: lo,
+                max_port: hi,
+                max_retries: RELAY_PORT_RETRIES,
+                address: config.bind.to_string(),
+                net: Arc::new(Net::new(None)),
+            }),
+        }],
+        realm: config.realm.clone(),
+        auth_handler: Arc::new(Auth {
+            users: config.users.iter().cloned().collect(),
+            secret: config.secret.clone(),
+        }),
+        channel_bind_timeout: Duration::from_secs(0),
+        alloc_close_notify: None,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot start the TURN server: {e}"))?;
+    Ok(TurnServer {
+        server,
+        addr: local,
+        relay_ip,
+    })
+}
+
+/// What `rtcdev turn` prints.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnUrls {
+    /// STUN URLs.
+    pub stun: Vec<String>,
+    /// TURN URLs.
+    pub turn: Vec<String>,
+    /// Ready to paste into `RTCConfiguration.iceServers`.
+    #[serde(rename = "iceServers")]
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// URLs for every address the server is reachable on.
+pub fn urls(addr: SocketAddr, config: &TurnConfig) -> TurnUrls {
+    let hosts: Vec<IpAddr> = if addr.ip().is_unspecified() {
+        let mut v = net::lan_addresses();
+        v.insert(0, IpAddr::V4(Ipv4Addr::LOCALHOST));
+        v
+    } else {
+        vec![addr.ip()]
+    };
+    let port = addr.port();
+    let stun: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("stun:{}:{port}", net::url_host(h)))
+        .collect();
+    let turn: Vec<String> = hosts
+        .iter()
+        .map(|h| format!("turn:{}:{port}?transport=udp", net::url_host(h)))
+        .collect();
+    let (username, credential) = match (config.users.first(), &config.secret) {
+        (Some((u, p)), _) => (Some(u.clone()), Some(p.clone())),
+        (None, Some(secret)) => {
+            let (u, p) = crate::ice::turn_rest_credentials(
+                secret,
+                "rtcdev",
+                crate::ice::DEFAULT_TURN_CREDENTIAL_TTL,
+                SystemTime::now(),
+            );
+            (Some(u), Some(p))
+        }
+        (None, None) => (None, None),
+    };
+    let ice_servers = vec![
+        IceServer {
+            urls: stun.clone(),
+            username: None,
+            credential: None,
+        },
+        IceServer {
+            urls: turn.clone(),
+            username,
+            credential,
+        },
+    ];
+    TurnUrls {
+        stun,
+        turn,
+        ice_servers,
+    }
+}
+
+/// A random password for the default user.
+pub fn random_password() -> String {
+    use base64::Engine;
+    let bytes: [u8; 12] = rand::random();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Parses `NAME:PASS`.
+pub fn parse_user(s: &str) -> Result<(String, String)> {
+    match s.split_once(':') {
+        Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_string(), p.to_string())),
+        _ => bail!("--user {s:?}: write it as NAME:PASSWORD"),
+    }
+}
+
+/// Parses `LOW-HIGH`.
+pub fn parse_port_range(s: &str) -> Result<(u16, u16)> {
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("--relay-ports {s:?}: write it as LOW-HIGH, e.g. 49152-65535"))?;
+    let lo: u16 = a
+        .trim()
+        .parse()
+        .with_context(|| format!("--relay-ports {s:?}: {a:?} is not a port"))?;
+    let hi: u16 = b
+        .trim()
+        .parse()
+        .with_context(|| format!("--relay-ports {s:?}: {b:?} is not a port"))?;
+    if lo == 0 || lo > hi {
+        bail!("--relay-ports {s:?}: LOW must be 1..=HIGH");
+    }
+    Ok((lo, hi))
+}
+
+/// Runs until `shutdown`.
+pub async fn run(
+    config: TurnConfig,
+    json: bool,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let server = start(&config).await?;
+    let u = urls(server.addr, &config);
+    let text = if json {
+        serde_json::to_string(&u)? + "\n"
+    } else {
+        let mut t = format!(
+            "rtcdev turn: STUN and TURN on UDP {} (relayed addresses on {})\n\n",
+            server.addr, server.relay_ip
+        );
+        for s in &u.stun {
+            t.push_str(&format!("  STUN: {s}\n"));
+        }
+        for s in &u.turn {
+            t.push_str(&format!("  TURN: {s}\n"));
+        }
+        t.push_str(&format!(
+            "\n  iceServers: {}\n\n",
+            serde_json::to_string(&u.ice_servers)?
+        ));
+        t
+    };
+    crate::server::print_stdout(&text);
+    shutdown.await;
+    server.close().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_users_and_ranges() {
+        assert_eq!(parse_user("a:b:c").unwrap(), ("a".into(), "b:c".into()));
+        assert!(parse_user("nocolon").is_err());
+        assert_eq!(parse_port_range("50000-50100").unwrap(), (50000, 50100));
+        assert!(parse_port_range("5-1").is_err());
+        assert!(parse_port_range("x-1").is_err());
+    }
+
+    #[test]
+    fn rest_auth_checks_expiry() {
+        let auth = Auth {
+            users: HashMap::new(),
+            secret: Some("s".into()),
+        };
+        let src: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let future = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let user = format!("{future}:x");
+        assert_eq!(
+            auth.auth_handle(&user, "r", src).unwrap(),
+            generate_auth_key(&user, "r", &turn_rest_password("s", &user))
+        );
+        assert!(auth.auth_handle("1000:x", "r", src).is_err(), "expired");
+        assert!(auth.auth_handle("bob", "r", src).is_err());
+    }
+}

@@ -1,0 +1,461 @@
+//! `rtcdev probe` and `rtcdev turn` on loopback: the probe against rtcdev's own TURN
+//! server and against coturn, coturn's turnutils_uclient against rtcdev's server, and
+//! every failure class the probe names.
+
+mod common;
+
+use std::net::{IpAddr, SocketAddr};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{Sandbox, require};
+use rtcdev::probe::{self, IceUrl, ProbeConfig, Target};
+use rtcdev::turn::{self, TurnConfig};
+
+fn turn_config(users: &[(&str, &str)], secret: Option<&str>, relay: (u16, u16)) -> TurnConfig {
+    TurnConfig {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        realm: "rtcdev".into(),
+        users: users
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        secret: secret.map(String::from),
+        external_ip: None,
+        relay_ports: relay,
+    }
+}
+
+fn target(url: &str, user: Option<&str>, pass: Option<&str>) -> Target {
+    Target {
+        url: IceUrl::parse(url).unwrap(),
+        username: user.map(String::from),
+        credential: pass.map(String::from),
+    }
+}
+
+async fn probe(targets: Vec<Target>, timeout: Duration, secret: Option<&str>) -> probe::Report {
+    probe::run(&ProbeConfig { targets, timeout }, secret).await
+}
+
+#[tokio::test]
+async fn probe_passes_against_rtcdev_turn_and_names_failures() {
+    let server = turn::start(&turn_config(&[("alice", "pw")], None, (52000, 52100)))
+        .await
+        .unwrap();
+    let a = server.addr;
+    // Garbage datagrams are logged and dropped; the server stays up.
+    let junk = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..50u8 {
+        junk.send_to(&[i; 37], a).unwrap();
+    }
+    let report = probe(
+        vec![
+            target(&format!("stun:{a}"), None, None),
+            target(
+                &format!("turn:{a}?transport=udp"),
+                Some("alice"),
+                Some("pw"),
+            ),
+        ],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert!(report.ok(), "{}", report.table());
+    let stun = &report.servers[0];
+    assert!(
+        stun.mapped.as_deref().unwrap().starts_with("127.0.0.1:"),
+        "{stun:?}"
+    );
+    let turn = &report.servers[1];
+    assert!(
+        turn.relayed.as_deref().unwrap().starts_with("127.0.0.1:52"),
+        "{turn:?}"
+    );
+    assert_eq!(turn.relay_echoes, Some(probe::RELAY_ECHOES));
+    assert!(turn.relay_rtt_ms.unwrap() < 100.0);
+
+    let wrong = probe(
+        vec![target(&format!("turn:{a}"), Some("alice"), Some("nope"))],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert_eq!(wrong.servers[0].failure, Some("auth"), "{}", wrong.table());
+    let unknown = probe(
+        vec![target(&format!("turn:{a}"), Some("mallory"), Some("pw"))],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert_eq!(unknown.servers[0].verdict, "fail");
+    let no_creds = probe(
+        vec![target(&format!("turn:{a}"), None, None)],
+        Duration::from_secs(1),
+        None,
+    )
+    .await;
+    assert_eq!(no_creds.servers[0].failure, Some("usage"));
+    server.close().await;
+}
+
+#[tokio::test]
+async fn a_closed_port_is_unreachable_at_the_timeout() {
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let started = Instant::now();
+    let report = probe(
+        vec![target(&format!("stun:{addr}"), None, None)],
+        Duration::from_millis(800),
+        None,
+    )
+    .await;
+    let took = started.elapsed();
+    assert_eq!(
+        report.servers[0].failure,
+        Some("unreachable"),
+        "{}",
+        report.table()
+    );
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(2500),
+        "{took:?}"
+    );
+    let dns = probe(
+        vec![target("stun:no-such-host.invalid:3478", None, None)],
+        Duration::from_secs(2),
+        None,
+    )
+    .await;
+    assert_eq!(dns.servers[0].failure, Some("dns"));
+    // TURN over TCP to a closed port: refused.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let tcp_addr = tcp.local_addr().unwrap();
+    drop(tcp);
+    let refused = probe(
+        vec![target(
+            &format!("turn:{tcp_addr}?transport=tcp"),
+            Some("u"),
+            Some("p"),
+        )],
+        Duration::from_secs(2),
+        None,
+    )
+    .await;
+    assert_eq!(
+        refused.servers[0].failure,
+        Some("refused"),
+        "{}",
+        refused.table()
+    );
+}
+
+#[tokio::test]
+async fn turn_rest_credentials_and_their_expiry() {
+    let server = turn::start(&turn_config(&[], Some("sharedsecret"), (52200, 52300)))
+        .await
+        .unwrap();
+    let a = server.addr;
+    let ok = probe(
+        vec![target(&format!("turn:{a}"), None, None)],
+        Duration::from_secs(3),
+        Some("sharedsecret"),
+    )
+    .await;
+    assert!(ok.ok(), "{}", ok.table());
+    // Credentials that expired an hour ago.
+    let past = SystemTime::now() - Duration::from_secs(7200);
+    let (user, pass) =
+        rtcdev::ice::turn_rest_credentials("sharedsecret", "old", Duration::from_secs(3600), past);
+    let expired = probe(
+        vec![target(&format!("turn:{a}"), Some(&user), Some(&pass))],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert_eq!(
+        expired.servers[0].failure,
+        Some("auth"),
+        "{}",
+        expired.table()
+    );
+    server.close().await;
+}
+
+struct Coturn(Child);
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn probe_passes_against_coturn() {
+    require("turnserver", "coturn");
+    let port = free_udp_port();
+    let sb = Sandbox::new();
+    let child = Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip",
+            "127.0.0.1",
+            "--relay-ip",
+            "127.0.0.1",
+        ])
+        .args([
+            "--listening-port",
+            &port.to_string(),
+            "--min-port",
+            "52400",
+            "--max-port",
+            "52500",
+        ])
+        .args([
+            "-a",
+            "-u",
+            "alice:pw",
+            "-r",
+            "rtcdev",
+            "--allow-loopback-peers",
+            "--no-tls",
+            "--no-dtls",
+            "--no-cli",
+        ])
+        .arg("--pidfile")
+        .arg(sb.path().join("turn.pid"))
+        .args(["--log-file", "stdout"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _coturn = Coturn(child);
+    let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+    // Wait (bounded) until coturn answers STUN.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = probe(
+            vec![target(&format!("stun:{addr}"), None, None)],
+            Duration::from_millis(300),
+            None,
+        )
+        .await;
+        if r.ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "coturn did not start");
+    }
+    let report = probe(
+        vec![
+            target(&format!("stun:{addr}"), None, None),
+            target(&format!("turn:{addr}"), Some("alice"), Some("pw")),
+        ],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert!(report.ok(), "{}", report.table());
+    assert_eq!(report.servers[1].relay_echoes, Some(probe::RELAY_ECHOES));
+    let wrong = probe(
+        vec![target(&format!("turn:{addr}"), Some("alice"), Some("bad"))],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert_eq!(wrong.servers[0].failure, Some("auth"));
+    assert!(
+        wrong.servers[0].details.contains("401"),
+        "{}",
+        wrong.table()
+    );
+}
+
+#[tokio::test]
+async fn coturn_uclient_relays_through_rtcdev_turn() {
+    require("turnutils_uclient", "coturn");
+    let server = turn::start(&turn_config(&[("alice", "pw")], None, (52600, 52700)))
+        .await
+        .unwrap();
+    let port = server.addr.port().to_string();
+    let out = tokio::process::Command::new("turnutils_uclient")
+        .args([
+            "-y",
+            "-X",
+            "-u",
+            "alice",
+            "-w",
+            "pw",
+            "-p",
+            &port,
+            "-n",
+            "20",
+            "-m",
+            "2",
+            "-l",
+            "200",
+            "127.0.0.1",
+        ])
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(30), out)
+        .await
+        .expect("uclient finished")
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+    let recv: usize = text
+        .lines()
+        .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
+        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+        .max()
+        .unwrap_or(0);
+    assert!(recv >= 40, "{text}");
+    server.close().await;
+}
+
+#[test]
+fn probe_cli_usage_and_input_errors() {
+    let sb = Sandbox::new();
+    for (args, needle) in [
+        (vec!["probe", "--stun", "stun:"], "no host"),
+        (vec!["probe", "--turn", "turn:host:99999"], "not a port"),
+        (vec!["probe", "--stun", "http://x"], "scheme must be"),
+        (vec!["probe"], "nothing to probe"),
+    ] {
+        sb.rtcdev()
+            .args(&args)
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains(needle));
+    }
+    std::fs::write(sb.path().join("bad.json"), "{nope").unwrap();
+    sb.rtcdev()
+        .args(["probe", "--ice-servers", "bad.json"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("bad.json is not JSON"));
+    sb.rtcdev()
+        .args(["probe", "--ice-servers", "missing.json"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(
+            "cannot read --ice-servers missing.json",
+        ));
+}
+
+#[tokio::test]
+async fn probe_reads_config_json_from_rtcdev_serve() {
+    let sb = Sandbox::new();
+    let server = turn::start(&turn_config(&[], Some("s3"), (52800, 52900)))
+        .await
+        .unwrap();
+    let turn_url = format!("turn:{}", server.addr);
+    // rtcdev serve with the embedded server's secret hands out REST credentials.
+    let bin = assert_cmd::cargo::cargo_bin("rtcdev");
+    let mut child = Command::new(&bin)
+        .current_dir(sb.path())
+        .env("HOME", sb.path())
+        .args([
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--json",
+            "--turn",
+            &turn_url,
+            "--turn-secret",
+            "s3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let json = loop {
+        let l = lines.next().unwrap().unwrap();
+        if l.starts_with('{') {
+            break l;
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let config_url = format!("{}config.json", v["local"][0].as_str().unwrap());
+    let out = tokio::process::Command::new(&bin)
+        .env("HOME", sb.path())
+        .args(["probe", "--json", "--ice-servers", &config_url])
+        .output()
+        .await
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!(report["servers"][0]["verdict"], "ok", "{report}");
+    assert_eq!(report["servers"][0]["relay_echoes"], probe::RELAY_ECHOES);
+    server.close().await;
+}
+
+#[test]
+fn turn_cli_prints_urls_and_refuses_a_taken_port() {
+    let sb = Sandbox::new();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    sb.rtcdev()
+        .args(["turn", "--bind", "127.0.0.1", "--port", &port])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains(format!(
+            "UDP port {port} on 127.0.0.1 is in use"
+        )));
+    sb.rtcdev()
+        .args(["turn", "--user", "nocolon"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("NAME:PASSWORD"));
+    sb.rtcdev()
+        .args(["turn", "--relay-ports", "9-1"])
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("--relay-ports"));
+
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"))
+        .args(["turn", "--bind", "127.0.0.1", "--port", "0", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let line = std::io::BufReader::new(child.stdout.take().unwrap())
+        .lines()
+        .next()
+        .unwrap()
+        .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        v["turn"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("turn:127.0.0.1:"),
+        "{v}"
+    );
+    assert_eq!(
+        v["iceServers"][1]["username"], "rtcdev",
+        "a random password for user rtcdev: {v}"
+    );
+    assert!(v["iceServers"][1]["credential"].as_str().unwrap().len() >= 16);
+}
