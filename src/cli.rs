@@ -294,7 +294,21 @@ impl ServeArgs {
             (Some(cert), Some(key)) => TlsChoice::Files { cert, key },
             _ => TlsChoice::LocalCa(location),
         };
-        let ice = self.ice.into_config()?;
+        let (ice, embedded) = self.ice.into_config()?;
+        if embedded && (!ice.turn.is_empty() || ice.turn_auth.is_some()) {
+            bail!(
+                "--turn without a URL runs rtcdev's own TURN server with its own secret; leave out the other --turn URLs and TURN credentials"
+            );
+        }
+        let embedded_turn = embedded.then(|| crate::turn::TurnConfig {
+            bind: self.bind,
+            port: crate::turn::DEFAULT_PORT,
+            realm: "rtcdev".into(),
+            users: Vec::new(),
+            secret: Some(crate::turn::random_password()),
+            external_ip: None,
+            relay_ports: crate::turn::DEFAULT_RELAY_PORTS,
+        });
         Ok(ServeTask::Run(Box::new(ServeConfig {
             bind: self.bind,
             port,
@@ -315,6 +329,7 @@ impl ServeArgs {
             json: self.json,
             lan_poll: crate::serve::LAN_POLL_INTERVAL,
             lan: std::sync::Arc::new(crate::net::lan_addresses),
+            embedded_turn,
         })))
     }
 }
@@ -402,8 +417,9 @@ pub struct IceArgs {
     #[arg(long, value_name = "URL", env = "RTCDEV_STUN", value_delimiter = ',')]
     pub stun: Vec<String>,
 
-    /// TURN server URL (repeatable), e.g. turn:turn.example.org:3478?transport=udp.
-    #[arg(long, value_name = "URL", env = "RTCDEV_TURN", value_delimiter = ',')]
+    /// TURN server URL (repeatable), e.g. turn:turn.example.org:3478?transport=udp. `rtcdev serve
+    /// --turn` without a URL runs rtcdev's own TURN server alongside (UDP 3478).
+    #[arg(long, value_name = "URL", env = "RTCDEV_TURN", value_delimiter = ',', num_args = 0..=1, default_missing_value = EMBEDDED_TURN)]
     pub turn: Vec<String>,
 
     /// TURN username (with --turn-pass).
@@ -452,8 +468,11 @@ impl HubArgs {
 }
 
 impl IceArgs {
-    /// Validates the URLs into an ICE configuration.
-    pub fn into_config(self) -> Result<IceConfig> {
+    /// Validates the URLs into an ICE configuration, and says whether the embedded TURN
+    /// server was asked for (`--turn` without a URL).
+    pub fn into_config(mut self) -> Result<(IceConfig, bool)> {
+        let embedded = self.turn.iter().any(|t| t == EMBEDDED_TURN);
+        self.turn.retain(|t| t != EMBEDDED_TURN);
         for url in &self.stun {
             if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
                 bail!("--stun {url:?} is not a STUN URL; write it as stun:HOST:PORT");
@@ -477,13 +496,19 @@ impl IceArgs {
         if !self.turn.is_empty() && turn_auth.is_none() {
             bail!("--turn needs credentials: --turn-user and --turn-pass, or --turn-secret");
         }
-        Ok(IceConfig {
-            stun: self.stun,
-            turn: self.turn,
-            turn_auth,
-        })
+        Ok((
+            IceConfig {
+                stun: self.stun,
+                turn: self.turn,
+                turn_auth,
+            },
+            embedded,
+        ))
     }
 }
+
+/// What `--turn` without a URL stands for.
+const EMBEDDED_TURN: &str = "embedded";
 
 impl SignalArgs {
     /// Validates the arguments into a config.
@@ -493,7 +518,12 @@ impl SignalArgs {
             (_, _, true) => Some(TlsSource::LocalCa(CaLocation::resolve(ca_dir.as_deref())?)),
             _ => None,
         };
-        let ice = self.ice.into_config()?;
+        let (ice, embedded) = self.ice.into_config()?;
+        if embedded {
+            bail!(
+                "--turn without a URL (rtcdev's own TURN server) is for rtcdev serve; run `rtcdev turn` next to `rtcdev signal` and pass its URL"
+            );
+        }
         Ok(SignalConfig {
             addr: SocketAddr::new(self.bind, self.port),
             tls,

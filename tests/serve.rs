@@ -286,6 +286,15 @@ async fn start(sb: &Sandbox, lan: Vec<IpAddr>) -> Running {
 }
 
 async fn start_with(sb: &Sandbox, lan: Vec<IpAddr>, content: Content) -> Running {
+    start_full(sb, lan, content, None).await
+}
+
+async fn start_full(
+    sb: &Sandbox,
+    lan: Vec<IpAddr>,
+    content: Content,
+    embedded_turn: Option<rtcdev::turn::TurnConfig>,
+) -> Running {
     let lan = Arc::new(Mutex::new(lan));
     let source = lan.clone();
     let config = ServeConfig {
@@ -305,6 +314,7 @@ async fn start_with(sb: &Sandbox, lan: Vec<IpAddr>, content: Content) -> Running
         json: false,
         lan_poll: Duration::from_millis(100),
         lan: Arc::new(move || source.lock().unwrap().clone()),
+        embedded_turn,
     };
     let listener = rtcdev::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -569,4 +579,51 @@ async fn proxy_forwards_http_and_websocket_upgrades() {
         .unwrap();
     assert_eq!(res.status, 502);
     assert!(res.text().contains(&dead.to_string()), "{}", res.text());
+}
+
+#[tokio::test]
+async fn embedded_turn_server_is_in_config_json_and_relays() {
+    let sb = Sandbox::new();
+    let turn = rtcdev::turn::TurnConfig {
+        bind: "127.0.0.1".parse().unwrap(),
+        port: 0,
+        realm: "rtcdev".into(),
+        users: vec![],
+        secret: Some("embedded-secret".into()),
+        external_ip: None,
+        relay_ports: (53000, 53100),
+    };
+    let run = start_full(&sb, vec![], Content::Bundled, Some(turn)).await;
+    let res = https_request(
+        run.addr,
+        "localhost",
+        &run.ca.cert_der,
+        &get_head("/config.json"),
+    )
+    .await
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&res.body).unwrap();
+    let targets = rtcdev::probe::parse_ice_servers(&v.to_string(), "config.json").unwrap();
+    assert!(
+        targets
+            .iter()
+            .any(|t| t.url.scheme == "turn"
+                && t.username.as_deref().is_some_and(|u| u.contains(':'))),
+        "{v}"
+    );
+    let report = rtcdev::probe::run(
+        &rtcdev::probe::ProbeConfig {
+            targets,
+            timeout: Duration::from_secs(3),
+        },
+        None,
+    )
+    .await;
+    assert!(report.ok(), "{}", report.table());
+    assert!(
+        report
+            .servers
+            .iter()
+            .any(|r| r.relay_echoes == Some(rtcdev::probe::RELAY_ECHOES))
+    );
 }

@@ -148,6 +148,7 @@ fn a_taken_default_port_moves_to_the_next() {
         json: false,
         lan_poll: Duration::from_secs(5),
         lan: std::sync::Arc::new(Vec::new),
+        embedded_turn: None,
     };
     let l = rtcdev::serve::bind(&config).unwrap();
     assert!(l.local_addr().unwrap().port() > port);

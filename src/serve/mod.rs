@@ -111,6 +111,9 @@ pub struct ServeConfig {
     pub lan_poll: Duration,
     /// The LAN addresses.
     pub lan: LanSource,
+    /// rtcdev's own TURN server, run alongside and put in `/config.json` and `welcome`
+    /// with short-lived REST credentials.
+    pub embedded_turn: Option<crate::turn::TurnConfig>,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -506,7 +509,12 @@ pub async fn run_on(
         }
     };
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
-    let hub = Hub::new(config.hub.clone());
+    let mut hub_config = config.hub.clone();
+    let turn_server = match &config.embedded_turn {
+        Some(t) => Some(start_embedded_turn(t, &lan, &mut hub_config).await?),
+        None => None,
+    };
+    let hub = Hub::new(hub_config);
     let state = AppState::new(
         hub.clone(),
         ca_info,
@@ -531,11 +539,56 @@ pub async fn run_on(
         ));
     }
     let stop = stop_watch.clone();
-    crate::server::serve(listener, app, Some(tls_config), Some(hub), async move {
+    let served = crate::server::serve(listener, app, Some(tls_config), Some(hub), async move {
         shutdown.await;
         stop.cancel();
     })
-    .await
+    .await;
+    if let Some(t) = turn_server {
+        t.close().await;
+    }
+    served
+}
+
+/// Starts rtcdev's TURN server next to `serve` (UDP 3478, or a free port when that is
+/// taken) and points the hub's ICE servers at it with short-lived REST credentials.
+async fn start_embedded_turn(
+    config: &crate::turn::TurnConfig,
+    lan: &[IpAddr],
+    hub: &mut HubConfig,
+) -> Result<crate::turn::TurnServer> {
+    let server = match crate::turn::start(config).await {
+        Ok(s) => s,
+        Err(e) if config.port != 0 => {
+            tracing::warn!(%e, "TURN port {} unavailable; using a free one", config.port);
+            let mut any = config.clone();
+            any.port = 0;
+            crate::turn::start(&any).await?
+        }
+        Err(e) => return Err(e),
+    };
+    let port = server.addr.port();
+    let hosts = if server.addr.ip().is_unspecified() {
+        let mut h: Vec<IpAddr> = lan.iter().copied().filter(IpAddr::is_ipv4).collect();
+        h.push(IpAddr::from([127, 0, 0, 1]));
+        h
+    } else {
+        vec![server.addr.ip()]
+    };
+    for h in &hosts {
+        hub.ice
+            .stun
+            .push(format!("stun:{}:{port}", net::url_host(h)));
+        hub.ice
+            .turn
+            .push(format!("turn:{}:{port}?transport=udp", net::url_host(h)));
+    }
+    hub.ice.turn_auth = Some(crate::ice::TurnAuth::Secret {
+        secret: config.secret.clone().unwrap_or_default(),
+        ttl: crate::ice::DEFAULT_TURN_CREDENTIAL_TTL,
+    });
+    tracing::info!(addr = %server.addr, "embedded TURN server running");
+    Ok(server)
 }
 
 /// Looks at the LAN addresses every `lan_poll`; when they change (a new Wi-Fi), issues
