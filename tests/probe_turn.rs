@@ -459,3 +459,28 @@ fn turn_cli_prints_urls_and_refuses_a_taken_port() {
     );
     assert!(v["iceServers"][1]["credential"].as_str().unwrap().len() >= 16);
 }
+
+#[tokio::test]
+async fn two_stun_servers_compare_the_nat_mapping() {
+    let one = turn::start(&turn_config(&[("a", "b")], None, (53200, 53250)))
+        .await
+        .unwrap();
+    let two = turn::start(&turn_config(&[("a", "b")], None, (53300, 53350)))
+        .await
+        .unwrap();
+    let report = probe(
+        vec![
+            target(&format!("stun:{}", one.addr), None, None),
+            target(&format!("stun:{}", two.addr), None, None),
+        ],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert!(report.ok(), "{}", report.table());
+    // Loopback has no NAT: one socket maps to itself at both servers.
+    let nat = report.nat.as_deref().unwrap();
+    assert!(nat.contains("endpoint-independent"), "{nat}");
+    one.close().await;
+    two.close().await;
+}
