@@ -816,7 +816,8 @@ mod tests {
         assert_eq!(IceUrl::parse("stun:example.org").unwrap().port, 3478);
         assert_eq!(IceUrl::parse("turns:example.org").unwrap().port, 5349);
         assert_eq!(IceUrl::parse("turns:example.org").unwrap().transport, "tcp");
-        assert_eq!(IceUrl::parse("stun:[::1]:3479").unwrap().host, "[::1]");
+        assert_eq!(IceUrl::parse("stun:[::1]:3479").unwrap().host, "::1");
+        assert_eq!(IceUrl::parse("stun:[::1]:3479").unwrap().port, 3479);
         for bad in [
             "stun:",
             "turn:host:99999",
