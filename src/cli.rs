@@ -177,9 +177,8 @@ pub struct ServeArgs {
     #[arg(long, short, env = "RTCDEV_PORT")]
     pub port: Option<u16>,
 
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0", env = "RTCDEV_BIND")]
-    pub bind: IpAddr,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 
     /// The room the printed links and the QR code open (default: a random one).
     #[arg(long, env = "RTCDEV_ROOM")]
@@ -192,14 +191,6 @@ pub struct ServeArgs {
     /// Forward everything rtcdev does not own (WebSocket upgrades too) to a dev server, e.g. http://localhost:5173.
     #[arg(long, value_name = "URL", env = "RTCDEV_PROXY")]
     pub proxy: Option<String>,
-
-    /// TLS certificate (PEM) instead of one from the local CA; needs --key.
-    #[arg(long, value_name = "FILE", requires = "key", env = "RTCDEV_CERT")]
-    pub cert: Option<PathBuf>,
-
-    /// TLS private key (PEM) for --cert.
-    #[arg(long, value_name = "FILE", requires = "cert", env = "RTCDEV_KEY")]
-    pub key: Option<PathBuf>,
 
     /// Print the terminal QR code even when stdout is not a terminal.
     #[arg(long, conflicts_with = "no_qr")]
@@ -216,15 +207,6 @@ pub struct ServeArgs {
     /// Print the URLs as one JSON object.
     #[arg(long)]
     pub json: bool,
-
-    /// Allow only these origins in CORS (repeatable); default: any origin, echoed.
-    #[arg(
-        long,
-        value_name = "ORIGIN",
-        env = "RTCDEV_ALLOW_ORIGIN",
-        value_delimiter = ','
-    )]
-    pub allow_origin: Vec<String>,
 
     /// Print an nginx site that proxies HTTPS and WebSockets to this server, and exit.
     #[arg(long)]
@@ -257,10 +239,12 @@ impl ServeArgs {
         if self.print_nginx {
             // nginx needs the certificate as files: the given ones, or ones from `rtcdev cert`.
             let cert = self
+                .listen
                 .cert
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/cert.pem"));
             let key = self
+                .listen
                 .key
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/key.pem"));
@@ -269,7 +253,7 @@ impl ServeArgs {
             )));
         }
         if self.print_systemd {
-            let mut args = format!("--port {port} --bind {}", self.bind);
+            let mut args = format!("--port {port} --bind {}", self.listen.bind);
             if let Some(room) = &self.room {
                 args.push_str(&format!(" --room {room}"));
             }
@@ -290,7 +274,7 @@ impl ServeArgs {
             (None, Some(url)) => Content::Proxy(Box::new(crate::serve::proxy::Proxy::new(url)?)),
             (None, None) => Content::Bundled,
         };
-        let tls = match (self.cert, self.key) {
+        let tls = match (self.listen.cert, self.listen.key) {
             (Some(cert), Some(key)) => TlsChoice::Files { cert, key },
             _ => TlsChoice::LocalCa(location),
         };
@@ -301,7 +285,7 @@ impl ServeArgs {
             );
         }
         let embedded_turn = embedded.then(|| crate::turn::TurnConfig {
-            bind: self.bind,
+            bind: self.listen.bind,
             port: crate::turn::DEFAULT_PORT,
             realm: "rtcdev".into(),
             users: Vec::new(),
@@ -310,14 +294,14 @@ impl ServeArgs {
             relay_ports: crate::turn::DEFAULT_RELAY_PORTS,
         });
         Ok(ServeTask::Run(Box::new(ServeConfig {
-            bind: self.bind,
+            bind: self.listen.bind,
             port,
             port_explicit: self.port.is_some(),
             room,
             content,
             tls,
             hub: self.hub.into_config(ice),
-            allow_origins: self.allow_origin,
+            allow_origins: self.listen.allow_origin,
             qr: if self.qr {
                 QrMode::Always
             } else if self.no_qr {
@@ -344,30 +328,12 @@ pub struct SignalArgs {
     #[arg(long, short, default_value_t = 3000, env = "RTCDEV_PORT")]
     pub port: u16,
 
-    /// Address to listen on.
-    #[arg(long, default_value = "0.0.0.0", env = "RTCDEV_BIND")]
-    pub bind: IpAddr,
-
-    /// TLS certificate (PEM) to serve HTTPS with; needs --key.
-    #[arg(long, value_name = "FILE", requires = "key", env = "RTCDEV_CERT")]
-    pub cert: Option<PathBuf>,
-
-    /// TLS private key (PEM) for --cert.
-    #[arg(long, value_name = "FILE", requires = "cert", env = "RTCDEV_KEY")]
-    pub key: Option<PathBuf>,
+    #[command(flatten)]
+    pub listen: ListenArgs,
 
     /// Serve HTTPS with a certificate from the local CA (created on first use).
     #[arg(long, conflicts_with = "cert")]
     pub tls: bool,
-
-    /// Allow only these origins in CORS (repeatable); default: any origin, echoed.
-    #[arg(
-        long,
-        value_name = "ORIGIN",
-        env = "RTCDEV_ALLOW_ORIGIN",
-        value_delimiter = ','
-    )]
-    pub allow_origin: Vec<String>,
 
     /// Print the URLs as JSON.
     #[arg(long)]
@@ -378,6 +344,31 @@ pub struct SignalArgs {
 
     #[command(flatten)]
     pub ice: IceArgs,
+}
+
+/// Where and how `serve` and `signal` listen.
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "0.0.0.0", env = "RTCDEV_BIND")]
+    pub bind: IpAddr,
+
+    /// TLS certificate (PEM) to serve HTTPS with (serve's default: one from the local CA); needs --key.
+    #[arg(long, value_name = "FILE", requires = "key", env = "RTCDEV_CERT")]
+    pub cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for --cert.
+    #[arg(long, value_name = "FILE", requires = "cert", env = "RTCDEV_KEY")]
+    pub key: Option<PathBuf>,
+
+    /// Allow only these origins in CORS (repeatable); default: any origin, echoed.
+    #[arg(
+        long,
+        value_name = "ORIGIN",
+        env = "RTCDEV_ALLOW_ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_origin: Vec<String>,
 }
 
 /// Hub limits.
@@ -513,7 +504,7 @@ const EMBEDDED_TURN: &str = "embedded";
 impl SignalArgs {
     /// Validates the arguments into a config.
     pub fn into_config(self, ca_dir: Option<PathBuf>) -> Result<SignalConfig> {
-        let tls = match (self.cert, self.key, self.tls) {
+        let tls = match (self.listen.cert, self.listen.key, self.tls) {
             (Some(cert), Some(key), _) => Some(TlsSource::Files { cert, key }),
             (_, _, true) => Some(TlsSource::LocalCa(CaLocation::resolve(ca_dir.as_deref())?)),
             _ => None,
@@ -525,9 +516,9 @@ impl SignalArgs {
             );
         }
         Ok(SignalConfig {
-            addr: SocketAddr::new(self.bind, self.port),
+            addr: SocketAddr::new(self.listen.bind, self.port),
             tls,
-            allow_origins: self.allow_origin,
+            allow_origins: self.listen.allow_origin,
             hub: self.hub.into_config(ice),
             json: self.json,
         })
