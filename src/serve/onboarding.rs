@@ -68,17 +68,11 @@ pub fn join_page(room: &str, https_base: &str, host: &str, ca: Option<&CaInfo>) 
 /// `/ca.pem`: the CA certificate for Android and desktops.
 pub fn ca_pem(ca: Option<&CaInfo>) -> Response {
     let Some(ca) = ca else { return no_local_ca() };
-    let mut r = ca.pem.clone().into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-x509-ca-cert"),
-    );
-    h.insert(
-        header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"rtcdev-rootCA.crt\""),
-    );
-    r
+    download(
+        ca.pem.clone(),
+        "application/x-x509-ca-cert",
+        "attachment; filename=\"rtcdev-rootCA.crt\"",
+    )
 }
 
 /// `/ca.mobileconfig`: an iOS configuration profile carrying the CA. iOS saves a
@@ -95,15 +89,21 @@ pub fn mobileconfig(ca: Option<&CaInfo>) -> Response {
         .replace("{{HOST}}", &escape(&crate::cert::ca::hostname()))
         .replace("{{CERT_UUID}}", &uuid_from(&ca.der, b"cert"))
         .replace("{{PROFILE_UUID}}", &uuid_from(&ca.der, b"profile"));
+    download(
+        body,
+        "application/x-apple-aspen-config",
+        "attachment; filename=\"rtcdev-ca.mobileconfig\"",
+    )
+}
+
+/// A file to save, with its type and name.
+fn download(body: String, content_type: &'static str, disposition: &'static str) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/x-apple-aspen-config"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::CONTENT_DISPOSITION,
-        HeaderValue::from_static("attachment; filename=\"rtcdev-ca.mobileconfig\""),
+        HeaderValue::from_static(disposition),
     );
     r
 }
