@@ -363,44 +363,33 @@ async fn probe_reads_config_json_from_rtcdev_serve() {
         .unwrap();
     let turn_url = format!("turn:{}", server.addr);
     // rtcdev serve with the embedded server's secret hands out REST credentials.
-    let bin = assert_cmd::cargo::cargo_bin("rtcdev");
-    let mut child = Command::new(&bin)
-        .current_dir(sb.path())
-        .env("HOME", sb.path())
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--json",
-            "--turn",
-            &turn_url,
-            "--turn-secret",
-            "s3",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut serve = sb.spawn(&[
+        "serve",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--json",
+        "--turn",
+        &turn_url,
+        "--turn-secret",
+        "s3",
+    ]);
     let json = loop {
-        let l = lines.next().unwrap().unwrap();
+        let l = serve.line();
         if l.starts_with('{') {
             break l;
         }
     };
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let config_url = format!("{}config.json", v["local"][0].as_str().unwrap());
-    let out = tokio::process::Command::new(&bin)
+    let out = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("rtcdev"))
         .env("HOME", sb.path())
         .args(["probe", "--json", "--ice-servers", &config_url])
         .output()
         .await
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(serve);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
     assert_eq!(out.status.code(), Some(0), "{report}");
@@ -432,19 +421,9 @@ fn turn_cli_prints_urls_and_refuses_a_taken_port() {
         .code(1)
         .stderr(predicates::str::contains("--relay-ports"));
 
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"))
-        .args(["turn", "--bind", "127.0.0.1", "--port", "0", "--json"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let line = std::io::BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    let line = sb
+        .spawn(&["turn", "--bind", "127.0.0.1", "--port", "0", "--json"])
+        .line();
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert!(
         v["turn"][0]

@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{Sandbox, require};
@@ -11,31 +10,21 @@ use common::{Sandbox, require};
 #[test]
 fn json_urls_no_qr_off_a_terminal_and_sigterm_exits_0() {
     let sb = Sandbox::new();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"))
-        .current_dir(sb.path())
-        .env("HOME", sb.path())
-        .env_remove("RTCDEV_CAROOT")
-        .env_remove("CAROOT")
-        .args([
-            "serve",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--room",
-            "cli-room",
-            "--json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
+    let mut proc = sb.spawn(&[
+        "serve",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--room",
+        "cli-room",
+        "--json",
+    ]);
+    let first = proc.line();
     let first = if first.starts_with('{') {
         first
     } else {
-        lines.next().unwrap().unwrap()
+        proc.line()
     };
     let v: serde_json::Value = serde_json::from_str(&first).unwrap();
     let local = v["local"][0].as_str().unwrap().to_string();
@@ -62,26 +51,9 @@ fn json_urls_no_qr_off_a_terminal_and_sigterm_exits_0() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"rooms\":0"));
 
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no exit after SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(0));
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    proc.sigterm();
+    assert_eq!(proc.wait_exit().code(), Some(0));
+    let rest: Vec<String> = proc.lines.by_ref().map_while(Result::ok).collect();
     assert!(
         !rest.iter().any(|l| l.contains('█')),
         "no QR code off a terminal"
@@ -91,16 +63,9 @@ fn json_urls_no_qr_off_a_terminal_and_sigterm_exits_0() {
 #[test]
 fn qr_only_when_forced() {
     let sb = Sandbox::new();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"))
-        .current_dir(sb.path())
-        .env("HOME", sb.path())
-        .args(["serve", "--bind", "127.0.0.1", "--port", "0", "--qr"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut proc = sb.spawn(&["serve", "--bind", "127.0.0.1", "--port", "0", "--qr"]);
     let mut saw_qr = false;
-    for line in lines.map_while(Result::ok) {
+    for line in proc.lines.by_ref().map_while(Result::ok) {
         if line.contains('█') {
             saw_qr = true;
         }
@@ -108,8 +73,6 @@ fn qr_only_when_forced() {
             break;
         }
     }
-    let _ = child.kill();
-    let _ = child.wait();
     assert!(saw_qr);
 }
 

@@ -2,54 +2,27 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{NativeClient, Sandbox};
 
 struct Running {
-    child: Child,
+    proc: common::Spawned,
     url: String,
-    /// Kept open so the server's later prints do not hit a closed pipe.
-    _stdout: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(sb: &Sandbox, extra: &[&str]) -> Running {
-    let bin = assert_cmd::cargo::cargo_bin("rtcdev");
-    let mut child = Command::new(bin)
-        .current_dir(sb.path())
-        .env("HOME", sb.path())
-        .env_remove("RTCDEV_CAROOT")
-        .env_remove("CAROOT")
-        .args(["signal", "--bind", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut args = vec!["signal", "--bind", "127.0.0.1", "--port", "0"];
+    args.extend_from_slice(extra);
+    let mut proc = sb.spawn(&args);
     let url = loop {
-        let line = lines
-            .next()
-            .expect("rtcdev exited before printing its URL")
-            .unwrap();
-        if let Some(url) = line.trim().strip_prefix("Local:") {
+        if let Some(url) = proc.line().trim().strip_prefix("Local:") {
             break url.trim().to_string();
         }
     };
-    Running {
-        child,
-        url,
-        _stdout: lines,
-    }
+    Running { proc, url }
 }
 
 fn get(addr: &str, path: &str) -> String {
@@ -85,28 +58,9 @@ async fn serves_the_hub_and_stops_on_sigterm_with_1001() {
         "{health}"
     );
 
-    let pid = run.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    run.proc.sigterm();
     assert_eq!(c.close_code().await, Some(1001));
-    let status = wait_exit(&mut run.child);
-    assert_eq!(status.code(), Some(0));
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(std::time::Instant::now() < deadline, "did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    assert_eq!(run.proc.wait_exit().code(), Some(0));
 }
 
 #[test]

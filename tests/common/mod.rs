@@ -33,12 +33,80 @@ impl Sandbox {
         cmd
     }
 
+    /// Starts the built binary in the sandbox (clean environment as [`Sandbox::rtcdev`]),
+    /// stdout piped and read line by line, stderr discarded; killed on drop.
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"));
+        cmd.current_dir(self.path()).args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RTCDEV_") || k == "CAROOT" || k.starts_with("XDG_") {
+                cmd.env_remove(k);
+            }
+        }
+        let mut child = cmd
+            .env("HOME", self.path())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rtcdev");
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        Spawned { child, lines }
+    }
+
     /// A plain std command (for tools such as mkcert, certutil, openssl) in the sandbox.
     pub fn tool(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
         cmd.current_dir(self.path());
         cmd.env("HOME", self.path()).env_remove("CAROOT");
         cmd
+    }
+}
+
+/// A running rtcdev, killed on drop. Its stdout stays open (`lines`) so the server's
+/// later prints never hit a closed pipe.
+pub struct Spawned {
+    pub child: std::process::Child,
+    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl Spawned {
+    /// The next stdout line; panics when the process has exited.
+    pub fn line(&mut self) -> String {
+        self.lines
+            .next()
+            .expect("rtcdev exited before printing that")
+            .unwrap()
+    }
+
+    /// Sends SIGTERM.
+    pub fn sigterm(&self) {
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Waits (bounded) for the exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "did not exit");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
