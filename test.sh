@@ -17,6 +17,7 @@ declare -A tools=(
   [ip]=iproute2
   [turnserver]=coturn
   [turnutils_uclient]=coturn
+  [redis-server]=redis-server
   [node]=nodejs
   [npm]=npm
 )

@@ -458,10 +458,11 @@ fn main() {
     let idle_n: usize = arg("--idle")
         .map(|s| s.parse().unwrap())
         .unwrap_or(IDLE_CONNECTIONS);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = arg("--client-threads") {
+        rt.worker_threads(n.parse().expect("--client-threads N"));
+    }
+    let rt = rt.enable_all().build().unwrap();
     let mut rows: Vec<(String, HashMap<&str, String>)> = Vec::new();
     let mut servers: Vec<Box<dyn Fn() -> Server>> = vec![
         Box::new({

@@ -398,6 +398,17 @@ pub struct HubArgs {
     /// Seconds of silence (no frame, no pong) after which a connection is dropped.
     #[arg(long, default_value_t = hub::DEFAULT_HEARTBEAT_TIMEOUT.as_secs(), value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat: u64,
+
+    /// Share rooms with other hub processes through this Redis (redis://HOST:PORT[/DB]):
+    /// any number of hubs behind a load balancer act as one.
+    #[arg(long, value_name = "URL", env = "RTCDEV_REDIS", value_parser = parse_redis_url)]
+    pub redis: Option<String>,
+}
+
+fn parse_redis_url(s: &str) -> Result<String, String> {
+    redis::Client::open(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a Redis URL ({e}); the form is redis://HOST:PORT[/DB]"))
 }
 
 /// ICE servers handed to clients.
@@ -454,6 +465,7 @@ impl HubArgs {
             max_queue_bytes: self.max_queue.max(self.max_frame),
             heartbeat_timeout: Duration::from_secs(self.heartbeat),
             ice,
+            redis: self.redis,
         }
     }
 }

@@ -119,7 +119,7 @@ pub async fn run(
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    let hub = Hub::new(config.hub.clone());
+    let hub = Hub::start(config.hub.clone()).await?;
     let app = router(&hub, &config.allow_origins)?;
     let (local, network) = urls(addr, tls.is_some());
     let text = if config.json {

@@ -6,6 +6,8 @@
 //! out to the hub processes that hold the recipients, with the front-ends unchanged.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -71,19 +73,19 @@ pub struct RoomStats {
     pub messages_relayed: u64,
 }
 
-/// The seam between the front-ends and room state. Every method is quick and never
-/// blocks on the network.
+/// What [`Rooms::join`] returns: a future, because a shared core (Redis) asks its store.
+pub type JoinFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Vec<PeerInfo>, HubError>> + Send + 'a>>;
+
+/// The seam between the front-ends and room state: [`MemoryRooms`] in this process,
+/// [`super::redis_rooms::RedisRooms`] across processes. Every method but `join` is quick and
+/// never waits on the network (a shared core queues its writes in order).
 pub trait Rooms: Send + Sync + 'static {
     /// Registers a connected peer (in no room yet).
     fn connect(&self, id: PeerId, sink: Arc<dyn PeerSink>);
     /// Moves the peer into `room` (leaving its current room first); returns the peers
     /// already there, oldest first. Room full: error, and the peer stays where it was.
-    fn join(
-        &self,
-        id: &PeerId,
-        room: RoomName,
-        meta: Arc<Value>,
-    ) -> Result<Vec<PeerInfo>, HubError>;
+    fn join<'a>(&'a self, id: &'a PeerId, room: RoomName, meta: Arc<Value>) -> JoinFuture<'a>;
     /// Takes the peer out of its room.
     fn leave(&self, id: &PeerId) -> Result<(), HubError>;
     /// Relays `data` from a peer to `to`, or to the rest of its room. Never crosses rooms.
@@ -94,6 +96,15 @@ pub trait Rooms: Send + Sync + 'static {
     fn room_of(&self, id: &PeerId) -> Option<RoomName>;
     /// Counts.
     fn stats(&self) -> RoomStats;
+    /// The shared store's state for `/healthz`; `None` for an in-process core.
+    fn backend(&self) -> Option<Value> {
+        None
+    }
+    /// Called once at shutdown, after every connection closed: a shared core flushes its
+    /// writes and withdraws this process.
+    fn close(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(std::future::ready(()))
+    }
 }
 
 struct PeerEntry {
@@ -131,42 +142,8 @@ impl MemoryRooms {
         // A panic elsewhere must not take the hub down with it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
 
-impl State {
-    /// Removes `id` from its room and tells the others.
-    fn leave_room(&mut self, id: &PeerId) -> Option<RoomName> {
-        let room = self.peers.get_mut(id)?.room.take()?;
-        if let Some(members) = self.rooms.get_mut(&room) {
-            members.retain(|m| m != id);
-            if members.is_empty() {
-                self.rooms.remove(&room);
-            } else {
-                let event = Event::PeerLeft { id: id.clone() };
-                for m in members.iter() {
-                    if let Some(p) = self.peers.get(m) {
-                        p.sink.deliver(&event);
-                    }
-                }
-            }
-        }
-        Some(room)
-    }
-}
-
-impl Rooms for MemoryRooms {
-    fn connect(&self, id: PeerId, sink: Arc<dyn PeerSink>) {
-        self.lock().peers.insert(
-            id,
-            PeerEntry {
-                sink,
-                room: None,
-                meta: Arc::new(Value::Object(Default::default())),
-            },
-        );
-    }
-
-    fn join(
+    fn join_now(
         &self,
         id: &PeerId,
         room: RoomName,
@@ -204,6 +181,44 @@ impl Rooms for MemoryRooms {
             }
         }
         Ok(infos)
+    }
+}
+
+impl State {
+    /// Removes `id` from its room and tells the others.
+    fn leave_room(&mut self, id: &PeerId) -> Option<RoomName> {
+        let room = self.peers.get_mut(id)?.room.take()?;
+        if let Some(members) = self.rooms.get_mut(&room) {
+            members.retain(|m| m != id);
+            if members.is_empty() {
+                self.rooms.remove(&room);
+            } else {
+                let event = Event::PeerLeft { id: id.clone() };
+                for m in members.iter() {
+                    if let Some(p) = self.peers.get(m) {
+                        p.sink.deliver(&event);
+                    }
+                }
+            }
+        }
+        Some(room)
+    }
+}
+
+impl Rooms for MemoryRooms {
+    fn connect(&self, id: PeerId, sink: Arc<dyn PeerSink>) {
+        self.lock().peers.insert(
+            id,
+            PeerEntry {
+                sink,
+                room: None,
+                meta: Arc::new(Value::Object(Default::default())),
+            },
+        );
+    }
+
+    fn join<'a>(&'a self, id: &'a PeerId, room: RoomName, meta: Arc<Value>) -> JoinFuture<'a> {
+        Box::pin(std::future::ready(self.join_now(id, room, meta)))
     }
 
     fn leave(&self, id: &PeerId) -> Result<(), HubError> {
@@ -315,16 +330,16 @@ mod tests {
         let (a, ra) = peer(&rooms, "a");
         let (b, rb) = peer(&rooms, "b");
         let (c, _) = peer(&rooms, "c");
-        assert!(rooms.join(&a, room("r"), meta()).unwrap().is_empty());
+        assert!(rooms.join_now(&a, room("r"), meta()).unwrap().is_empty());
         let seen: Vec<_> = rooms
-            .join(&b, room("r"), meta())
+            .join_now(&b, room("r"), meta())
             .unwrap()
             .into_iter()
             .map(|p| p.id)
             .collect();
         assert_eq!(seen, vec![a.clone()]);
         let seen: Vec<_> = rooms
-            .join(&c, room("r"), meta())
+            .join_now(&c, room("r"), meta())
             .unwrap()
             .into_iter()
             .map(|p| p.id)
@@ -342,9 +357,9 @@ mod tests {
         let (a, _) = peer(&rooms, "a");
         let (b, rb) = peer(&rooms, "b");
         let (x, rx) = peer(&rooms, "x");
-        rooms.join(&a, room("r1"), meta()).unwrap();
-        rooms.join(&b, room("r1"), meta()).unwrap();
-        rooms.join(&x, room("r2"), meta()).unwrap();
+        rooms.join_now(&a, room("r1"), meta()).unwrap();
+        rooms.join_now(&b, room("r1"), meta()).unwrap();
+        rooms.join_now(&x, room("r2"), meta()).unwrap();
         rb.take();
         rooms.signal(&a, None, Arc::from("1")).unwrap();
         rooms.signal(&a, Some("b"), Arc::from("2")).unwrap();
@@ -372,11 +387,11 @@ mod tests {
             Err(HubError::NotInRoom)
         );
         assert_eq!(rooms.leave(&a), Err(HubError::NotInRoom));
-        rooms.join(&a, room("r"), meta()).unwrap();
-        rooms.join(&b, room("r"), meta()).unwrap();
-        rooms.join(&c, room("other"), meta()).unwrap();
+        rooms.join_now(&a, room("r"), meta()).unwrap();
+        rooms.join_now(&b, room("r"), meta()).unwrap();
+        rooms.join_now(&c, room("other"), meta()).unwrap();
         assert_eq!(
-            rooms.join(&c, room("r"), meta()).unwrap_err(),
+            rooms.join_now(&c, room("r"), meta()).unwrap_err(),
             HubError::RoomFull(2)
         );
         assert_eq!(
@@ -385,7 +400,7 @@ mod tests {
             "a refused join keeps the old room"
         );
         // Re-joining one's own full room is allowed.
-        assert!(rooms.join(&b, room("r"), meta()).is_ok());
+        assert!(rooms.join_now(&b, room("r"), meta()).is_ok());
     }
 
     #[test]
@@ -395,7 +410,7 @@ mod tests {
         let (b, _) = peer(&rooms, "b");
         let (c, _) = peer(&rooms, "c");
         for p in [&a, &b, &c] {
-            rooms.join(p, room("r"), meta()).unwrap();
+            rooms.join_now(p, room("r"), meta()).unwrap();
         }
         ra.take();
         rooms.leave(&b).unwrap();
@@ -411,10 +426,10 @@ mod tests {
         let rooms = MemoryRooms::new(16);
         let (a, ra) = peer(&rooms, "a");
         let (b, _) = peer(&rooms, "b");
-        rooms.join(&a, room("r1"), meta()).unwrap();
-        rooms.join(&b, room("r1"), meta()).unwrap();
+        rooms.join_now(&a, room("r1"), meta()).unwrap();
+        rooms.join_now(&b, room("r1"), meta()).unwrap();
         ra.take();
-        rooms.join(&b, room("r2"), meta()).unwrap();
+        rooms.join_now(&b, room("r2"), meta()).unwrap();
         assert_eq!(ra.take(), vec!["left b"]);
         assert_eq!(rooms.room_of(&b), Some(room("r2")));
     }

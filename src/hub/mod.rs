@@ -7,6 +7,7 @@ pub mod core;
 pub mod native;
 pub mod protocol;
 pub mod ratelimit;
+pub mod redis_rooms;
 pub mod socketio;
 
 use std::sync::{Arc, OnceLock};
@@ -55,6 +56,8 @@ pub struct HubConfig {
     pub heartbeat_timeout: Duration,
     /// ICE servers sent in `welcome`.
     pub ice: IceConfig,
+    /// Share rooms with other hub processes through this Redis (`redis://HOST:PORT/DB`).
+    pub redis: Option<String>,
 }
 
 impl Default for HubConfig {
@@ -67,6 +70,7 @@ impl Default for HubConfig {
             max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             ice: IceConfig::default(),
+            redis: None,
         }
     }
 }
@@ -97,11 +101,28 @@ pub struct HubStats {
     pub rooms: usize,
     /// Connected peers (both front-ends).
     pub peers: usize,
-    /// Messages relayed, one per recipient.
+    /// Messages relayed, one per recipient (by this process).
     pub messages_relayed: u64,
+    /// The shared store (`--redis`): URL without password, state, this process's node id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<serde_json::Value>,
 }
 
 impl Hub {
+    /// A hub with the room core the configuration asks for: shared through Redis with
+    /// `redis` set (connecting now, and failing clearly if Redis cannot be reached),
+    /// in memory otherwise.
+    pub async fn start(config: HubConfig) -> anyhow::Result<Self> {
+        match config.redis.clone() {
+            Some(url) => {
+                let rooms =
+                    redis_rooms::RedisRooms::connect(&url, config.max_peers_per_room).await?;
+                Ok(Hub::with_rooms(config, Arc::new(rooms)))
+            }
+            None => Ok(Hub::new(config)),
+        }
+    }
+
     /// A hub with in-memory rooms.
     pub fn new(config: HubConfig) -> Self {
         let rooms = Arc::new(MemoryRooms::new(config.max_peers_per_room));
@@ -146,6 +167,7 @@ impl Hub {
             rooms: s.rooms,
             peers: s.peers,
             messages_relayed: s.messages_relayed,
+            redis: self.inner.rooms.backend(),
         }
     }
 
@@ -158,6 +180,7 @@ impl Hub {
         }
         self.inner.tasks.close();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, self.inner.tasks.wait()).await;
+        self.inner.rooms.close().await;
     }
 
     pub(crate) fn shutdown_token(&self) -> &CancellationToken {

@@ -207,7 +207,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
                             }
                             continue;
                         }
-                        handle(&hub, &id, &sink, text.as_str());
+                        handle(&hub, &id, &sink, text.as_str()).await;
                     }
                     Some(Ok(Message::Binary(_))) => {
                         sink.push(HubError::BadRequest("binary frames are not part of the protocol; send JSON text".into()).frame());
@@ -249,7 +249,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
     tracing::debug!("disconnected");
 }
 
-fn handle(hub: &Hub, id: &PeerId, sink: &NativeSink, text: &str) {
+async fn handle(hub: &Hub, id: &PeerId, sink: &NativeSink, text: &str) {
     let rooms = hub.rooms();
     let result = match protocol::decode(text) {
         Err(e) => Err(e),
@@ -257,15 +257,17 @@ fn handle(hub: &Hub, id: &PeerId, sink: &NativeSink, text: &str) {
             sink.push(r#"{"type":"pong"}"#.to_string());
             Ok(())
         }
-        Ok(ClientFrame::Join { room, meta }) => rooms.join(id, room.clone(), meta).map(|peers| {
-            let frame = serde_json::json!({
-                "type": "joined",
-                "room": room.as_str(),
-                "id": id.as_str(),
-                "peers": peers,
-            });
-            sink.push(frame.to_string());
-        }),
+        Ok(ClientFrame::Join { room, meta }) => {
+            rooms.join(id, room.clone(), meta).await.map(|peers| {
+                let frame = serde_json::json!({
+                    "type": "joined",
+                    "room": room.as_str(),
+                    "id": id.as_str(),
+                    "peers": peers,
+                });
+                sink.push(frame.to_string());
+            })
+        }
         Ok(ClientFrame::Leave) => rooms.leave(id),
         Ok(ClientFrame::Signal { to, data }) => rooms.signal(id, to.as_deref(), data),
     };

@@ -118,13 +118,17 @@ async fn on_connect(hub: Hub, socket: SocketRef) {
                 Value::Object(m) => m.get("room").and_then(Value::as_str),
                 _ => None,
             };
-            let result = room
+            let result = match room
                 .ok_or_else(|| HubError::BadRequest("join takes a room name or {room}".into()))
                 .and_then(RoomName::parse)
-                .and_then(|room| {
+            {
+                Ok(room) => {
                     hub.rooms()
                         .join(&id, room, Arc::new(Value::Object(Map::new())))
-                });
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(peers) => {
                     let mut ids: Vec<String> =

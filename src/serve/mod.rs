@@ -514,7 +514,7 @@ pub async fn run_on(
         Some(t) => Some(start_embedded_turn(t, &lan, &mut hub_config).await?),
         None => None,
     };
-    let hub = Hub::new(hub_config);
+    let hub = Hub::start(hub_config).await?;
     let state = AppState::new(
         hub.clone(),
         ca_info,

@@ -148,7 +148,7 @@ impl TestHub {
     pub async fn start(config: rtcdev::hub::HubConfig) -> Self {
         let listener = rtcdev::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let hub = rtcdev::hub::Hub::new(config);
+        let hub = rtcdev::hub::Hub::start(config).await.expect("hub");
         let app = rtcdev::signal::router(&hub, &[]).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(rtcdev::server::serve(
