@@ -212,6 +212,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub print_nginx: bool,
 
+    /// With --print-nginx: a hub process (HOST:PORT) to balance across (repeatable), for
+    /// processes that share rooms through --redis.
+    #[arg(long, value_name = "HOST:PORT", requires = "print_nginx", value_parser = parse_upstream)]
+    pub upstream: Vec<String>,
+
     /// Print a systemd unit that keeps this server running, and exit.
     #[arg(long)]
     pub print_systemd: bool,
@@ -249,7 +254,11 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/key.pem"));
             return Ok(ServeTask::Print(crate::serve::nginx_site(
-                port, true, &cert, &key,
+                port,
+                true,
+                &cert,
+                &key,
+                &self.upstream,
             )));
         }
         if self.print_systemd {
@@ -403,6 +412,18 @@ pub struct HubArgs {
     /// any number of hubs behind a load balancer act as one.
     #[arg(long, value_name = "URL", env = "RTCDEV_REDIS", value_parser = parse_redis_url)]
     pub redis: Option<String>,
+}
+
+fn parse_upstream(u: &str) -> Result<String, String> {
+    let ok = u
+        .rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+        && !u.contains(|c: char| c.is_whitespace() || c == ';' || c == '{' || c == '}');
+    if ok {
+        Ok(u.to_string())
+    } else {
+        Err("give HOST:PORT, e.g. 127.0.0.1:8443".into())
+    }
 }
 
 fn parse_redis_url(s: &str) -> Result<String, String> {

@@ -166,24 +166,70 @@ fn printed_nginx_site_passes_nginx_t_and_systemd_unit_runs_serve() {
         ])
         .assert()
         .success();
+    let site = print_nginx(&sb, &[]);
+    assert!(site.contains("proxy_set_header Upgrade $http_upgrade;"));
+    assert!(site.contains("proxy_pass https://127.0.0.1:9443;"));
+    nginx_t(&sb, &site);
+
+    // Several hub processes sharing rooms through Redis: balanced, one client per process.
+    let site = print_nginx(
+        &sb,
+        &[
+            "--upstream",
+            "127.0.0.1:8443",
+            "--upstream",
+            "127.0.0.1:8444",
+        ],
+    );
+    assert!(site.contains("proxy_pass https://rtcdev_hubs;"), "{site}");
+    assert!(site.contains("hash $remote_addr consistent;"));
+    assert!(site.contains("server 127.0.0.1:8443;") && site.contains("server 127.0.0.1:8444;"));
+    nginx_t(&sb, &site);
+    sb.rtcdev()
+        .args(["serve", "--print-nginx", "--upstream", "nohost"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("HOST:PORT"));
+
     let out = sb
         .rtcdev()
         .args([
             "serve",
             "--port",
             "9443",
-            "--print-nginx",
-            "--cert",
-            "c.pem",
-            "--key",
-            "k.pem",
+            "--room",
+            "team",
+            "--print-systemd",
         ])
         .output()
         .unwrap();
+    let unit = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        unit.contains("serve --port 9443 --bind 0.0.0.0 --room team"),
+        "{unit}"
+    );
+    assert!(unit.contains("[Install]") && unit.contains("Restart=on-failure"));
+}
+
+fn print_nginx(sb: &Sandbox, extra: &[&str]) -> String {
+    let mut args = vec![
+        "serve",
+        "--port",
+        "9443",
+        "--print-nginx",
+        "--cert",
+        "c.pem",
+        "--key",
+        "k.pem",
+    ];
+    args.extend_from_slice(extra);
+    let out = sb.rtcdev().args(&args).output().unwrap();
     assert!(out.status.success());
-    let site = String::from_utf8(out.stdout).unwrap();
-    assert!(site.contains("proxy_set_header Upgrade $http_upgrade;"));
-    assert!(site.contains("proxy_pass https://127.0.0.1:9443;"));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `nginx -t` on the site, with the certificate paths made absolute and a free port.
+fn nginx_t(sb: &Sandbox, site: &str) {
     let site = site
         .replace(
             "ssl_certificate     c.pem",
@@ -208,23 +254,4 @@ fn printed_nginx_site_passes_nginx_t_and_systemd_unit_runs_serve() {
         .output()
         .unwrap();
     assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
-
-    let out = sb
-        .rtcdev()
-        .args([
-            "serve",
-            "--port",
-            "9443",
-            "--room",
-            "team",
-            "--print-systemd",
-        ])
-        .output()
-        .unwrap();
-    let unit = String::from_utf8(out.stdout).unwrap();
-    assert!(
-        unit.contains("serve --port 9443 --bind 0.0.0.0 --room team"),
-        "{unit}"
-    );
-    assert!(unit.contains("[Install]") && unit.contains("Restart=on-failure"));
 }
