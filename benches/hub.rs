@@ -39,12 +39,25 @@ struct Server {
     port: u16,
     name: &'static str,
     proto: Proto,
+    /// A second hub process sharing rooms through Redis: the B peer of every pair
+    /// connects there, so every message crosses Redis.
+    second: Option<(Child, u16)>,
+}
+
+impl Server {
+    fn peer_port(&self) -> u16 {
+        self.second.as_ref().map_or(self.port, |(_, p)| *p)
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some((c, _)) = &mut self.second {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
@@ -65,6 +78,29 @@ fn wait_port(port: u16) {
 }
 
 fn rtcdev(bin: &str, name: &'static str, proto: Proto) -> Server {
+    let (child, port) = rtcdev_process(bin, None);
+    Server {
+        child,
+        port,
+        name,
+        proto,
+        second: None,
+    }
+}
+
+/// Two hub processes sharing rooms through the Redis at `url` (or one with `two` false).
+fn rtcdev_redis(bin: &str, name: &'static str, url: &str, two: bool) -> Server {
+    let (child, port) = rtcdev_process(bin, Some(url));
+    Server {
+        child,
+        port,
+        name,
+        proto: Proto::Native,
+        second: two.then(|| rtcdev_process(bin, Some(url))),
+    }
+}
+
+fn rtcdev_process(bin: &str, redis: Option<&str>) -> (Child, u16) {
     let port = free_port();
     // Limits raised so the hub's flood protection does not cap a throughput test.
     let child = Command::new(bin)
@@ -79,17 +115,13 @@ fn rtcdev(bin: &str, name: &'static str, proto: Proto) -> Server {
             "--room-size",
             "16",
         ])
+        .args(redis.map(|r| ["--redis", r]).into_iter().flatten())
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())
         .spawn()
         .expect("rtcdev");
     wait_port(port);
-    Server {
-        child,
-        port,
-        name,
-        proto,
-    }
+    (child, port)
 }
 
 fn baseline(dir: &str) -> Server {
@@ -107,6 +139,7 @@ fn baseline(dir: &str) -> Server {
         port,
         name: "seed node+socket.io",
         proto: Proto::SocketIo,
+        second: None,
     }
 }
 
@@ -273,7 +306,7 @@ async fn pairs(server: &Server, n: usize) -> Vec<(Peer, Peer)> {
     for i in 0..n {
         let room = format!("bench-{i}");
         let mut a = Peer::connect(server.port, server.proto).await;
-        let mut b = Peer::connect(server.port, server.proto).await;
+        let mut b = Peer::connect(server.peer_port(), server.proto).await;
         a.join(&room).await;
         b.join(&room).await;
         out.push((a, b));
@@ -477,6 +510,19 @@ fn main() {
     if let Some(dir) = base.clone() {
         servers.push(Box::new(move || baseline(&dir)));
     }
+    if let Some(url) = arg("--redis") {
+        // A fresh Redis database for every server started, so no run sees another's rooms.
+        let db = Arc::new(AtomicU64::new(0));
+        let fresh = move || format!("{}/{}", url.trim_end_matches('/'), 1 + db.fetch_add(1, Ordering::Relaxed) % 15);
+        let (b, f) = (bin.clone(), fresh.clone());
+        servers.push(Box::new(move || {
+            rtcdev_redis(&b, "rtcdev native, 1 process, --redis", &f(), false)
+        }));
+        let b = bin.clone();
+        servers.push(Box::new(move || {
+            rtcdev_redis(&b, "rtcdev native, 2 processes via Redis", &fresh(), true)
+        }));
+    }
     println!(
         "hub bench: {PAIRS} pairs, {PAYLOAD_BYTES} B messages, window {WINDOW}, {}s a run; idle: {idle_n} connections\n",
         RUN_FOR.as_secs()
@@ -530,6 +576,10 @@ fn main() {
     // Idle connections last: 10,000 closed sockets linger in TIME_WAIT and would
     // disturb the relay runs that follow them.
     for (make, (name, row)) in included.iter().zip(rows.iter_mut()) {
+        if name.contains("Redis") || name.contains("--redis") {
+            row.insert("idle B/conn", "-".into());
+            continue;
+        }
         let s = make();
         eprintln!("{name}: idle");
         let (before, after, per) = rt.block_on(idle(&s, idle_n));
