@@ -1,10 +1,13 @@
 //! Hub load generator: N pairs of peers in rooms relay 1 KB messages through a hub,
 //! reporting messages/s and round-trip p50/p99, then idle memory per connection.
 //! Runs against rtcdev's native and socket.io front-ends and the seed article's node
-//! server in one run. Loopback only; every loop is bounded in count and time.
+//! server in one run, and with `--redis URL` against rtcdev sharing rooms through Redis
+//! (one process, and two processes with every pair split across them). Loopback only;
+//! every loop is bounded in count and time.
 //!
-//!   bench/hub.sh            (builds, prepares the baseline, raises the fd limit)
-//!   cargo bench --bench hub -- --rtcdev target/release/rtcdev --baseline DIR
+//!   bench/hub.sh            (builds, prepares the baseline and a redis-server, raises the fd limit)
+//!   cargo bench --bench hub -- --rtcdev target/release/rtcdev --baseline DIR [--redis URL]
+//!       [--only NAME] [--idle N] [--client-threads N] [--pin]
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -78,7 +81,7 @@ fn wait_port(port: u16) {
 }
 
 fn rtcdev(bin: &str, name: &'static str, proto: Proto) -> Server {
-    let (child, port) = rtcdev_process(bin, None);
+    let (child, port) = rtcdev_process(bin, None, 0);
     Server {
         child,
         port,
@@ -90,20 +93,32 @@ fn rtcdev(bin: &str, name: &'static str, proto: Proto) -> Server {
 
 /// Two hub processes sharing rooms through the Redis at `url` (or one with `two` false).
 fn rtcdev_redis(bin: &str, name: &'static str, url: &str, two: bool) -> Server {
-    let (child, port) = rtcdev_process(bin, Some(url));
+    let (child, port) = rtcdev_process(bin, Some(url), 0);
     Server {
         child,
         port,
         name,
         proto: Proto::Native,
-        second: two.then(|| rtcdev_process(bin, Some(url))),
+        second: two.then(|| rtcdev_process(bin, Some(url), 1)),
     }
 }
 
-fn rtcdev_process(bin: &str, redis: Option<&str>) -> (Child, u16) {
+/// With `--pin`, each hub process is held to one CPU (`taskset`): the first of a
+/// server on CPU 0, the second on CPU 1, so one process and two processes are compared
+/// at one core per process.
+static PIN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
+fn rtcdev_process(bin: &str, redis: Option<&str>, cpu: usize) -> (Child, u16) {
     let port = free_port();
+    let mut cmd = if *PIN.get().unwrap_or(&false) {
+        let mut c = Command::new("taskset");
+        c.args(["-c", &cpu.to_string(), bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
     // Limits raised so the hub's flood protection does not cap a throughput test.
-    let child = Command::new(bin)
+    let child = cmd
         .args(["signal", "--bind", "127.0.0.1", "--port", &port.to_string()])
         .args([
             "--rate",
@@ -487,6 +502,7 @@ fn main() {
             .cloned()
     };
     let bin = arg("--rtcdev").unwrap_or_else(|| "target/release/rtcdev".into());
+    let _ = PIN.set(args.iter().any(|a| a == "--pin"));
     let base = arg("--baseline");
     let idle_n: usize = arg("--idle")
         .map(|s| s.parse().unwrap())
@@ -513,7 +529,13 @@ fn main() {
     if let Some(url) = arg("--redis") {
         // A fresh Redis database for every server started, so no run sees another's rooms.
         let db = Arc::new(AtomicU64::new(0));
-        let fresh = move || format!("{}/{}", url.trim_end_matches('/'), 1 + db.fetch_add(1, Ordering::Relaxed) % 15);
+        let fresh = move || {
+            format!(
+                "{}/{}",
+                url.trim_end_matches('/'),
+                1 + db.fetch_add(1, Ordering::Relaxed) % 15
+            )
+        };
         let (b, f) = (bin.clone(), fresh.clone());
         servers.push(Box::new(move || {
             rtcdev_redis(&b, "rtcdev native, 1 process, --redis", &f(), false)
