@@ -42,14 +42,23 @@ struct Server {
     port: u16,
     name: &'static str,
     proto: Proto,
-    /// A second hub process sharing rooms through Redis: the B peer of every pair
-    /// connects there, so every message crosses Redis.
+    /// A second hub process sharing rooms through Redis.
     second: Option<(Child, u16)>,
+    /// With a second process: true puts the B peer of every pair there (every message
+    /// crosses Redis); false puts every other pair, both peers, there (rooms spread
+    /// over the processes, as a balancer spreads them).
+    split_pairs: bool,
 }
 
 impl Server {
-    fn peer_port(&self) -> u16 {
-        self.second.as_ref().map_or(self.port, |(_, p)| *p)
+    /// The ports peers A and B of pair `i` connect to.
+    fn ports(&self, i: usize) -> (u16, u16) {
+        match &self.second {
+            None => (self.port, self.port),
+            Some((_, p)) if self.split_pairs => (self.port, *p),
+            Some((_, p)) if i % 2 == 1 => (*p, *p),
+            Some(_) => (self.port, self.port),
+        }
     }
 }
 
@@ -88,11 +97,13 @@ fn rtcdev(bin: &str, name: &'static str, proto: Proto) -> Server {
         name,
         proto,
         second: None,
+        split_pairs: false,
     }
 }
 
-/// Two hub processes sharing rooms through the Redis at `url` (or one with `two` false).
-fn rtcdev_redis(bin: &str, name: &'static str, url: &str, two: bool) -> Server {
+/// Hub processes sharing rooms through the Redis at `url`: one, or two with pairs split
+/// across them (`split_pairs`) or rooms spread over them.
+fn rtcdev_redis(bin: &str, name: &'static str, url: &str, two: bool, split_pairs: bool) -> Server {
     let (child, port) = rtcdev_process(bin, Some(url), 0);
     Server {
         child,
@@ -100,6 +111,7 @@ fn rtcdev_redis(bin: &str, name: &'static str, url: &str, two: bool) -> Server {
         name,
         proto: Proto::Native,
         second: two.then(|| rtcdev_process(bin, Some(url), 1)),
+        split_pairs,
     }
 }
 
@@ -155,6 +167,7 @@ fn baseline(dir: &str) -> Server {
         name: "seed node+socket.io",
         proto: Proto::SocketIo,
         second: None,
+        split_pairs: false,
     }
 }
 
@@ -320,8 +333,9 @@ async fn pairs(server: &Server, n: usize) -> Vec<(Peer, Peer)> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
         let room = format!("bench-{i}");
-        let mut a = Peer::connect(server.port, server.proto).await;
-        let mut b = Peer::connect(server.peer_port(), server.proto).await;
+        let (pa, pb) = server.ports(i);
+        let mut a = Peer::connect(pa, server.proto).await;
+        let mut b = Peer::connect(pb, server.proto).await;
         a.join(&room).await;
         b.join(&room).await;
         out.push((a, b));
@@ -538,11 +552,27 @@ fn main() {
         };
         let (b, f) = (bin.clone(), fresh.clone());
         servers.push(Box::new(move || {
-            rtcdev_redis(&b, "rtcdev native, 1 process, --redis", &f(), false)
+            rtcdev_redis(&b, "rtcdev native, 1 process, --redis", &f(), false, false)
+        }));
+        let (b, f) = (bin.clone(), fresh.clone());
+        servers.push(Box::new(move || {
+            rtcdev_redis(
+                &b,
+                "rtcdev native, 2 processes via Redis, rooms spread",
+                &f(),
+                true,
+                false,
+            )
         }));
         let b = bin.clone();
         servers.push(Box::new(move || {
-            rtcdev_redis(&b, "rtcdev native, 2 processes via Redis", &fresh(), true)
+            rtcdev_redis(
+                &b,
+                "rtcdev native, 2 processes via Redis, every pair split",
+                &fresh(),
+                true,
+                true,
+            )
         }));
     }
     println!(
