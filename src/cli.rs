@@ -112,6 +112,16 @@ pub struct TurnArgs {
     /// Relay port range.
     #[arg(long, default_value = "49152-65535", value_name = "LOW-HIGH")]
     pub relay_ports: String,
+    /// Also serve TURN over TLS (`turns:`) on this port (5349 is the usual one), with
+    /// --cert/--key or a certificate from the local CA.
+    #[arg(long, value_name = "PORT")]
+    pub tls_port: Option<u16>,
+    /// TLS certificate chain (PEM) for --tls-port.
+    #[arg(long, value_name = "FILE", requires = "tls_port", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// TLS private key (PEM) for --tls-port.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Print the URLs and iceServers as JSON.
     #[arg(long)]
     pub json: bool,
@@ -139,7 +149,20 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 impl TurnArgs {
     /// Validates the arguments.
-    pub fn into_config(self) -> Result<(crate::turn::TurnConfig, bool, Option<String>)> {
+    pub fn into_config(
+        self,
+        ca_dir: Option<PathBuf>,
+    ) -> Result<(crate::turn::TurnConfig, bool, Option<String>)> {
+        let tls = match self.tls_port {
+            Some(port) => {
+                let source = match (self.cert, self.key) {
+                    (Some(cert), Some(key)) => crate::signal::TlsSource::Files { cert, key },
+                    _ => crate::signal::TlsSource::LocalCa(CaLocation::resolve(ca_dir.as_deref())?),
+                };
+                Some((port, crate::signal::load_tls(&source)?))
+            }
+            None => None,
+        };
         let mut users = self
             .user
             .iter()
@@ -160,6 +183,7 @@ impl TurnArgs {
                 secret: self.secret,
                 external_ip: self.external_ip,
                 relay_ports: crate::turn::parse_port_range(&self.relay_ports)?,
+                tls,
             },
             self.json,
             generated,
@@ -301,6 +325,7 @@ impl ServeArgs {
             secret: Some(crate::turn::random_password()),
             external_ip: None,
             relay_ports: crate::turn::DEFAULT_RELAY_PORTS,
+            tls: None,
         });
         Ok(ServeTask::Run(Box::new(ServeConfig {
             bind: self.listen.bind,

@@ -26,4 +26,5 @@ pub mod qr;
 pub mod serve;
 pub mod server;
 pub mod signal;
+pub mod stream_conn;
 pub mod turn;

@@ -67,7 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         },
         Command::Probe(args) => runtime()?.block_on(probe(args, cli.ca_dir)),
         Command::Turn(args) => {
-            let (config, json, _generated) = args.into_config()?;
+            let (config, json, _generated) = args.into_config(cli.ca_dir)?;
             runtime()?.block_on(rtcdev::turn::run(
                 config,
                 json,
@@ -127,6 +127,7 @@ async fn probe(
         &ProbeConfig {
             targets,
             timeout: args.timeout,
+            ca_dir,
         },
         args.secret.as_deref(),
     )

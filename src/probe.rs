@@ -120,6 +120,8 @@ pub struct ProbeConfig {
     pub targets: Vec<Target>,
     /// Per-server timeout.
     pub timeout: Duration,
+    /// rtcdev's CA directory, trusted (besides the system store) for `turns:`.
+    pub ca_dir: Option<std::path::PathBuf>,
 }
 
 /// One row of the report.
@@ -312,7 +314,7 @@ async fn stun(url: &IceUrl, timeout: Duration) -> Row {
 }
 
 async fn turn_client(
-    conn: Arc<UdpSocket>,
+    conn: Arc<dyn webrtc::util::Conn + Send + Sync>,
     server: SocketAddr,
     username: Option<&str>,
     password: Option<&str>,
@@ -388,7 +390,12 @@ fn classify(url: &IceUrl, err: &str, timeout: Duration) -> Row {
     }
 }
 
-async fn turn(target: &Target, timeout: Duration, secret: Option<&str>) -> Row {
+async fn turn(
+    target: &Target,
+    timeout: Duration,
+    secret: Option<&str>,
+    ca_dir: Option<&std::path::Path>,
+) -> Row {
     let url = &target.url;
     let (username, credential) = match (&target.username, &target.credential, secret) {
         (Some(u), Some(c), _) => (u.clone(), c.clone()),
@@ -411,48 +418,14 @@ async fn turn(target: &Target, timeout: Duration, secret: Option<&str>) -> Row {
         Ok(a) => a,
         Err(row) => return row,
     };
-    if url.transport == "tcp" {
-        // Reachability over TCP/TLS; allocation over TCP is not done by the turn crate's client.
-        return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(server)).await {
-            Ok(Ok(_)) => Row::fail(
-                url,
-                "unsupported",
-                format!(
-                    "TCP {server} accepts connections, but TURN over TCP/TLS allocation is not probed yet"
-                ),
-                "probe the UDP URL of the same server for credentials and relay",
-            ),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Row::fail(
-                url,
-                "refused",
-                format!("TCP connection to {server} refused"),
-                "nothing listens there over TCP: check the port and the server's TCP listener",
-            ),
-            Ok(Err(e)) => Row::fail(
-                url,
-                "error",
-                format!("TCP connect to {server}: {e}"),
-                "check the address",
-            ),
-            Err(_) => unreachable(url, timeout),
-        };
-    }
-    let socket = match udp_socket_for(server).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Row::fail(
-                url,
-                "local",
-                format!("cannot open a UDP socket: {e}"),
-                "check local network permissions",
-            );
-        }
+    let conn = match open_conn(url, server, timeout, ca_dir).await {
+        Ok(c) => c,
+        Err(row) => return *row,
     };
-    let client =
-        match turn_client(Arc::new(socket), server, Some(&username), Some(&credential)).await {
-            Ok(c) => c,
-            Err(e) => return Row::fail(url, "local", format!("{e:#}"), "report this as a bug"),
-        };
+    let client = match turn_client(conn, server, Some(&username), Some(&credential)).await {
+        Ok(c) => c,
+        Err(e) => return Row::fail(url, "local", format!("{e:#}"), "report this as a bug"),
+    };
     let started = Instant::now();
     let allocated = tokio::time::timeout(timeout, client.allocate()).await;
     let rtt = started.elapsed().as_secs_f64() * 1000.0;
@@ -484,12 +457,27 @@ async fn turn(target: &Target, timeout: Duration, secret: Option<&str>) -> Row {
             );
         }
     };
+    let (username_for_echo, credential_for_echo) = (username.clone(), credential.clone());
     let ice = IceServer {
         urls: vec![url.raw.clone()],
         username: Some(username),
         credential: Some(credential),
     };
-    match tokio::time::timeout(timeout * 2, relay_echo(&ice, RELAY_ECHOES)).await {
+    let echoed = if url.transport == "udp" {
+        tokio::time::timeout(timeout * 2, relay_echo(&ice, RELAY_ECHOES)).await
+    } else {
+        let check = stream_relay_echo(
+            url,
+            server,
+            &username_for_echo,
+            &credential_for_echo,
+            RELAY_ECHOES,
+            timeout,
+            ca_dir,
+        );
+        tokio::time::timeout(timeout * 2, check).await
+    };
+    match echoed {
         Ok(Ok(rtts)) => {
             let median = rtts[rtts.len() / 2];
             let mut row = Row::ok(
@@ -528,6 +516,215 @@ async fn turn(target: &Target, timeout: Duration, secret: Option<&str>) -> Row {
             row
         }
     }
+}
+
+/// The connection a STUN/TURN client talks over: a UDP socket, a TCP connection
+/// (`?transport=tcp`) or a TLS one (`turns:`), framed as RFC 6062 says. Connection
+/// failures come back as a classified row.
+async fn open_conn(
+    url: &IceUrl,
+    server: SocketAddr,
+    timeout: Duration,
+    ca_dir: Option<&std::path::Path>,
+) -> Result<Arc<dyn webrtc::util::Conn + Send + Sync>, Box<Row>> {
+    if url.transport == "udp" {
+        return match udp_socket_for(server).await {
+            Ok(s) => Ok(Arc::new(s)),
+            Err(e) => Err(Box::new(Row::fail(
+                url,
+                "local",
+                format!("cannot open a UDP socket: {e}"),
+                "check local network permissions",
+            ))),
+        };
+    }
+    let tcp = match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(server)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return Err(Box::new(Row::fail(
+                url,
+                "refused",
+                format!("TCP connection to {server} refused"),
+                "nothing listens there over TCP: check the port and that the server has a TCP/TLS listener",
+            )));
+        }
+        Ok(Err(e)) => {
+            return Err(Box::new(Row::fail(
+                url,
+                "unreachable",
+                format!("TCP connect to {server}: {e}"),
+                "check the address and any firewall on the way",
+            )));
+        }
+        Err(_) => return Err(Box::new(unreachable(url, timeout))),
+    };
+    let _ = tcp.set_nodelay(true);
+    let local = tcp
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    if url.scheme != "turns" && url.scheme != "stuns" {
+        return Ok(Arc::new(crate::stream_conn::StreamConn::new(
+            tcp, local, server,
+        )));
+    }
+    let config = match tls_client_config(ca_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            return Err(Box::new(Row::fail(
+                url,
+                "local",
+                format!("{e:#}"),
+                "report this as a bug",
+            )));
+        }
+    };
+    let host = url
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let name = match rustls_pki_types::ServerName::try_from(host.clone()) {
+        Ok(n) => n,
+        Err(e) => {
+            return Err(Box::new(Row::fail(
+                url,
+                "usage",
+                format!("{host:?} is not a TLS server name: {e}"),
+                "use the host name the server's certificate names",
+            )));
+        }
+    };
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(Ok(tls)) => Ok(Arc::new(crate::stream_conn::StreamConn::new(
+            tls, local, server,
+        ))),
+        Ok(Err(e)) => Err(Box::new(Row::fail(
+            url,
+            "tls",
+            format!("TLS handshake with {server} failed: {e}"),
+            "the certificate must name the host in the URL and chain to a trusted CA: a certificate from rtcdev's CA is trusted here (and everywhere after rtcdev cert --install)",
+        ))),
+        Err(_) => Err(Box::new(Row::fail(
+            url,
+            "unreachable",
+            format!(
+                "TCP to {server} connected but no TLS handshake within {} ms",
+                timeout.as_millis()
+            ),
+            "is this a TLS port? turns: usually runs on 5349 or 443",
+        ))),
+    }
+}
+
+/// TLS client configuration trusting the system's CA bundle and rtcdev's local CA.
+fn tls_client_config(ca_dir: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    if let Ok(location) = crate::cert::CaLocation::resolve(ca_dir)
+        && let Ok(ca) = crate::cert::Ca::load(&location.dir)
+    {
+        let _ = roots.add(ca.cert_der.clone());
+    }
+    for bundle in [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+    ] {
+        if let Ok(iter) = rustls_pki_types::CertificateDer::pem_file_iter(bundle) {
+            for cert in iter.flatten() {
+                let _ = roots.add(cert);
+            }
+            break;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(crate::cert::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The relay check over TCP or TLS, where webrtc-rs's ICE agent cannot allocate: two
+/// TURN clients, each over its own connection, allocate; B echoes what arrives on its
+/// relayed address; A sends `n` messages to B's relayed address through its own. Every
+/// message crosses the server's relay twice. Round trips in ms, sorted.
+async fn stream_relay_echo(
+    url: &IceUrl,
+    server: SocketAddr,
+    username: &str,
+    credential: &str,
+    n: usize,
+    timeout: Duration,
+    ca_dir: Option<&std::path::Path>,
+) -> Result<Vec<f64>> {
+    use webrtc::util::Conn;
+    let open = || async {
+        let conn = open_conn(url, server, timeout, ca_dir)
+            .await
+            .map_err(|row| anyhow!("{}", row.details))?;
+        let client = turn_client(conn, server, Some(username), Some(credential)).await?;
+        let relay = client
+            .allocate()
+            .await
+            .map_err(|e| anyhow!("second allocation: {e}"))?;
+        anyhow::Ok((client, Arc::new(relay)))
+    };
+    let (client_a, relay_a) = open().await?;
+    let (client_b, relay_b) = open().await?;
+    let (addr_a, addr_b) = (relay_a.local_addr()?, relay_b.local_addr()?);
+    // B's permission for A first, so A's first message is let through.
+    relay_b.send_to(b"hello", addr_a).await?;
+    let echo = {
+        let relay_b = relay_b.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((len, from)) = relay_b.recv_from(&mut buf).await {
+                if relay_b.send_to(&buf[..len], from).await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+    let mut rtts = Vec::with_capacity(n);
+    let mut buf = vec![0u8; 2048];
+    let result = async {
+        for i in 0..n {
+            let msg = format!("rtcdev-probe {i}");
+            let started = Instant::now();
+            // A message lost before the permissions settle is sent again.
+            'attempt: for _ in 0..10 {
+                relay_a.send_to(msg.as_bytes(), addr_b).await?;
+                let wait = tokio::time::sleep(Duration::from_millis(300));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        _ = &mut wait => continue 'attempt,
+                        got = relay_a.recv_from(&mut buf) => {
+                            let (len, _) = got?;
+                            if &buf[..len] == msg.as_bytes() {
+                                rtts.push(started.elapsed().as_secs_f64() * 1000.0);
+                                break 'attempt;
+                            }
+                        }
+                    }
+                }
+            }
+            if rtts.len() != i + 1 {
+                bail!("message {i} did not come back across the relay");
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    echo.abort();
+    let _ = relay_a.close().await;
+    let _ = relay_b.close().await;
+    let _ = client_a.close().await;
+    let _ = client_b.close().await;
+    result?;
+    rtts.sort_by(f64::total_cmp);
+    Ok(rtts)
 }
 
 fn round(ms: f64) -> f64 {
@@ -675,7 +872,7 @@ async fn nat_mapping(urls: &[&IceUrl], timeout: Duration) -> Option<String> {
 pub async fn run(config: &ProbeConfig, secret: Option<&str>) -> Report {
     let checks = config.targets.iter().map(|t| async move {
         if t.url.is_turn() {
-            turn(t, config.timeout, secret).await
+            turn(t, config.timeout, secret, config.ca_dir.as_deref()).await
         } else {
             stun(&t.url, config.timeout).await
         }

@@ -43,6 +43,8 @@ pub struct TurnConfig {
     pub external_ip: Option<IpAddr>,
     /// Relay port range.
     pub relay_ports: (u16, u16),
+    /// TURN over TLS (`turns:`): the port and the server's TLS configuration.
+    pub tls: Option<(u16, Arc<rustls::ServerConfig>)>,
 }
 
 struct Auth {
@@ -91,8 +93,11 @@ impl AuthHandler for Auth {
 /// A running server.
 pub struct TurnServer {
     server: Server,
-    /// The UDP address it listens on.
+    streams: Vec<Arc<crate::stream_conn::StreamMux>>,
+    /// The UDP address it listens on (and TCP, same port).
     pub addr: SocketAddr,
+    /// The TLS address, when TURN over TLS is on.
+    pub tls_addr: Option<SocketAddr>,
     /// The address relayed candidates carry.
     pub relay_ip: IpAddr,
 }
@@ -100,6 +105,9 @@ pub struct TurnServer {
 impl TurnServer {
     /// Stops the server.
     pub async fn close(self) {
+        for s in &self.streams {
+            s.shutdown();
+        }
         let _ = self.server.close().await;
     }
 }
@@ -114,17 +122,41 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
         bail!("--relay-ports {lo}-{hi} is not a port range like 49152-65535");
     }
     let addr = SocketAddr::new(config.bind, config.port);
-    let socket = UdpSocket::bind(addr).await.map_err(|e| match e.kind() {
+    let in_use = |proto: &str, addr: SocketAddr, e: std::io::Error| match e.kind() {
         std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
-            "UDP port {} on {} is in use (another TURN server, coturn?); pick another with --port",
+            "{proto} port {} on {} is in use (another TURN server, coturn?); pick another with --port",
             addr.port(),
             addr.ip()
         ),
-        _ => anyhow::Error::new(e).context(format!("cannot listen on UDP {addr}")),
-    })?;
+        _ => anyhow::Error::new(e).context(format!("cannot listen on {proto} {addr}")),
+    };
+    let socket = UdpSocket::bind(addr)
+        .await
+        .map_err(|e| in_use("UDP", addr, e))?;
     let local = socket
         .local_addr()
         .context("cannot read the bound address")?;
+    // TCP on the same port as UDP (RFC 8656), TLS on its own port.
+    let tcp_addr = SocketAddr::new(config.bind, local.port());
+    let tcp = tokio::net::TcpListener::bind(tcp_addr)
+        .await
+        .map_err(|e| in_use("TCP", tcp_addr, e))?;
+    let tcp = crate::stream_conn::StreamMux::start(tcp, None)
+        .context("cannot read the TCP listener's address")?;
+    let tls = match &config.tls {
+        Some((port, server_config)) => {
+            let tls_addr = SocketAddr::new(config.bind, *port);
+            let l = tokio::net::TcpListener::bind(tls_addr)
+                .await
+                .map_err(|e| in_use("TLS (TCP)", tls_addr, e))?;
+            let tls_local = l.local_addr().context("cannot read the TLS address")?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
+            let mux = crate::stream_conn::StreamMux::start(l, Some(acceptor))
+                .context("cannot start the TLS listener")?;
+            Some((mux, tls_local))
+        }
+        None => None,
+    };
     let relay_ip = config.external_ip.unwrap_or_else(|| {
         if config.bind.is_unspecified() {
             net::lan_addresses()
@@ -135,18 +167,37 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
             config.bind
         }
     });
-    let server = Server::new(ServerConfig {
-        conn_configs: vec![ConnConfig {
+    let relay = || {
+        Box::new(RelayAddressGeneratorRanges {
+            relay_address: relay_ip,
+            min_port: lo,
+            max_port: hi,
+            max_retries: RELAY_PORT_RETRIES,
+            address: config.bind.to_string(),
+            net: Arc::new(Net::new(None)),
+        })
+    };
+    let mut conn_configs = vec![
+        ConnConfig {
             conn: Arc::new(socket),
-            relay_addr_generator: Box::new(RelayAddressGeneratorRanges {
-                relay_address: relay_ip,
-                min_port: lo,
-                max_port: hi,
-                max_retries: RELAY_PORT_RETRIES,
-                address: config.bind.to_string(),
-                net: Arc::new(Net::new(None)),
-            }),
-        }],
+            relay_addr_generator: relay(),
+        },
+        ConnConfig {
+            conn: tcp.clone(),
+            relay_addr_generator: relay(),
+        },
+    ];
+    let mut streams = vec![tcp];
+    let tls_addr = tls.map(|(mux, addr)| {
+        streams.push(mux.clone());
+        conn_configs.push(ConnConfig {
+            conn: mux,
+            relay_addr_generator: relay(),
+        });
+        addr
+    });
+    let server = Server::new(ServerConfig {
+        conn_configs,
         realm: config.realm.clone(),
         auth_handler: Arc::new(Auth {
             users: config.users.iter().cloned().collect(),
@@ -159,7 +210,9 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
     .map_err(|e| anyhow::anyhow!("cannot start the TURN server: {e}"))?;
     Ok(TurnServer {
         server,
+        streams,
         addr: local,
+        tls_addr,
         relay_ip,
     })
 }
@@ -177,7 +230,7 @@ pub struct TurnUrls {
 }
 
 /// URLs for every address the server is reachable on.
-pub fn urls(addr: SocketAddr, config: &TurnConfig) -> TurnUrls {
+pub fn urls(addr: SocketAddr, config: &TurnConfig, tls_addr: Option<SocketAddr>) -> TurnUrls {
     let hosts: Vec<IpAddr> = if addr.ip().is_unspecified() {
         let mut v = net::lan_addresses();
         v.insert(0, IpAddr::V4(Ipv4Addr::LOCALHOST));
@@ -190,10 +243,15 @@ pub fn urls(addr: SocketAddr, config: &TurnConfig) -> TurnUrls {
         .iter()
         .map(|h| format!("stun:{}:{port}", net::url_host(h)))
         .collect();
-    let turn: Vec<String> = hosts
-        .iter()
-        .map(|h| format!("turn:{}:{port}?transport=udp", net::url_host(h)))
-        .collect();
+    let mut turn: Vec<String> = Vec::new();
+    for h in &hosts {
+        let h = net::url_host(h);
+        turn.push(format!("turn:{h}:{port}?transport=udp"));
+        turn.push(format!("turn:{h}:{port}?transport=tcp"));
+        if let Some(t) = tls_addr {
+            turn.push(format!("turns:{h}:{}?transport=tcp", t.port()));
+        }
+    }
     let (username, credential) = match (config.users.first(), &config.secret) {
         (Some((u, p)), _) => (Some(u.clone()), Some(p.clone())),
         (None, Some(secret)) => {
@@ -267,13 +325,18 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let server = start(&config).await?;
-    let u = urls(server.addr, &config);
+    let u = urls(server.addr, &config, server.tls_addr);
     let text = if json {
         serde_json::to_string(&u)? + "\n"
     } else {
         let mut t = format!(
-            "rtcdev turn: STUN and TURN on UDP {} (relayed addresses on {})\n\n",
-            server.addr, server.relay_ip
+            "rtcdev turn: STUN and TURN on UDP and TCP {}{} (relayed addresses on {})\n\n",
+            server.addr,
+            server
+                .tls_addr
+                .map(|a| format!(", TURN over TLS on {a}"))
+                .unwrap_or_default(),
+            server.relay_ip
         );
         for s in &u.stun {
             t.push_str(&format!("  STUN: {s}\n"));

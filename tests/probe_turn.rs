@@ -24,6 +24,7 @@ fn turn_config(users: &[(&str, &str)], secret: Option<&str>, relay: (u16, u16)) 
         secret: secret.map(String::from),
         external_ip: None,
         relay_ports: relay,
+        tls: None,
     }
 }
 
@@ -36,7 +37,24 @@ fn target(url: &str, user: Option<&str>, pass: Option<&str>) -> Target {
 }
 
 async fn probe(targets: Vec<Target>, timeout: Duration, secret: Option<&str>) -> probe::Report {
-    probe::run(&ProbeConfig { targets, timeout }, secret).await
+    probe_with_ca(targets, timeout, secret, None).await
+}
+
+async fn probe_with_ca(
+    targets: Vec<Target>,
+    timeout: Duration,
+    secret: Option<&str>,
+    ca_dir: Option<&std::path::Path>,
+) -> probe::Report {
+    probe::run(
+        &ProbeConfig {
+            targets,
+            timeout,
+            ca_dir: ca_dir.map(|d| d.to_path_buf()),
+        },
+        secret,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -98,6 +116,105 @@ async fn probe_passes_against_rtcdev_turn_and_names_failures() {
     )
     .await;
     assert_eq!(no_creds.servers[0].failure, Some("usage"));
+    server.close().await;
+}
+
+/// TLS for a TURN server: a leaf for localhost from a CA made in `ca_dir`.
+fn tls_from_new_ca(ca_dir: &std::path::Path) -> std::sync::Arc<rustls::ServerConfig> {
+    rtcdev::cert::tls::install_default_provider();
+    let location = rtcdev::cert::CaLocation::resolve(Some(ca_dir)).unwrap();
+    rtcdev::signal::load_tls(&rtcdev::signal::TlsSource::LocalCa(location)).unwrap()
+}
+
+#[tokio::test]
+async fn probe_over_tcp_and_tls_against_rtcdev_turn() {
+    let sb = Sandbox::new();
+    let mut cfg = turn_config(&[("alice", "pw")], None, (52800, 52900));
+    cfg.tls = Some((0, tls_from_new_ca(&sb.ca_dir())));
+    let server = turn::start(&cfg).await.unwrap();
+    let a = server.addr;
+    let tls_port = server.tls_addr.unwrap().port();
+    // Garbage on the TCP port is dropped with its connection; the server stays up.
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut junk = tokio::net::TcpStream::connect(a).await.unwrap();
+        let _ = junk.write_all(&[0xFF; 64]).await;
+        let mut tls_junk = tokio::net::TcpStream::connect(("127.0.0.1", tls_port))
+            .await
+            .unwrap();
+        let _ = tls_junk.write_all(b"GET / HTTP/1.1\r\n\r\n").await;
+    }
+    let report = probe_with_ca(
+        vec![
+            target(
+                &format!("turn:{a}?transport=tcp"),
+                Some("alice"),
+                Some("pw"),
+            ),
+            target(
+                &format!("turns:localhost:{tls_port}?transport=tcp"),
+                Some("alice"),
+                Some("pw"),
+            ),
+        ],
+        Duration::from_secs(3),
+        None,
+        Some(&sb.ca_dir()),
+    )
+    .await;
+    assert!(report.ok(), "{}", report.table());
+    for row in &report.servers {
+        assert_eq!(row.relay_echoes, Some(probe::RELAY_ECHOES), "{row:?}");
+        assert!(row.relayed.as_deref().unwrap().starts_with("127.0.0.1:52"));
+    }
+
+    let wrong = probe(
+        vec![target(
+            &format!("turn:{a}?transport=tcp"),
+            Some("alice"),
+            Some("nope"),
+        )],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert_eq!(wrong.servers[0].failure, Some("auth"), "{}", wrong.table());
+
+    // A CA the probe does not trust: a TLS failure, said so.
+    let other = Sandbox::new();
+    let untrusted = probe_with_ca(
+        vec![target(
+            &format!("turns:localhost:{tls_port}"),
+            Some("alice"),
+            Some("pw"),
+        )],
+        Duration::from_secs(3),
+        None,
+        Some(&other.ca_dir()),
+    )
+    .await;
+    let row = &untrusted.servers[0];
+    assert_eq!(row.failure, Some("tls"), "{}", untrusted.table());
+    assert!(row.details.contains("certificate"), "{row:?}");
+    // TLS to the plain TCP port: refused at once, not at the timeout.
+    let started = Instant::now();
+    let plain = probe_with_ca(
+        vec![target(
+            &format!("turns:localhost:{}", a.port()),
+            Some("alice"),
+            Some("pw"),
+        )],
+        Duration::from_secs(3),
+        None,
+        Some(&sb.ca_dir()),
+    )
+    .await;
+    assert_eq!(plain.servers[0].failure, Some("tls"), "{}", plain.table());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     server.close().await;
 }
 
@@ -206,7 +323,22 @@ fn free_udp_port() -> u16 {
 async fn probe_passes_against_coturn() {
     require("turnserver", "coturn");
     let port = free_udp_port();
+    let tls_port = free_udp_port();
     let sb = Sandbox::new();
+    // A certificate from rtcdev's CA for coturn's TLS listener.
+    sb.rtcdev()
+        .arg("--ca-dir")
+        .arg(sb.ca_dir())
+        .args([
+            "cert",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "localhost",
+        ])
+        .assert()
+        .success();
     let child = Command::new("turnserver")
         .args([
             "-n",
@@ -230,10 +362,15 @@ async fn probe_passes_against_coturn() {
             "-r",
             "rtcdev",
             "--allow-loopback-peers",
-            "--no-tls",
             "--no-dtls",
             "--no-cli",
+            "--tls-listening-port",
+            &tls_port.to_string(),
         ])
+        .arg("--cert")
+        .arg(sb.path().join("c.pem"))
+        .arg("--pkey")
+        .arg(sb.path().join("k.pem"))
         .arg("--pidfile")
         .arg(sb.path().join("turn.pid"))
         .args(["--log-file", "stdout"])
@@ -257,17 +394,30 @@ async fn probe_passes_against_coturn() {
         }
         assert!(Instant::now() < deadline, "coturn did not start");
     }
-    let report = probe(
+    let report = probe_with_ca(
         vec![
             target(&format!("stun:{addr}"), None, None),
             target(&format!("turn:{addr}"), Some("alice"), Some("pw")),
+            target(
+                &format!("turn:{addr}?transport=tcp"),
+                Some("alice"),
+                Some("pw"),
+            ),
+            target(
+                &format!("turns:localhost:{tls_port}?transport=tcp"),
+                Some("alice"),
+                Some("pw"),
+            ),
         ],
         Duration::from_secs(3),
         None,
+        Some(&sb.ca_dir()),
     )
     .await;
     assert!(report.ok(), "{}", report.table());
-    assert_eq!(report.servers[1].relay_echoes, Some(probe::RELAY_ECHOES));
+    for row in &report.servers[1..] {
+        assert_eq!(row.relay_echoes, Some(probe::RELAY_ECHOES), "{row:?}");
+    }
     let wrong = probe(
         vec![target(&format!("turn:{addr}"), Some("alice"), Some("bad"))],
         Duration::from_secs(3),
@@ -289,39 +439,42 @@ async fn coturn_uclient_relays_through_rtcdev_turn() {
         .await
         .unwrap();
     let port = server.addr.port().to_string();
-    let out = tokio::process::Command::new("turnutils_uclient")
-        .args([
-            "-y",
-            "-X",
-            "-u",
-            "alice",
-            "-w",
-            "pw",
-            "-p",
-            &port,
-            "-n",
-            "20",
-            "-m",
-            "2",
-            "-l",
-            "200",
-            "127.0.0.1",
-        ])
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(30), out)
-        .await
-        .expect("uclient finished")
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
-    let recv: usize = text
-        .lines()
-        .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
-        .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
-        .max()
-        .unwrap_or(0);
-    assert!(recv >= 40, "{text}");
+    for tcp in [false, true] {
+        let out = tokio::process::Command::new("turnutils_uclient")
+            .args(tcp.then_some("-t"))
+            .args([
+                "-y",
+                "-X",
+                "-u",
+                "alice",
+                "-w",
+                "pw",
+                "-p",
+                &port,
+                "-n",
+                "20",
+                "-m",
+                "2",
+                "-l",
+                "200",
+                "127.0.0.1",
+            ])
+            .output();
+        let out = tokio::time::timeout(Duration::from_secs(30), out)
+            .await
+            .expect("uclient finished")
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+        let recv: usize = text
+            .lines()
+            .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
+            .filter_map(|v| v.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
+            .max()
+            .unwrap_or(0);
+        assert!(recv >= 40, "{text}");
+    }
     server.close().await;
 }
 

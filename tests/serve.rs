@@ -592,6 +592,7 @@ async fn embedded_turn_server_is_in_config_json_and_relays() {
         secret: Some("embedded-secret".into()),
         external_ip: None,
         relay_ports: (53000, 53100),
+        tls: None,
     };
     let run = start_full(&sb, vec![], Content::Bundled, Some(turn)).await;
     let res = https_request(
@@ -615,6 +616,7 @@ async fn embedded_turn_server_is_in_config_json_and_relays() {
         &rtcdev::probe::ProbeConfig {
             targets,
             timeout: Duration::from_secs(3),
+            ca_dir: None,
         },
         None,
     )
