@@ -268,31 +268,16 @@ fn unreachable(url: &IceUrl, timeout: Duration) -> Row {
     )
 }
 
-async fn stun(url: &IceUrl, timeout: Duration) -> Row {
+async fn stun(url: &IceUrl, timeout: Duration, ca_dir: Option<&std::path::Path>) -> Row {
     let server = match resolve(url).await {
         Ok(a) => a,
         Err(row) => return row,
     };
-    if url.transport == "tcp" || url.scheme == "stuns" {
-        return Row::fail(
-            url,
-            "unsupported",
-            "STUN over TCP/TLS is not probed yet".into(),
-            "probe the same server with stun:HOST:PORT (UDP)",
-        );
-    }
-    let socket = match udp_socket_for(server).await {
-        Ok(s) => s,
-        Err(e) => {
-            return Row::fail(
-                url,
-                "local",
-                format!("cannot open a UDP socket: {e}"),
-                "check local network permissions",
-            );
-        }
+    let conn = match open_conn(url, server, timeout, ca_dir).await {
+        Ok(c) => c,
+        Err(row) => return *row,
     };
-    let client = match turn_client(Arc::new(socket), server, None, None).await {
+    let client = match turn_client(conn, server, None, None).await {
         Ok(c) => c,
         Err(e) => return Row::fail(url, "local", format!("{e:#}"), "report this as a bug"),
     };
@@ -491,6 +476,12 @@ async fn turn(
             row.rtt_ms = Some(round(rtt));
             row.relay_echoes = Some(rtts.len());
             row.relay_rtt_ms = Some(round(median));
+            row
+        }
+        Ok(Err(e)) if classify(url, &format!("{e:#}"), timeout).failure == Some("forbidden") => {
+            // The second allocation or a permission was refused: quota (486) or policy (403).
+            let mut row = classify(url, &format!("{e:#}"), timeout);
+            row.relayed = Some(relayed.to_string());
             row
         }
         Ok(Err(e)) => {
@@ -874,7 +865,7 @@ pub async fn run(config: &ProbeConfig, secret: Option<&str>) -> Report {
         if t.url.is_turn() {
             turn(t, config.timeout, secret, config.ca_dir.as_deref()).await
         } else {
-            stun(&t.url, config.timeout).await
+            stun(&t.url, config.timeout, config.ca_dir.as_deref()).await
         }
     });
     let servers = futures_util::future::join_all(checks).await;

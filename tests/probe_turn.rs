@@ -432,6 +432,108 @@ async fn probe_passes_against_coturn() {
     );
 }
 
+/// coturn on loopback with `extra` flags, answering STUN (waited for, bounded).
+async fn coturn(sb: &Sandbox, extra: &[&str]) -> (Coturn, SocketAddr) {
+    require("turnserver", "coturn");
+    let port = free_udp_port();
+    let child = Command::new("turnserver")
+        .args([
+            "-n",
+            "--listening-ip",
+            "127.0.0.1",
+            "--relay-ip",
+            "127.0.0.1",
+        ])
+        .args(["--listening-port", &port.to_string()])
+        .args([
+            "-a",
+            "-u",
+            "alice:pw",
+            "-r",
+            "rtcdev",
+            "--allow-loopback-peers",
+        ])
+        .args(["--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout"])
+        .args(extra)
+        .arg("--pidfile")
+        .arg(sb.path().join(format!("turn-{port}.pid")))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Coturn(child);
+    let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !probe(
+        vec![target(&format!("stun:{addr}"), None, None)],
+        Duration::from_millis(300),
+        None,
+    )
+    .await
+    .ok()
+    {
+        assert!(Instant::now() < deadline, "coturn did not start");
+    }
+    (guard, addr)
+}
+
+#[tokio::test]
+async fn quota_486_and_policy_403_are_named() {
+    let sb = Sandbox::new();
+    // One allocation per user: the relay check's second allocation gets 486.
+    let (_quota, addr) = coturn(
+        &sb,
+        &[
+            "--user-quota",
+            "1",
+            "--min-port",
+            "52950",
+            "--max-port",
+            "52999",
+        ],
+    )
+    .await;
+    let r = probe(
+        vec![target(
+            &format!("turn:{addr}?transport=tcp"),
+            Some("alice"),
+            Some("pw"),
+        )],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    let row = &r.servers[0];
+    assert_eq!(row.failure, Some("forbidden"), "{}", r.table());
+    assert!(row.details.contains("486"), "{row:?}");
+    // Peers on 127.0.0.1 denied: CreatePermission gets 403.
+    let (_policy, addr) = coturn(
+        &sb,
+        &[
+            "--denied-peer-ip",
+            "127.0.0.1",
+            "--min-port",
+            "53100",
+            "--max-port",
+            "53150",
+        ],
+    )
+    .await;
+    let r = probe(
+        vec![target(
+            &format!("turn:{addr}?transport=tcp"),
+            Some("alice"),
+            Some("pw"),
+        )],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    let row = &r.servers[0];
+    assert_eq!(row.failure, Some("forbidden"), "{}", r.table());
+    assert!(row.details.contains("403"), "{row:?}");
+}
+
 #[tokio::test]
 async fn coturn_uclient_relays_through_rtcdev_turn() {
     require("turnutils_uclient", "coturn");
