@@ -17,15 +17,20 @@ hyperfine -N --warmup 3 --runs 30 \
   "$bin probe --stun stun:127.0.0.1:23478" \
   "turnutils_stunclient -p 23478 127.0.0.1" \
   "$bin probe --turn turn:127.0.0.1:23478 --username alice --credential pw" \
-  "$bin probe --turn turn:127.0.0.1:23479 --username alice --credential pw"
-echo "== relay throughput with turnutils_uclient (20 clients x 2000 messages of 1000 bytes, 1 ms apart)"
-for spec in "rtcdev turn:23478" "coturn:23479"; do
-  name=${spec%:*}; port=${spec##*:}
-  start=$(date +%s.%N)
-  out=$(timeout 120 turnutils_uclient -y -X -u alice -w pw -p "$port" -n 2000 -m 20 -l 1000 -z 1 127.0.0.1 2>&1)
-  end=$(date +%s.%N)
-  recv=$(echo "$out" | grep -o 'tot_recv_msgs=[0-9]*' | tail -1 | cut -d= -f2)
-  lost=$(echo "$out" | grep -o 'Total lost packets [0-9]* ([0-9.]*%)' | tail -1)
-  rtt=$(echo "$out" | grep -o 'Average round trip delay [0-9.]* ms' | tail -1)
-  echo "$name: received $recv messages in $(echo "$end - $start" | bc) s; $lost; $rtt"
+  "$bin probe --turn turn:127.0.0.1:23479 --username alice --credential pw" \
+  "$bin probe --turn turn:127.0.0.1:23478?transport=tcp --username alice --credential pw" \
+  "$bin probe --turn turn:127.0.0.1:23479?transport=tcp --username alice --credential pw"
+echo "== relay throughput with turnutils_uclient (20 clients x 2000 messages of 1000 bytes, 1 ms apart), UDP then TCP"
+for transport in udp tcp; do
+  flag=""; [ "$transport" = tcp ] && flag="-t"
+  for spec in "rtcdev turn:23478" "coturn:23479"; do
+    name=${spec%:*}; port=${spec##*:}
+    start=$(date +%s.%N)
+    out=$(timeout 120 turnutils_uclient $flag -y -X -u alice -w pw -p "$port" -n 2000 -m 20 -l 1000 -z 1 127.0.0.1 2>&1)
+    end=$(date +%s.%N)
+    recv=$(echo "$out" | grep -o 'tot_recv_msgs=[0-9]*' | tail -1 | cut -d= -f2)
+    lost=$(echo "$out" | grep -o 'Total lost packets [0-9]* ([0-9.]*%)' | tail -1)
+    rtt=$(echo "$out" | grep -o 'Average round trip delay [0-9.]* ms' | tail -1)
+    echo "$name ($transport): received $recv messages in $(echo "$end - $start" | bc) s; $lost; $rtt"
+  done
 done
