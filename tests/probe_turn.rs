@@ -532,6 +532,71 @@ async fn quota_486_and_policy_403_are_named() {
     let row = &r.servers[0];
     assert_eq!(row.failure, Some("forbidden"), "{}", r.table());
     assert!(row.details.contains("403"), "{row:?}");
+    // Over UDP the relay check runs through webrtc-rs peer connections, which do not
+    // report the 403: the allocation works, no data crosses, and the probe says so.
+    let r = probe(
+        vec![target(&format!("turn:{addr}"), Some("alice"), Some("pw"))],
+        Duration::from_secs(1),
+        None,
+    )
+    .await;
+    let row = &r.servers[0];
+    assert_eq!(row.failure, Some("no-relay-data"), "{}", r.table());
+    assert!(row.relayed.is_some(), "{row:?}");
+}
+
+#[tokio::test]
+async fn an_allocation_flood_is_refused_and_the_server_stays_up() {
+    // 20 relay ports, 60 allocation attempts (bounded): the surplus is refused.
+    let server = turn::start(&turn_config(&[("alice", "pw")], None, (53300, 53319)))
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..60 {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let client = ::turn::client::Client::new(::turn::client::ClientConfig {
+            stun_serv_addr: server.addr.to_string(),
+            turn_serv_addr: server.addr.to_string(),
+            username: "alice".into(),
+            password: "pw".into(),
+            realm: String::new(),
+            software: String::new(),
+            rto_in_ms: 0,
+            conn: std::sync::Arc::new(socket),
+            vnet: None,
+        })
+        .await
+        .unwrap();
+        client.listen().await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(3), client.allocate()).await {
+            Ok(Ok(relay)) => held.push((client, relay)),
+            _ => {
+                refused += 1;
+                let _ = client.close().await;
+            }
+        }
+    }
+    assert!(held.len() <= 20, "{} allocations on 20 ports", held.len());
+    assert!(refused >= 40, "{refused}");
+    for (client, relay) in held {
+        use webrtc::util::Conn;
+        let _ = relay.close().await;
+        let _ = client.close().await;
+    }
+    // Still up, and the ports came back.
+    let r = probe(
+        vec![target(
+            &format!("turn:{}", server.addr),
+            Some("alice"),
+            Some("pw"),
+        )],
+        Duration::from_secs(3),
+        None,
+    )
+    .await;
+    assert!(r.ok(), "{}", r.table());
+    server.close().await;
 }
 
 #[tokio::test]
