@@ -521,10 +521,16 @@ fn main() {
     let idle_n: usize = arg("--idle")
         .map(|s| s.parse().unwrap())
         .unwrap_or(IDLE_CONNECTIONS);
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = arg("--client-threads") {
-        rt.worker_threads(n.parse().expect("--client-threads N"));
-    }
+    // --client-threads 0: the load generator on one thread (no cross-thread wakeups).
+    let mut rt = match arg("--client-threads").as_deref() {
+        Some("0") => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.parse().expect("--client-threads N"));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = rt.enable_all().build().unwrap();
     let mut rows: Vec<(String, HashMap<&str, String>)> = Vec::new();
     let mut servers: Vec<Box<dyn Fn() -> Server>> = vec![

@@ -1195,3 +1195,57 @@ async fn resync(inner: &Inner, con: &mut ConnectionManager, lost: bool) {
     }
     tracing::info!(peers = mine.len(), lost, "rooms resynchronised with Redis");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, seq: u64) -> Member {
+        Member {
+            id: PeerId::from_string(id.into()),
+            node: "n".into(),
+            seq,
+            meta: Arc::new(Value::Null),
+        }
+    }
+
+    #[test]
+    fn replicas_keep_join_order_and_ignore_repeats() {
+        let mut r = Replica::default();
+        assert!(r.insert(member("b", 5)));
+        assert!(r.insert(member("a", 2)));
+        assert!(r.insert(member("c", 9)));
+        // A notification that arrives twice (snapshot, then event) changes nothing.
+        assert!(!r.insert(member("a", 2)));
+        let ids: Vec<&str> = r.members.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(r.remove("b").map(|m| m.seq), Some(5));
+        assert!(r.remove("b").is_none());
+    }
+
+    #[test]
+    fn passwords_never_reach_logs() {
+        assert_eq!(
+            redacted("redis://:s3cret@10.0.0.5:6379/2"),
+            "redis://***@10.0.0.5:6379/2"
+        );
+        assert_eq!(redacted("redis://user:pw@h:1"), "redis://***@h:1");
+        assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+    }
+
+    #[test]
+    fn join_replies_parse() {
+        use redis::Value as V;
+        assert!(parse_join(vec![V::Int(0)]).unwrap().is_empty());
+        let pairs = parse_join(vec![
+            V::Int(1),
+            V::Array(vec![
+                V::BulkString(b"p1".to_vec()),
+                V::BulkString(br#"{"node":"n","seq":1,"meta":{}}"#.to_vec()),
+            ]),
+        ])
+        .unwrap();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].0, "p1");
+    }
+}
