@@ -1,7 +1,7 @@
 //! Hub load generator: N pairs of peers in rooms relay 1 KB messages through a hub,
 //! reporting messages/s and round-trip p50/p99, then idle memory per connection.
-//! Runs against rtcdev's native and socket.io front-ends and the seed article's node
-//! server in one run, and with `--redis URL` against rtcdev sharing rooms through Redis
+//! Runs against a minimal relay (the floor: what the machine and this generator cost),
+//! rtcdev's native and socket.io front-ends and the seed article's node server in one run, and with `--redis URL` against rtcdev sharing rooms through Redis
 //! (one process, and two processes with every pair split across them). Loopback only;
 //! every loop is bounded in count and time.
 //!
@@ -507,8 +507,94 @@ async fn idle(server: &Server, n: usize) -> (u64, u64, f64) {
     (before, after, per)
 }
 
+/// The floor: a minimal relay (tokio-tungstenite, nodelay, no JSON parsing, no rooms, no
+/// limits) speaking just enough of the native protocol for the load generator. What the
+/// machine and the generator cost on their own; the hub's figures sit on top of it.
+fn floor_server(port: u16) -> ! {
+    use std::sync::Mutex as StdMutex;
+    use tokio::sync::mpsc;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let peers: Arc<StdMutex<HashMap<String, mpsc::UnboundedSender<String>>>> = Arc::default();
+        let mut n = 0u64;
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            n += 1;
+            let id = format!("p{n}");
+            let peers = peers.clone();
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut tx, mut rx) = ws.split();
+                let (out, mut inbox) = mpsc::unbounded_channel::<String>();
+                peers.lock().unwrap().insert(id.clone(), out.clone());
+                let _ = out.send(format!(r#"{{"type":"welcome","id":"{id}"}}"#));
+                let writer = tokio::spawn(async move {
+                    while let Some(text) = inbox.recv().await {
+                        if tx.feed(Message::text(text)).await.is_err() {
+                            return;
+                        }
+                        while let Ok(more) = inbox.try_recv() {
+                            if tx.feed(Message::text(more)).await.is_err() {
+                                return;
+                            }
+                        }
+                        if tx.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                while let Some(Ok(msg)) = rx.next().await {
+                    let Message::Text(text) = msg else { continue };
+                    let text = text.as_str();
+                    if text.contains(r#""type":"join""#) {
+                        let _ = out.send(r#"{"type":"joined"}"#.to_string());
+                    } else if let Some(rest) = text.split_once(r#""to":""#).map(|(_, r)| r) {
+                        let to = rest.split('"').next().unwrap_or_default();
+                        let target = peers.lock().unwrap().get(to).cloned();
+                        if let Some(t) = target {
+                            let _ = t.send(text.to_string());
+                        }
+                    }
+                }
+                peers.lock().unwrap().remove(&id);
+                writer.abort();
+            });
+        }
+    });
+    unreachable!()
+}
+
+fn floor(name: &'static str) -> Server {
+    let port = free_port();
+    let child = Command::new(std::env::current_exe().expect("bench binary"))
+        .args(["--floor-serve", &port.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("floor relay");
+    wait_port(port);
+    Server {
+        child,
+        port,
+        name,
+        proto: Proto::Native,
+        second: None,
+        split_pairs: false,
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--floor-serve") {
+        floor_server(args[i + 1].parse().expect("--floor-serve PORT"));
+    }
     let arg = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -534,6 +620,7 @@ fn main() {
     let rt = rt.enable_all().build().unwrap();
     let mut rows: Vec<(String, HashMap<&str, String>)> = Vec::new();
     let mut servers: Vec<Box<dyn Fn() -> Server>> = vec![
+        Box::new(|| floor("floor: minimal relay (no hub)")),
         Box::new({
             let b = bin.clone();
             move || rtcdev(&b, "rtcdev native /ws", Proto::Native)
@@ -634,7 +721,7 @@ fn main() {
     // Idle connections last: 10,000 closed sockets linger in TIME_WAIT and would
     // disturb the relay runs that follow them.
     for (make, (name, row)) in included.iter().zip(rows.iter_mut()) {
-        if name.contains("Redis") || name.contains("--redis") {
+        if name.contains("Redis") || name.contains("--redis") || name.starts_with("floor") {
             row.insert("idle B/conn", "-".into());
             continue;
         }
