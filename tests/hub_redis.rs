@@ -68,6 +68,18 @@ impl Redis {
         }
     }
 
+    /// SIGSTOP or SIGCONT: Redis hangs with its data, as on a network partition.
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
@@ -325,6 +337,33 @@ async fn redis_stopped_and_restarted() {
     a1.send(json!({"type": "signal", "to": b1.id, "data": {"after": "restart"}}))
         .await;
     assert_eq!(b1.recv_type("signal").await["data"]["after"], "restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_during_a_redis_stall_still_reaches_the_room() {
+    let redis = Redis::start();
+    let a = TestHub::start(config(&redis)).await;
+    let b = TestHub::start(config(&redis)).await;
+    let mut a1 = NativeClient::connect(&a.ws_url()).await;
+    let mut b1 = NativeClient::connect(&b.ws_url()).await;
+    a1.join("r").await;
+    b1.join("r").await;
+    a1.recv_type("peer-joined").await;
+
+    redis.signal("-STOP");
+    wait_redis_state(&a, "disconnected").await;
+    let gone = a1.id.clone();
+    drop(a1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.signal("-CONT");
+    wait_redis_state(&a, "connected").await;
+    // Redis kept its data: the stale entry is removed on reconnection and B is told.
+    let left = tokio::time::timeout(Duration::from_secs(15), b1.recv_type("peer-left"))
+        .await
+        .expect("no peer-left after the stall");
+    assert_eq!(left["id"], gone);
+    let mut c = NativeClient::connect(&a.ws_url()).await;
+    assert_eq!(ids(&c.join("r").await), vec![b1.id.clone()]);
 }
 
 #[test]

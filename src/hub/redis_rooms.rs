@@ -296,7 +296,8 @@ enum Op {
         room: RoomName,
         old: Option<RoomName>,
         meta: String,
-        reply: oneshot::Sender<redis::RedisResult<Vec<(String, String)>>>,
+        /// `None`: Redis did not answer.
+        reply: oneshot::Sender<Option<Vec<(String, String)>>>,
     },
     Leave {
         id: PeerId,
@@ -453,7 +454,11 @@ impl Inner {
                 error = %err.map(ToString::to_string).unwrap_or_default(),
                 "Redis unreachable: serving this process's peers alone, retrying"
             ),
-            (false, true) => tracing::info!(redis = %self.url, "Redis reachable again"),
+            (false, true) => {
+                tracing::info!(redis = %self.url, "Redis reachable again");
+                // Writes dropped while it was away (leaves, signals): reconcile.
+                self.push(Op::Resync { lost: false });
+            }
             _ => {}
         }
     }
@@ -634,7 +639,7 @@ impl Rooms for RedisRooms {
                 reply,
             });
             let snapshot = match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
-                Ok(Ok(Ok(s))) => Some(s),
+                Ok(Ok(Some(s))) => Some(s),
                 _ => None,
             };
             let mut local = inner.lock();
@@ -1057,8 +1062,16 @@ async fn writer(
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
         let mut pipe = redis::pipe();
         let mut pending = 0usize;
+        // While Redis is away, signals are dropped (late offers and candidates do more
+        // harm than lost ones), leaves too (the resync on return removes them), and
+        // joins are answered at once so the front-end decides locally.
+        let up = inner.commands_ok.load(Ordering::Acquire);
         for op in batch.drain(..) {
             match op {
+                Op::Publish { .. } | Op::Leave { .. } if !up => {}
+                Op::Join { reply, .. } if !up => {
+                    let _ = reply.send(None);
+                }
                 Op::Publish { node: to, payload } => {
                     pipe.cmd("PUBLISH").arg(channel(&to)).arg(payload).ignore();
                     pending += 1;
@@ -1099,7 +1112,7 @@ async fn writer(
                         Ok(_) => inner.set_commands_ok(true, None),
                         Err(e) => inner.set_commands_ok(false, Some(e)),
                     }
-                    let _ = reply.send(r);
+                    let _ = reply.send(r.ok());
                 }
                 Op::Resync { lost } => {
                     flush(&inner, &mut con, &mut pipe, &mut pending).await;
@@ -1164,6 +1177,31 @@ async fn resync(inner: &Inner, con: &mut ConnectionManager, lost: bool) {
             })
             .collect()
     };
+    // Entries of ours that Redis still has but we no longer do (leaves dropped while
+    // Redis was away): remove them, telling the rooms.
+    let Ok(listed) = redis::cmd("HGETALL")
+        .arg(peers_key(node))
+        .query_async::<Vec<(String, String)>>(con)
+        .await
+    else {
+        return;
+    };
+    for (id, room) in listed {
+        let current = mine
+            .iter()
+            .any(|(p, r, _)| p.as_str() == id && r.as_str() == room);
+        if !current {
+            let _: redis::RedisResult<i64> = redis::cmd("EVAL")
+                .arg(format!("{LUA_TELL}{LUA_LEAVE}"))
+                .arg(1)
+                .arg(peers_key(node))
+                .arg(&id)
+                .arg(node)
+                .arg(&room)
+                .query_async(con)
+                .await;
+        }
+    }
     let register = script(LUA_REGISTER);
     for (id, room, entry) in &mine {
         let r: redis::RedisResult<i64> = register
