@@ -160,6 +160,9 @@ async fn two_hubs_act_as_one_for_native_and_socketio_peers() {
         ids(&n2.join("call").await),
         vec![n1.id.clone(), s1.id.clone(), s2.id.clone()]
     );
+    // A peer learns a newcomer from `peer-joined` (as clients do), and from then on can
+    // address it across processes.
+    assert_eq!(n1.recv_type("peer-joined").await["id"], n2.id);
 
     // A signal with `to` crosses to the other process, `from` set by the hub.
     n1.send(json!({"type": "signal", "to": n2.id, "data": {"sdp": "offer", "from": "forged"}}))
@@ -223,6 +226,7 @@ async fn order_and_room_size_hold_across_processes() {
     let mut y = NativeClient::connect(&b.ws_url()).await;
     x.join("pair").await;
     y.join("pair").await;
+    x.recv_type("peer-joined").await;
     // Third peer, on either process: the room is full everywhere.
     for hub in [&a, &b] {
         let mut z = NativeClient::connect(&hub.ws_url()).await;
