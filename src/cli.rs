@@ -232,14 +232,8 @@ pub struct ServeArgs {
     #[arg(long)]
     pub json: bool,
 
-    /// Print an nginx site that proxies HTTPS and WebSockets to this server, and exit.
-    #[arg(long)]
-    pub print_nginx: bool,
-
-    /// With --print-nginx: a hub process (HOST:PORT) to balance across (repeatable), for
-    /// processes that share rooms through --redis.
-    #[arg(long, value_name = "HOST:PORT", requires = "print_nginx", value_parser = parse_upstream)]
-    pub upstream: Vec<String>,
+    #[command(flatten)]
+    pub nginx: NginxArgs,
 
     /// Print a systemd unit that keeps this server running, and exit.
     #[arg(long)]
@@ -250,6 +244,44 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub ice: IceArgs,
+}
+
+/// `--print-nginx` and its upstreams, for `serve` and `signal`.
+#[derive(Debug, Args)]
+pub struct NginxArgs {
+    /// Print an nginx site that proxies HTTPS and WebSockets to this server, and exit.
+    #[arg(long)]
+    pub print_nginx: bool,
+
+    /// With --print-nginx: a hub process (HOST:PORT) to balance across (repeatable), for
+    /// processes that share rooms through --redis.
+    #[arg(long, value_name = "HOST:PORT", requires = "print_nginx", value_parser = parse_upstream)]
+    pub upstream: Vec<String>,
+}
+
+impl NginxArgs {
+    /// The nginx site, if asked for: HTTPS terminates in nginx with --cert/--key (or the
+    /// files `rtcdev cert` would write there) and goes to this server on `port`.
+    pub fn site(&self, port: u16, upstream_https: bool, listen: &ListenArgs) -> Option<String> {
+        if !self.print_nginx {
+            return None;
+        }
+        let cert = listen
+            .cert
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/cert.pem"));
+        let key = listen
+            .key
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/key.pem"));
+        Some(crate::serve::nginx_site(
+            port,
+            upstream_https,
+            &cert,
+            &key,
+            &self.upstream,
+        ))
+    }
 }
 
 /// What `rtcdev serve` was asked to do.
@@ -265,25 +297,9 @@ impl ServeArgs {
     pub fn into_task(self, ca_dir: Option<PathBuf>) -> Result<ServeTask> {
         let port = self.port.unwrap_or(crate::serve::DEFAULT_PORT);
         let location = CaLocation::resolve(ca_dir.as_deref())?;
-        if self.print_nginx {
-            // nginx needs the certificate as files: the given ones, or ones from `rtcdev cert`.
-            let cert = self
-                .listen
-                .cert
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/cert.pem"));
-            let key = self
-                .listen
-                .key
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/key.pem"));
-            return Ok(ServeTask::Print(crate::serve::nginx_site(
-                port,
-                true,
-                &cert,
-                &key,
-                &self.upstream,
-            )));
+        // nginx needs the certificate as files: the given ones, or ones from `rtcdev cert`.
+        if let Some(site) = self.nginx.site(port, true, &self.listen) {
+            return Ok(ServeTask::Print(site));
         }
         if self.print_systemd {
             let mut args = format!("--port {port} --bind {}", self.listen.bind);
@@ -372,6 +388,9 @@ pub struct SignalArgs {
     /// Print the URLs as JSON.
     #[arg(long)]
     pub json: bool,
+
+    #[command(flatten)]
+    pub nginx: NginxArgs,
 
     #[command(flatten)]
     pub hub: HubArgs,

@@ -76,6 +76,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Signal(args) => {
+            let https = args.tls || args.listen.cert.is_some();
+            if let Some(site) = args.nginx.site(args.port, https, &args.listen) {
+                rtcdev::server::print_stdout(&site);
+                return Ok(ExitCode::SUCCESS);
+            }
             let config = args.into_config(cli.ca_dir)?;
             runtime()?.block_on(rtcdev::signal::run(
                 config,

@@ -169,7 +169,7 @@ fn printed_nginx_site_passes_nginx_t_and_systemd_unit_runs_serve() {
     let site = print_nginx(&sb, &[]);
     assert!(site.contains("proxy_set_header Upgrade $http_upgrade;"));
     assert!(site.contains("proxy_pass https://127.0.0.1:9443;"));
-    nginx_t(&sb, &site);
+    common::nginx_t(&sb, &site);
 
     // Several hub processes sharing rooms through Redis: balanced, one client per process.
     let site = print_nginx(
@@ -184,7 +184,7 @@ fn printed_nginx_site_passes_nginx_t_and_systemd_unit_runs_serve() {
     assert!(site.contains("proxy_pass https://rtcdev_hubs;"), "{site}");
     assert!(site.contains("hash $remote_addr consistent;"));
     assert!(site.contains("server 127.0.0.1:8443;") && site.contains("server 127.0.0.1:8444;"));
-    nginx_t(&sb, &site);
+    common::nginx_t(&sb, &site);
     sb.rtcdev()
         .args(["serve", "--print-nginx", "--upstream", "nohost"])
         .assert()
@@ -226,32 +226,4 @@ fn print_nginx(sb: &Sandbox, extra: &[&str]) -> String {
     let out = sb.rtcdev().args(&args).output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
-}
-
-/// `nginx -t` on the site, with the certificate paths made absolute and a free port.
-fn nginx_t(sb: &Sandbox, site: &str) {
-    let site = site
-        .replace(
-            "ssl_certificate     c.pem",
-            &format!("ssl_certificate     {}/c.pem", sb.path().display()),
-        )
-        .replace(
-            "ssl_certificate_key k.pem",
-            &format!("ssl_certificate_key {}/k.pem", sb.path().display()),
-        )
-        .replace("listen 443 ssl", "listen 127.0.0.1:18443 ssl");
-    std::fs::write(sb.path().join("site.conf"), site).unwrap();
-    let conf = format!(
-        "pid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n include {0}/site.conf;\n}}\n",
-        sb.path().display()
-    );
-    std::fs::write(sb.path().join("nginx.conf"), conf).unwrap();
-    let t = Command::new("nginx")
-        .args(["-t", "-p"])
-        .arg(sb.path())
-        .arg("-c")
-        .arg(sb.path().join("nginx.conf"))
-        .output()
-        .unwrap();
-    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
 }

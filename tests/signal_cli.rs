@@ -160,3 +160,59 @@ async fn tls_from_the_local_ca() {
         "curl exit 60: certificate problem"
     );
 }
+
+#[test]
+fn printed_nginx_site_balances_signal_processes() {
+    common::require("nginx", "nginx-light");
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .arg("--ca-dir")
+        .arg(sb.ca_dir())
+        .args([
+            "cert",
+            "--cert-file",
+            "c.pem",
+            "--key-file",
+            "k.pem",
+            "localhost",
+        ])
+        .assert()
+        .success();
+    // The article's layout: nginx terminates HTTPS in front of plain signaling servers.
+    let out = sb
+        .rtcdev()
+        .args(["signal", "--print-nginx"])
+        .args([
+            "--upstream",
+            "127.0.0.1:3001",
+            "--upstream",
+            "127.0.0.1:3002",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let site = String::from_utf8(out.stdout)
+        .unwrap()
+        .replace("/etc/ssl/rtcdev/cert.pem", "c.pem")
+        .replace("/etc/ssl/rtcdev/key.pem", "k.pem");
+    assert!(site.contains("proxy_pass http://rtcdev_hubs;"), "{site}");
+    assert!(site.contains("server 127.0.0.1:3001;") && site.contains("server 127.0.0.1:3002;"));
+    assert!(site.contains("proxy_set_header Upgrade $http_upgrade;"));
+    common::nginx_t(&sb, &site);
+}
+
+#[test]
+fn printed_nginx_site_for_a_tls_signal_server_proxies_https() {
+    let sb = Sandbox::new();
+    let out = sb
+        .rtcdev()
+        .args(["signal", "--port", "3443", "--tls", "--print-nginx"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let site = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        site.contains("proxy_pass https://127.0.0.1:3443;"),
+        "{site}"
+    );
+}

@@ -687,7 +687,7 @@ pub fn nginx_site(
         (String::new(), format!("{scheme}://127.0.0.1:{port}"))
     } else {
         let mut b = String::from(
-            "\n# Hub processes sharing rooms through Redis (`rtcdev serve --redis ...`).\n\
+            "\n# Hub processes sharing rooms through Redis (`rtcdev serve` or `rtcdev signal` with `--redis`).\n\
              # One client address sticks to one process: socket.io's polling transport\n\
              # keeps its session where it started. `consistent` moves few clients when\n\
              # a process is added or removed.\n\

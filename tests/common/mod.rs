@@ -498,3 +498,31 @@ pub async fn https_request(
 pub fn get_head(path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
 }
+
+/// `nginx -t` on the site, with the certificate paths made absolute and a free port.
+pub fn nginx_t(sb: &Sandbox, site: &str) {
+    let site = site
+        .replace(
+            "ssl_certificate     c.pem",
+            &format!("ssl_certificate     {}/c.pem", sb.path().display()),
+        )
+        .replace(
+            "ssl_certificate_key k.pem",
+            &format!("ssl_certificate_key {}/k.pem", sb.path().display()),
+        )
+        .replace("listen 443 ssl", "listen 127.0.0.1:18443 ssl");
+    std::fs::write(sb.path().join("site.conf"), site).unwrap();
+    let conf = format!(
+        "pid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{}}\nhttp {{\n access_log off;\n include {0}/site.conf;\n}}\n",
+        sb.path().display()
+    );
+    std::fs::write(sb.path().join("nginx.conf"), conf).unwrap();
+    let t = std::process::Command::new("nginx")
+        .args(["-t", "-p"])
+        .arg(sb.path())
+        .arg("-c")
+        .arg(sb.path().join("nginx.conf"))
+        .output()
+        .unwrap();
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+}
