@@ -602,13 +602,20 @@ async fn an_allocation_flood_is_refused_and_the_server_stays_up() {
 #[tokio::test]
 async fn coturn_uclient_relays_through_rtcdev_turn() {
     require("turnutils_uclient", "coturn");
-    let server = turn::start(&turn_config(&[("alice", "pw")], None, (52600, 52700)))
-        .await
-        .unwrap();
-    let port = server.addr.port().to_string();
-    for tcp in [false, true] {
+    let sb = Sandbox::new();
+    let mut cfg = turn_config(&[("alice", "pw")], None, (52600, 52700));
+    cfg.tls = Some((0, tls_from_new_ca(&sb.ca_dir())));
+    let server = turn::start(&cfg).await.unwrap();
+    let plain = server.addr.port().to_string();
+    let tls = server.tls_addr.unwrap().port().to_string();
+    // UDP, TCP, and TLS (`-t -S`; uclient does not verify the certificate).
+    for (flags, port) in [
+        (&[][..], &plain),
+        (&["-t"][..], &plain),
+        (&["-t", "-S"][..], &tls),
+    ] {
         let out = tokio::process::Command::new("turnutils_uclient")
-            .args(tcp.then_some("-t"))
+            .args(flags)
             .args([
                 "-y",
                 "-X",
@@ -617,7 +624,7 @@ async fn coturn_uclient_relays_through_rtcdev_turn() {
                 "-w",
                 "pw",
                 "-p",
-                &port,
+                port,
                 "-n",
                 "20",
                 "-m",
@@ -633,7 +640,10 @@ async fn coturn_uclient_relays_through_rtcdev_turn() {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string()
             + &String::from_utf8_lossy(&out.stderr);
-        assert!(text.contains("Total lost packets 0 (0.000000%)"), "{text}");
+        assert!(
+            text.contains("Total lost packets 0 (0.000000%)"),
+            "{flags:?}: {text}"
+        );
         let recv: usize = text
             .lines()
             .filter_map(|l| l.split("tot_recv_msgs=").nth(1))
