@@ -31,7 +31,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -131,8 +131,38 @@ redis.call('SREM', KEYS[3], ARGV[1])
 return #peers / 2
 "#;
 
+/// The scripts, built (and hashed) once.
+static JOIN: LazyLock<redis::Script> = LazyLock::new(|| script(LUA_JOIN));
+static REGISTER: LazyLock<redis::Script> = LazyLock::new(|| script(LUA_REGISTER));
+static REAP: LazyLock<redis::Script> = LazyLock::new(|| script(LUA_REAP));
+/// The leave script's source: it goes into pipelines as EVAL.
+static LEAVE_SRC: LazyLock<String> = LazyLock::new(|| format!("{LUA_TELL}{LUA_LEAVE}"));
+
 fn script(body: &str) -> redis::Script {
     redis::Script::new(&format!("{LUA_TELL}{body}"))
+}
+
+/// Takes `id` (a peer of `node`) out of `room`, telling the room's other processes.
+fn leave_cmd(node: &str, id: &str, room: &str) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(LEAVE_SRC.as_str())
+        .arg(1)
+        .arg(peers_key(node))
+        .arg(id)
+        .arg(node)
+        .arg(room);
+    cmd
+}
+
+/// Removes `node` from Redis unless its alive key exists: its peers leave their rooms.
+/// The number of peers dropped, or -1 if the node is alive.
+async fn reap_node(con: &mut ConnectionManager, node: &str) -> redis::RedisResult<i64> {
+    REAP.key(alive_key(node))
+        .key(peers_key(node))
+        .key(NODES_KEY)
+        .arg(node)
+        .invoke_async(con)
+        .await
 }
 
 fn room_key(room: &str) -> String {
@@ -819,13 +849,7 @@ impl Rooms for RedisRooms {
                     .arg(alive_key(node))
                     .query_async(&mut con)
                     .await;
-                let _: redis::RedisResult<i64> = script(LUA_REAP)
-                    .key(alive_key(node))
-                    .key(peers_key(node))
-                    .key(NODES_KEY)
-                    .arg(node)
-                    .invoke_async(&mut con)
-                    .await;
+                let _ = reap_node(&mut con, node).await;
             })
             .await;
         })
@@ -956,14 +980,7 @@ async fn reap(inner: &Inner, con: &mut ConnectionManager, up_since: Instant) {
         if is_alive || !nodes.iter().any(|x| **x == **n) {
             continue;
         }
-        let reaped: redis::RedisResult<i64> = script(LUA_REAP)
-            .key(alive_key(n))
-            .key(peers_key(n))
-            .key(NODES_KEY)
-            .arg(&**n)
-            .invoke_async(con)
-            .await;
-        if let Ok(count) = reaped
+        if let Ok(count) = reap_node(con, n).await
             && count >= 0
         {
             tracing::info!(node = %n, peers = count, "hub process gone: its peers left their rooms");
@@ -1035,7 +1052,6 @@ async fn writer(
     mut con: ConnectionManager,
     mut rx: mpsc::UnboundedReceiver<Op>,
 ) {
-    let join = script(LUA_JOIN);
     let node = inner.node.clone();
     let mut batch = Vec::with_capacity(PIPELINE_OPS);
     loop {
@@ -1077,13 +1093,7 @@ async fn writer(
                     pending += 1;
                 }
                 Op::Leave { id, room } => {
-                    pipe.cmd("EVAL")
-                        .arg(format!("{LUA_TELL}{LUA_LEAVE}"))
-                        .arg(1)
-                        .arg(peers_key(&node))
-                        .arg(id.as_str())
-                        .arg(&*node)
-                        .arg(room.as_str())
+                    pipe.add_command(leave_cmd(&node, id.as_str(), room.as_str()))
                         .ignore();
                     pending += 1;
                 }
@@ -1095,7 +1105,7 @@ async fn writer(
                     reply,
                 } => {
                     flush(&inner, &mut con, &mut pipe, &mut pending).await;
-                    let r: redis::RedisResult<Vec<redis::Value>> = join
+                    let r: redis::RedisResult<Vec<redis::Value>> = JOIN
                         .key(room_key(room.as_str()))
                         .key(peers_key(&node))
                         .key(SEQ_KEY)
@@ -1191,20 +1201,11 @@ async fn resync(inner: &Inner, con: &mut ConnectionManager, lost: bool) {
             .iter()
             .any(|(p, r, _)| p.as_str() == id && r.as_str() == room);
         if !current {
-            let _: redis::RedisResult<i64> = redis::cmd("EVAL")
-                .arg(format!("{LUA_TELL}{LUA_LEAVE}"))
-                .arg(1)
-                .arg(peers_key(node))
-                .arg(&id)
-                .arg(node)
-                .arg(&room)
-                .query_async(con)
-                .await;
+            let _: redis::RedisResult<i64> = leave_cmd(node, &id, &room).query_async(con).await;
         }
     }
-    let register = script(LUA_REGISTER);
     for (id, room, entry) in &mine {
-        let r: redis::RedisResult<i64> = register
+        let r: redis::RedisResult<i64> = REGISTER
             .key(room_key(room.as_str()))
             .key(peers_key(node))
             .arg(id.as_str())
