@@ -612,10 +612,8 @@ async fn open_conn(
 fn tls_client_config(ca_dir: Option<&std::path::Path>) -> Result<Arc<rustls::ClientConfig>> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    if let Ok(location) = crate::cert::CaLocation::resolve(ca_dir)
-        && let Ok(ca) = crate::cert::Ca::load(&location.dir)
-    {
-        let _ = roots.add(ca.cert_der.clone());
+    if let Ok(location) = crate::cert::CaLocation::resolve(ca_dir) {
+        add_local_ca(&mut roots, &location.dir);
     }
     for bundle in [
         "/etc/ssl/certs/ca-certificates.crt",
@@ -629,6 +627,18 @@ fn tls_client_config(ca_dir: Option<&std::path::Path>) -> Result<Arc<rustls::Cli
             break;
         }
     }
+    client_config(roots)
+}
+
+/// Adds rtcdev's CA in `dir` to `roots`, when there is one.
+fn add_local_ca(roots: &mut rustls::RootCertStore, dir: &std::path::Path) {
+    if let Ok(ca) = crate::cert::Ca::load(dir) {
+        let _ = roots.add(ca.cert_der.clone());
+    }
+}
+
+/// A TLS client configuration (rtcdev's crypto provider) trusting `roots`.
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>> {
     let config = rustls::ClientConfig::builder_with_provider(crate::cert::tls::provider())
         .with_safe_default_protocol_versions()?
         .with_root_certificates(roots)
@@ -918,15 +928,10 @@ pub async fn fetch_ice_servers(source: &str, ca_dir: Option<&std::path::Path>) -
     if https {
         let location = crate::cert::CaLocation::resolve(ca_dir)?;
         let mut roots = rustls::RootCertStore::empty();
-        if let Ok(ca) = crate::cert::Ca::load(&location.dir) {
-            let _ = roots.add(ca.cert_der.clone());
-        }
-        let config = rustls::ClientConfig::builder_with_provider(crate::cert::tls::provider())
-            .with_safe_default_protocol_versions()?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        add_local_ca(&mut roots, &location.dir);
+        let config = client_config(roots)?;
         let name = rustls_pki_types::ServerName::try_from(host.clone())?;
-        let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        let mut tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, tcp)
             .await
             .with_context(|| format!("{source}: TLS failed (is the server's CA rtcdev's local CA? see rtcdev cert --caroot)"))?;
