@@ -51,6 +51,18 @@ struct Server {
 }
 
 impl Server {
+    /// One server process.
+    fn single(child: Child, port: u16, name: &'static str, proto: Proto) -> Server {
+        Server {
+            child,
+            port,
+            name,
+            proto,
+            second: None,
+            split_pairs: false,
+        }
+    }
+
     /// The ports peers A and B of pair `i` connect to.
     fn ports(&self, i: usize) -> (u16, u16) {
         match &self.second {
@@ -91,14 +103,7 @@ fn wait_port(port: u16) {
 
 fn rtcdev(bin: &str, name: &'static str, proto: Proto) -> Server {
     let (child, port) = rtcdev_process(bin, None, 0);
-    Server {
-        child,
-        port,
-        name,
-        proto,
-        second: None,
-        split_pairs: false,
-    }
+    Server::single(child, port, name, proto)
 }
 
 /// Hub processes sharing rooms through the Redis at `url`: one, or two with pairs split
@@ -161,14 +166,7 @@ fn baseline(dir: &str) -> Server {
         .spawn()
         .expect("node");
     wait_port(port);
-    Server {
-        child,
-        port,
-        name: "seed node+socket.io",
-        proto: Proto::SocketIo,
-        second: None,
-        split_pairs: false,
-    }
+    Server::single(child, port, "seed node+socket.io", Proto::SocketIo)
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -580,14 +578,7 @@ fn floor(name: &'static str) -> Server {
         .spawn()
         .expect("floor relay");
     wait_port(port);
-    Server {
-        child,
-        port,
-        name,
-        proto: Proto::Native,
-        second: None,
-        split_pairs: false,
-    }
+    Server::single(child, port, name, Proto::Native)
 }
 
 fn main() {
