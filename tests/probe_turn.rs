@@ -321,79 +321,27 @@ fn free_udp_port() -> u16 {
 
 #[tokio::test]
 async fn probe_passes_against_coturn() {
-    require("turnserver", "coturn");
-    let port = free_udp_port();
-    let tls_port = free_udp_port();
+    let tls_port = free_udp_port().to_string();
     let sb = Sandbox::new();
     // A certificate from rtcdev's CA for coturn's TLS listener.
-    sb.rtcdev()
-        .arg("--ca-dir")
-        .arg(sb.ca_dir())
-        .args([
-            "cert",
-            "--cert-file",
-            "c.pem",
-            "--key-file",
-            "k.pem",
-            "localhost",
-        ])
-        .assert()
-        .success();
-    let child = Command::new("turnserver")
-        .args([
-            "-n",
-            "--listening-ip",
-            "127.0.0.1",
-            "--relay-ip",
-            "127.0.0.1",
-        ])
-        .args([
-            "--listening-port",
-            &port.to_string(),
+    sb.localhost_cert_files();
+    let (cert, key) = (sb.path().join("c.pem"), sb.path().join("k.pem"));
+    let (_coturn, addr) = coturn(
+        &sb,
+        &[
             "--min-port",
             "52400",
             "--max-port",
             "52500",
-        ])
-        .args([
-            "-a",
-            "-u",
-            "alice:pw",
-            "-r",
-            "rtcdev",
-            "--allow-loopback-peers",
-            "--no-dtls",
-            "--no-cli",
             "--tls-listening-port",
-            &tls_port.to_string(),
-        ])
-        .arg("--cert")
-        .arg(sb.path().join("c.pem"))
-        .arg("--pkey")
-        .arg(sb.path().join("k.pem"))
-        .arg("--pidfile")
-        .arg(sb.path().join("turn.pid"))
-        .args(["--log-file", "stdout"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _coturn = Coturn(child);
-    let addr = SocketAddr::new(IpAddr::from([127, 0, 0, 1]), port);
-    // Wait (bounded) until coturn answers STUN.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = probe(
-            vec![target(&format!("stun:{addr}"), None, None)],
-            Duration::from_millis(300),
-            None,
-        )
-        .await;
-        if r.ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "coturn did not start");
-    }
+            &tls_port,
+            "--cert",
+            cert.to_str().unwrap(),
+            "--pkey",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
     let report = probe_with_ca(
         vec![
             target(&format!("stun:{addr}"), None, None),
@@ -432,7 +380,8 @@ async fn probe_passes_against_coturn() {
     );
 }
 
-/// coturn on loopback with `extra` flags, answering STUN (waited for, bounded).
+/// coturn on loopback (no DTLS; TLS only if `extra` sets it up) with `extra` flags,
+/// answering STUN (waited for, bounded).
 async fn coturn(sb: &Sandbox, extra: &[&str]) -> (Coturn, SocketAddr) {
     require("turnserver", "coturn");
     let port = free_udp_port();
@@ -453,7 +402,7 @@ async fn coturn(sb: &Sandbox, extra: &[&str]) -> (Coturn, SocketAddr) {
             "rtcdev",
             "--allow-loopback-peers",
         ])
-        .args(["--no-tls", "--no-dtls", "--no-cli", "--log-file", "stdout"])
+        .args(["--no-dtls", "--no-cli", "--log-file", "stdout"])
         .args(extra)
         .arg("--pidfile")
         .arg(sb.path().join(format!("turn-{port}.pid")))
@@ -481,57 +430,51 @@ async fn coturn(sb: &Sandbox, extra: &[&str]) -> (Coturn, SocketAddr) {
 async fn quota_486_and_policy_403_are_named() {
     let sb = Sandbox::new();
     // One allocation per user: the relay check's second allocation gets 486.
-    let (_quota, addr) = coturn(
-        &sb,
-        &[
-            "--user-quota",
-            "1",
-            "--min-port",
-            "52950",
-            "--max-port",
-            "52999",
-        ],
-    )
-    .await;
-    let r = probe(
-        vec![target(
-            &format!("turn:{addr}?transport=tcp"),
-            Some("alice"),
-            Some("pw"),
-        )],
-        Duration::from_secs(3),
-        None,
-    )
-    .await;
-    let row = &r.servers[0];
-    assert_eq!(row.failure, Some("forbidden"), "{}", r.table());
-    assert!(row.details.contains("486"), "{row:?}");
     // Peers on 127.0.0.1 denied: CreatePermission gets 403.
-    let (_policy, addr) = coturn(
-        &sb,
-        &[
-            "--denied-peer-ip",
-            "127.0.0.1",
-            "--min-port",
-            "53100",
-            "--max-port",
-            "53150",
-        ],
-    )
-    .await;
-    let r = probe(
-        vec![target(
-            &format!("turn:{addr}?transport=tcp"),
-            Some("alice"),
-            Some("pw"),
-        )],
-        Duration::from_secs(3),
-        None,
-    )
-    .await;
-    let row = &r.servers[0];
-    assert_eq!(row.failure, Some("forbidden"), "{}", r.table());
-    assert!(row.details.contains("403"), "{row:?}");
+    let mut last = None;
+    for (flags, code) in [
+        (
+            [
+                "--no-tls",
+                "--user-quota",
+                "1",
+                "--min-port",
+                "52950",
+                "--max-port",
+                "52999",
+            ],
+            "486",
+        ),
+        (
+            [
+                "--no-tls",
+                "--denied-peer-ip",
+                "127.0.0.1",
+                "--min-port",
+                "53100",
+                "--max-port",
+                "53150",
+            ],
+            "403",
+        ),
+    ] {
+        let (server, addr) = coturn(&sb, &flags).await;
+        let r = probe(
+            vec![target(
+                &format!("turn:{addr}?transport=tcp"),
+                Some("alice"),
+                Some("pw"),
+            )],
+            Duration::from_secs(3),
+            None,
+        )
+        .await;
+        let row = &r.servers[0];
+        assert_eq!(row.failure, Some("forbidden"), "{}", r.table());
+        assert!(row.details.contains(code), "{row:?}");
+        last = Some((server, addr));
+    }
+    let (_policy, addr) = last.unwrap();
     // Over UDP the relay check runs through webrtc-rs peer connections, which do not
     // report the 403: the allocation works, no data crosses, and the probe says so.
     let r = probe(

@@ -153,19 +153,7 @@ fn bad_arguments_are_clear_errors() {
 fn printed_nginx_site_passes_nginx_t_and_systemd_unit_runs_serve() {
     require("nginx", "nginx-light");
     let sb = Sandbox::new();
-    sb.rtcdev()
-        .args([
-            "--ca-dir",
-            "ca",
-            "cert",
-            "--cert-file",
-            "c.pem",
-            "--key-file",
-            "k.pem",
-            "localhost",
-        ])
-        .assert()
-        .success();
+    sb.localhost_cert_files();
     let site = print_nginx(&sb, &[]);
     assert!(site.contains("proxy_set_header Upgrade $http_upgrade;"));
     assert!(site.contains("proxy_pass https://127.0.0.1:9443;"));

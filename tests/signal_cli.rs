@@ -165,19 +165,7 @@ async fn tls_from_the_local_ca() {
 fn printed_nginx_site_balances_signal_processes() {
     common::require("nginx", "nginx-light");
     let sb = Sandbox::new();
-    sb.rtcdev()
-        .arg("--ca-dir")
-        .arg(sb.ca_dir())
-        .args([
-            "cert",
-            "--cert-file",
-            "c.pem",
-            "--key-file",
-            "k.pem",
-            "localhost",
-        ])
-        .assert()
-        .success();
+    sb.localhost_cert_files();
     // The article's layout: nginx terminates HTTPS in front of plain signaling servers.
     let out = sb
         .rtcdev()

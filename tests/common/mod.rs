@@ -54,6 +54,24 @@ impl Sandbox {
         Spawned { child, lines }
     }
 
+    /// `c.pem` and `k.pem` in the sandbox: a certificate for localhost from the
+    /// sandbox's CA (`ca_dir`), as `rtcdev cert` writes them.
+    pub fn localhost_cert_files(&self) {
+        self.rtcdev()
+            .arg("--ca-dir")
+            .arg(self.ca_dir())
+            .args([
+                "cert",
+                "--cert-file",
+                "c.pem",
+                "--key-file",
+                "k.pem",
+                "localhost",
+            ])
+            .assert()
+            .success();
+    }
+
     /// A plain std command (for tools such as mkcert, certutil, openssl) in the sandbox.
     pub fn tool(&self, program: &str) -> Command {
         let mut cmd = Command::new(program);
