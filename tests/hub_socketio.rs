@@ -184,3 +184,32 @@ async fn cors_preflight_echoes_headers_never_star() {
     );
     assert!(!text.contains(": *"), "{text}");
 }
+
+/// The article's page emits `join` before it is connected, so the event reaches the hub
+/// right behind the connect answer. Every such join must be answered (the hub sets a
+/// socket up before it answers the connect, not in a task racing the client), and once
+/// the clients are gone the hub holds no peer.
+#[tokio::test]
+async fn join_emitted_before_connect_is_never_lost() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let url = hub.http_url();
+    for transport in ["websocket", "polling"] {
+        let dir = common::js_dir();
+        let out = tokio::process::Command::new("node")
+            .arg(dir.join("join_at_once.mjs"))
+            .args([url.as_str(), transport, "150"])
+            .current_dir(&dir)
+            .output()
+            .await
+            .expect("node");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["joined"], json!(150), "{transport}: {v}");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while hub.hub.stats().peers > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let stats = hub.hub.stats();
+    assert_eq!((stats.peers, stats.rooms), (0, 0));
+}

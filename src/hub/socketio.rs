@@ -3,7 +3,9 @@
 //! socket.io and native peers share rooms. Engine.IO and socket.io framing are
 //! socketioxide's.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::OriginalUri;
@@ -12,6 +14,7 @@ use http::{Request, Uri};
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 
 use super::Hub;
@@ -38,10 +41,20 @@ pub fn routes(hub: Hub) -> Router {
         .ws_read_buffer_size(super::WS_READ_BUFFER_BYTES)
         .max_buffer_size(SOCKETIO_MAX_BUFFERED_PACKETS)
         .build_svc();
-    let on_connect_hub = hub.clone();
-    io.ns("/", move |socket: SocketRef| {
-        on_connect(on_connect_hub.clone(), socket)
-    });
+    let register_hub = hub.clone();
+    // Everything is set up in a connect middleware: socketioxide awaits it before it
+    // answers the client's connect, while a connect handler runs as a separate task
+    // after the answer has gone out. A client that emits `join` the moment it is
+    // connected (the article's page does) could otherwise have its event arrive before
+    // the handler had registered `join`, and the event would be dropped.
+    let handler = async || {};
+    io.ns(
+        "/",
+        handler.with(move |socket: SocketRef| {
+            register(register_hub.clone(), socket);
+            async { Ok::<(), Infallible>(()) }
+        }),
+    );
     hub.set_socketio(io);
     Router::new().route_service(
         "/socket.io/",
@@ -117,7 +130,12 @@ fn with_from(data: &str, from: &PeerId) -> Value {
     Value::Object(obj)
 }
 
-async fn on_connect(hub: Hub, socket: SocketRef) {
+/// How long after its connect middleware a socket must be connected; one that is not
+/// failed its connect answer and is forgotten.
+const CONNECT_ANSWER_GRACE: Duration = Duration::from_secs(1);
+
+/// Registers the peer and its event handlers, before the client is told it is connected.
+fn register(hub: Hub, socket: SocketRef) {
     let id = PeerId::from_string(socket.id.to_string());
     tracing::debug!(peer = %id, transport = ?socket.transport_type(), "socket.io connected");
     hub.rooms().connect(
@@ -126,6 +144,16 @@ async fn on_connect(hub: Hub, socket: SocketRef) {
             socket: socket.clone(),
         }),
     );
+    // If the connect answer cannot be sent (the client went away that instant),
+    // socketioxide drops the socket without a disconnect event; the peer must not
+    // stay registered.
+    let (h, s, pid) = (hub.clone(), socket.clone(), id.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(CONNECT_ANSWER_GRACE).await;
+        if !s.connected() {
+            h.rooms().disconnect(&pid);
+        }
+    });
     let cfg = hub.config();
     let bucket = Arc::new(Mutex::new(TokenBucket::new(
         cfg.rate_per_sec,
