@@ -149,12 +149,17 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
     let shutdown = hub.shutdown_token().clone();
+    // One registration for the life of the connection, not one per frame: the kick
+    // fires at most once, and the connection ends when it does.
+    let kick = sink.kick.notified();
+    let stopping = shutdown.cancelled();
+    tokio::pin!(kick, stopping);
 
     let close: Option<(u16, &str)> = loop {
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break Some((CLOSE_GOING_AWAY, "server shutting down")),
-            _ = sink.kick.notified() => {
+            _ = &mut stopping => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+            _ = &mut kick => {
                 tracing::info!(peer = %id, "peer does not read its messages; disconnecting");
                 break Some((CLOSE_POLICY, "send queue full: the peer does not read"));
             }
@@ -178,8 +183,8 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
                 // A peer that stops reading blocks this write; the kick ends the wait.
                 tokio::select! {
                     r = write => if r.is_err() { break None },
-                    _ = sink.kick.notified() => break Some((CLOSE_POLICY, "send queue full: the peer does not read")),
-                    _ = shutdown.cancelled() => break None,
+                    _ = &mut kick => break Some((CLOSE_POLICY, "send queue full: the peer does not read")),
+                    _ = &mut stopping => break None,
                 }
             }
             msg = socket.recv() => {
