@@ -2,8 +2,9 @@
 //! reporting messages/s and round-trip p50/p99, then idle memory per connection.
 //! Throughput: async peers, WINDOW messages in flight each. Latency at 10,000 msg/s
 //! offered: a thread per peer on blocking sockets (an async generator's own wakeups
-//! doubled the measured median on this 2-core machine), repeated `--latency-runs`
-//! times (default 3), the median reported with the spread of the runs' p99s.
+//! doubled the measured median on this 2-core machine). Each is run `--runs` times
+//! (default 3) on a fresh server; the median is reported with the spread of the runs,
+//! and the server's CPU time per message relayed.
 //! Runs against a minimal relay (the floor: what the machine and this generator cost),
 //! rtcdev's native and socket.io front-ends and the seed article's node server in one run, and with `--redis URL` against rtcdev sharing rooms through Redis
 //! (one process, and two processes with every pair split across them). Loopback only;
@@ -11,7 +12,7 @@
 //!
 //!   bench/hub.sh            (builds, prepares the baseline and a redis-server, raises the fd limit)
 //!   cargo bench --bench hub -- --rtcdev target/release/rtcdev --baseline DIR [--redis URL]
-//!       [--only NAME] [--idle N] [--latency-runs N] [--client-threads N] [--pin]
+//!       [--only NAME] [--idle N] [--runs N] [--client-threads N] [--pin]
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
@@ -822,8 +823,8 @@ fn main() {
         RUN_FOR.as_secs()
     );
     let only = arg("--only");
-    let latency_runs: usize = arg("--latency-runs")
-        .map(|s| s.parse().expect("--latency-runs N"))
+    let runs: usize = arg("--runs")
+        .map(|s| s.parse().expect("--runs N"))
         .unwrap_or(3)
         .max(1);
     let mut included = Vec::new();
@@ -845,36 +846,58 @@ fn main() {
                 + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
             ticks / 100.0
         };
-        let cpu0 = server_cpu(s.child.id());
-        eprintln!("{}: max throughput", s.name);
-        let r = rt.block_on(relay(&s));
-        row.insert("max msg/s", format!("{:.0}", r.rate));
-        row.insert("max p50 ms", format!("{:.2}", r.rtt_p50));
-        row.insert("max p99 ms", format!("{:.2}", r.rtt_p99));
-        row.insert("max total", r.total.to_string());
-        row.insert(
-            "max server cpu s",
-            format!("{:.1}", server_cpu(s.child.id()) - cpu0),
-        );
-        drop(s);
-        // Latency at 10k msg/s, a thread per peer; the median of the runs and the
-        // spread of their p99s, since one run on a shared machine can catch a stall.
-        let mut runs = Vec::new();
-        let mut s = make();
-        for i in 0..latency_runs {
+        // Throughput: the median of the runs (by msg/s), each on a fresh server, with
+        // the spread; the server's CPU time per message relayed from the same run.
+        let mut maxes = Vec::new();
+        let mut s = s;
+        for i in 0..runs {
             if i > 0 {
                 drop(s);
                 s = make();
             }
-            eprintln!("{}: 10k/s offered, run {}/{latency_runs}", s.name, i + 1);
-            runs.push(relay_threads(&s, OFFERED_PER_SENDER));
+            eprintln!("{}: max throughput, run {}/{runs}", s.name, i + 1);
+            let cpu0 = server_cpu(s.child.id());
+            let r = rt.block_on(relay(&s));
+            maxes.push((r, server_cpu(s.child.id()) - cpu0));
+        }
+        drop(s);
+        maxes.sort_by(|a, b| a.0.rate.total_cmp(&b.0.rate));
+        let (r, cpu) = &maxes[maxes.len() / 2];
+        row.insert("max msg/s", format!("{:.0}", r.rate));
+        row.insert(
+            "max range",
+            format!(
+                "{:.0}-{:.0}",
+                maxes[0].0.rate,
+                maxes[maxes.len() - 1].0.rate
+            ),
+        );
+        row.insert("max p50 ms", format!("{:.2}", r.rtt_p50));
+        row.insert("max p99 ms", format!("{:.2}", r.rtt_p99));
+        row.insert("max total", r.total.to_string());
+        row.insert("max server cpu s", format!("{cpu:.2}"));
+        row.insert(
+            "cpu us/msg",
+            format!("{:.1}", cpu * 1e6 / r.total.max(1) as f64),
+        );
+        // Latency at 10k msg/s, a thread per peer; the median of the runs and the
+        // spread of their p99s, since one run on a shared machine can catch a stall.
+        let mut lats = Vec::new();
+        let mut s = make();
+        for i in 0..runs {
+            if i > 0 {
+                drop(s);
+                s = make();
+            }
+            eprintln!("{}: 10k/s offered, run {}/{runs}", s.name, i + 1);
+            lats.push(relay_threads(&s, OFFERED_PER_SENDER));
         }
         let median = |f: fn(&Relay) -> f64| {
-            let mut v: Vec<f64> = runs.iter().map(f).collect();
+            let mut v: Vec<f64> = lats.iter().map(f).collect();
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
-        let p99s: Vec<f64> = runs.iter().map(|r| r.rtt_p99).collect();
+        let p99s: Vec<f64> = lats.iter().map(|r| r.rtt_p99).collect();
         let (lo, hi) = p99s
             .iter()
             .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
@@ -913,13 +936,15 @@ fn main() {
         std::thread::sleep(Duration::from_secs(2));
     }
     println!(
-        "\n| server | max msg/s | RTT p50 / p99 at max (ms) | msg/s at 10k offered | one-way p50 / p99 at 10k (ms) | RTT p50 / p99 at 10k (ms) | RTT p99 range, {latency_runs} runs | idle bytes/conn ({idle_n} held) |"
+        "\n| server | max msg/s (median of {runs}) | range | server CPU µs/msg | RTT p50 / p99 at max (ms) | msg/s at 10k offered | one-way p50 / p99 at 10k (ms) | RTT p50 / p99 at 10k (ms) | RTT p99 range, {runs} runs | idle bytes/conn ({idle_n} held) |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, r) in &rows {
         println!(
-            "| {name} | {} | {} / {} | {} | {} / {} | {} / {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} / {} | {} | {} / {} | {} / {} | {} | {} |",
             r["max msg/s"],
+            r["max range"],
+            r["cpu us/msg"],
             r["max p50 ms"],
             r["max p99 ms"],
             r["10k/s msg/s"],
