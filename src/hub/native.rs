@@ -106,11 +106,19 @@ pub fn encode(event: &Event) -> String {
             json_string(id.as_str())
         ),
         Event::Signal { from, data } => {
-            format!(
-                r#"{{"type":"signal","from":{},"data":{}}}"#,
-                json_string(from.as_str()),
-                data
-            )
+            // Sized once: `format!` would grow the buffer by doubling through a
+            // kilobyte of data, copying it each time.
+            const HEAD: &str = r#"{"type":"signal","from":"#;
+            const MID: &str = r#","data":"#;
+            let from = json_string(from.as_str());
+            let mut out =
+                String::with_capacity(HEAD.len() + from.len() + MID.len() + data.len() + 1);
+            out.push_str(HEAD);
+            out.push_str(&from);
+            out.push_str(MID);
+            out.push_str(data);
+            out.push('}');
+            out
         }
     }
 }
@@ -279,5 +287,24 @@ async fn handle(hub: &Hub, id: &PeerId, sink: &NativeSink, text: &str) {
     if let Err(e) = result {
         tracing::debug!(code = e.code(), %e, "refused frame");
         sink.push(e.frame());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signal_frames_are_json_with_the_hubs_from() {
+        let from = PeerId::from_string("a\"b".into());
+        let text = encode(&Event::Signal {
+            from,
+            data: r#"{"sdp":"v=0\r\n","n":[1,2]}"#.into(),
+        });
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type": "signal", "from": "a\"b", "data": {"sdp": "v=0\r\n", "n": [1, 2]}})
+        );
     }
 }
