@@ -230,7 +230,8 @@ impl Peer {
         p
     }
 
-    async fn next_text(&mut self) -> String {
+    /// The next text frame, not copied out of the WebSocket's buffer.
+    async fn next_text(&mut self) -> tokio_tungstenite::tungstenite::Utf8Bytes {
         loop {
             let next = tokio::time::timeout(CONNECT_TIMEOUT, self.ws.next()).await;
             match next
@@ -243,7 +244,7 @@ impl Peer {
                         self.ws.send(Message::text("3")).await.unwrap();
                         continue;
                     }
-                    return t.to_string();
+                    return t;
                 }
                 _ => continue,
             }
@@ -301,14 +302,22 @@ impl Peer {
 /// A relay frame, built by hand: the load generator must cost the machine little, or
 /// it measures itself.
 fn frame(proto: Proto, to: &str, seq: u64, t: u64, pad: &str) -> String {
-    match proto {
-        Proto::Native => format!(
+    use std::fmt::Write;
+    // Sized once, as the hub does: `format!` would grow it by doubling through the pad.
+    let mut out = String::with_capacity(pad.len() + to.len() + 96);
+    let _ = match proto {
+        Proto::Native => write!(
+            out,
             r#"{{"type":"signal","to":"{to}","data":{{"seq":{seq},"t":{t},"pad":"{pad}"}}}}"#
         ),
         Proto::SocketIo => {
-            format!(r#"42["message",{{"to":"{to}","seq":{seq},"t":{t},"pad":"{pad}"}}]"#)
+            write!(
+                out,
+                r#"42["message",{{"to":"{to}","seq":{seq},"t":{t},"pad":"{pad}"}}]"#
+            )
         }
-    }
+    };
+    out
 }
 
 /// (seq, t) of a relayed message, or None for anything else; scanned, not parsed.
