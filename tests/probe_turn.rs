@@ -40,6 +40,11 @@ async fn probe(targets: Vec<Target>, timeout: Duration, secret: Option<&str>) ->
     probe_with_ca(targets, timeout, secret, None).await
 }
 
+/// One target, a 3 s timeout, no TURN secret.
+async fn probe_one(url: &str, user: Option<&str>, pass: Option<&str>) -> probe::Report {
+    probe(vec![target(url, user, pass)], Duration::from_secs(3), None).await
+}
+
 async fn probe_with_ca(
     targets: Vec<Target>,
     timeout: Duration,
@@ -95,19 +100,9 @@ async fn probe_passes_against_rtcdev_turn_and_names_failures() {
     assert_eq!(turn.relay_echoes, Some(probe::RELAY_ECHOES));
     assert!(turn.relay_rtt_ms.unwrap() < 100.0);
 
-    let wrong = probe(
-        vec![target(&format!("turn:{a}"), Some("alice"), Some("nope"))],
-        Duration::from_secs(3),
-        None,
-    )
-    .await;
+    let wrong = probe_one(&format!("turn:{a}"), Some("alice"), Some("nope")).await;
     assert_eq!(wrong.servers[0].failure, Some("auth"), "{}", wrong.table());
-    let unknown = probe(
-        vec![target(&format!("turn:{a}"), Some("mallory"), Some("pw"))],
-        Duration::from_secs(3),
-        None,
-    )
-    .await;
+    let unknown = probe_one(&format!("turn:{a}"), Some("mallory"), Some("pw")).await;
     assert_eq!(unknown.servers[0].verdict, "fail");
     let no_creds = probe(
         vec![target(&format!("turn:{a}"), None, None)],
@@ -168,14 +163,10 @@ async fn probe_over_tcp_and_tls_against_rtcdev_turn() {
         assert!(row.relayed.as_deref().unwrap().starts_with("127.0.0.1:52"));
     }
 
-    let wrong = probe(
-        vec![target(
-            &format!("turn:{a}?transport=tcp"),
-            Some("alice"),
-            Some("nope"),
-        )],
-        Duration::from_secs(3),
-        None,
+    let wrong = probe_one(
+        &format!("turn:{a}?transport=tcp"),
+        Some("alice"),
+        Some("nope"),
     )
     .await;
     assert_eq!(wrong.servers[0].failure, Some("auth"), "{}", wrong.table());
@@ -287,12 +278,7 @@ async fn turn_rest_credentials_and_their_expiry() {
     let past = SystemTime::now() - Duration::from_secs(7200);
     let (user, pass) =
         rtcdev::ice::turn_rest_credentials("sharedsecret", "old", Duration::from_secs(3600), past);
-    let expired = probe(
-        vec![target(&format!("turn:{a}"), Some(&user), Some(&pass))],
-        Duration::from_secs(3),
-        None,
-    )
-    .await;
+    let expired = probe_one(&format!("turn:{a}"), Some(&user), Some(&pass)).await;
     assert_eq!(
         expired.servers[0].failure,
         Some("auth"),
@@ -366,12 +352,7 @@ async fn probe_passes_against_coturn() {
     for row in &report.servers[1..] {
         assert_eq!(row.relay_echoes, Some(probe::RELAY_ECHOES), "{row:?}");
     }
-    let wrong = probe(
-        vec![target(&format!("turn:{addr}"), Some("alice"), Some("bad"))],
-        Duration::from_secs(3),
-        None,
-    )
-    .await;
+    let wrong = probe_one(&format!("turn:{addr}"), Some("alice"), Some("bad")).await;
     assert_eq!(wrong.servers[0].failure, Some("auth"));
     assert!(
         wrong.servers[0].details.contains("401"),
@@ -459,14 +440,10 @@ async fn quota_486_and_policy_403_are_named() {
         ),
     ] {
         let (server, addr) = coturn(&sb, &flags).await;
-        let r = probe(
-            vec![target(
-                &format!("turn:{addr}?transport=tcp"),
-                Some("alice"),
-                Some("pw"),
-            )],
-            Duration::from_secs(3),
-            None,
+        let r = probe_one(
+            &format!("turn:{addr}?transport=tcp"),
+            Some("alice"),
+            Some("pw"),
         )
         .await;
         let row = &r.servers[0];
@@ -528,16 +505,7 @@ async fn an_allocation_flood_is_refused_and_the_server_stays_up() {
         let _ = client.close().await;
     }
     // Still up, and the ports came back.
-    let r = probe(
-        vec![target(
-            &format!("turn:{}", server.addr),
-            Some("alice"),
-            Some("pw"),
-        )],
-        Duration::from_secs(3),
-        None,
-    )
-    .await;
+    let r = probe_one(&format!("turn:{}", server.addr), Some("alice"), Some("pw")).await;
     assert!(r.ok(), "{}", r.table());
     server.close().await;
 }
