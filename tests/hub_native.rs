@@ -395,12 +395,7 @@ async fn connections_that_vanish_leave_nothing_behind() {
         }
         drop(clients);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while hub.hub.stats().peers > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let stats = hub.hub.stats();
-    assert_eq!((stats.peers, stats.rooms), (0, 0));
+    hub.assert_emptied().await;
     let mut c = NativeClient::connect(&hub.ws_url()).await;
     c.send(json!({"type": "ping"})).await;
     assert_eq!(c.recv().await["type"], "pong");

@@ -206,10 +206,5 @@ async fn join_emitted_before_connect_is_never_lost() {
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
         assert_eq!(v["joined"], json!(150), "{transport}: {v}");
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while hub.hub.stats().peers > 0 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let stats = hub.hub.stats();
-    assert_eq!((stats.peers, stats.rooms), (0, 0));
+    hub.assert_emptied().await;
 }

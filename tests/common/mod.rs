@@ -194,6 +194,17 @@ impl TestHub {
         format!("http://{}", self.addr)
     }
 
+    /// Waits (up to 10 s) until the hub holds no peer, then asserts it holds no peer and
+    /// no room: every connection that went away was cleaned up.
+    pub async fn assert_emptied(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.hub.stats().peers > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let stats = self.hub.stats();
+        assert_eq!((stats.peers, stats.rooms), (0, 0));
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
