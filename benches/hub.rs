@@ -193,14 +193,48 @@ struct Peer {
     id: String,
 }
 
-impl Peer {
-    async fn connect(port: u16, proto: Proto) -> Peer {
-        let url = match proto {
+impl Proto {
+    /// The WebSocket URL of the hub on `port`.
+    fn url(self, port: u16) -> String {
+        match self {
             Proto::Native => format!("ws://127.0.0.1:{port}/ws"),
             Proto::SocketIo => {
                 format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
             }
+        }
+    }
+
+    /// The peer's id from the first frame that names it (native `welcome`, or the
+    /// socket.io connect answer `40{"sid":...}`).
+    fn id_from(self, text: &str) -> String {
+        let v: Value = match self {
+            Proto::Native => serde_json::from_str(text).unwrap(),
+            Proto::SocketIo => serde_json::from_str(&text[2..]).unwrap(),
         };
+        let key = if self == Proto::Native { "id" } else { "sid" };
+        v[key].as_str().unwrap().to_string()
+    }
+
+    fn join_frame(self, room: &str) -> String {
+        match self {
+            Proto::Native => json!({"type": "join", "room": room}).to_string(),
+            Proto::SocketIo => format!("42{}", json!(["join", room])),
+        }
+    }
+
+    fn is_joined(self, text: &str) -> bool {
+        match self {
+            Proto::Native => {
+                serde_json::from_str::<Value>(text).is_ok_and(|v| v["type"] == "joined")
+            }
+            Proto::SocketIo => text.starts_with(r#"42["joined""#),
+        }
+    }
+}
+
+impl Peer {
+    async fn connect(port: u16, proto: Proto) -> Peer {
+        let url = proto.url(port);
         // Nagle off, as browsers do: otherwise small frames wait for ACKs.
         let (ws, _) = tokio::time::timeout(
             CONNECT_TIMEOUT,
@@ -214,19 +248,11 @@ impl Peer {
             proto,
             id: String::new(),
         };
-        match proto {
-            Proto::Native => {
-                let w = p.next_json().await;
-                p.id = w["id"].as_str().unwrap().to_string();
-            }
-            Proto::SocketIo => {
-                let _open = p.next_text().await; // 0{...}
-                p.ws.send(Message::text("40")).await.unwrap();
-                let ack = p.next_text().await; // 40{"sid":...}
-                let v: Value = serde_json::from_str(&ack[2..]).unwrap();
-                p.id = v["sid"].as_str().unwrap().to_string();
-            }
+        if proto == Proto::SocketIo {
+            let _open = p.next_text().await; // 0{...}
+            p.ws.send(Message::text("40")).await.unwrap();
         }
+        p.id = proto.id_from(&p.next_text().await);
         p
     }
 
@@ -251,37 +277,10 @@ impl Peer {
         }
     }
 
-    async fn next_json(&mut self) -> Value {
-        serde_json::from_str(&self.next_text().await).unwrap()
-    }
-
     async fn join(&mut self, room: &str) {
-        match self.proto {
-            Proto::Native => {
-                self.ws
-                    .send(Message::text(
-                        json!({"type": "join", "room": room}).to_string(),
-                    ))
-                    .await
-                    .unwrap();
-                loop {
-                    if self.next_json().await["type"] == "joined" {
-                        return;
-                    }
-                }
-            }
-            Proto::SocketIo => {
-                self.ws
-                    .send(Message::text(format!("42{}", json!(["join", room]))))
-                    .await
-                    .unwrap();
-                loop {
-                    if self.next_text().await.starts_with("42[\"joined\"") {
-                        return;
-                    }
-                }
-            }
-        }
+        let frame = self.proto.join_frame(room);
+        self.ws.send(Message::text(frame)).await.unwrap();
+        while !self.proto.is_joined(&self.next_text().await) {}
     }
 
     fn frame(&self, to: &str, seq: u64, t: u64, pad: &str) -> String {
@@ -374,6 +373,22 @@ struct Relay {
     one_way_p99: f64,
 }
 
+impl Relay {
+    /// From `total` messages relayed in RUN_FOR and the latency samples (microseconds).
+    fn from_samples(total: u64, mut rtts: Vec<u64>, mut one_way: Vec<u64>) -> Relay {
+        rtts.sort_unstable();
+        one_way.sort_unstable();
+        Relay {
+            rate: total as f64 / RUN_FOR.as_secs_f64(),
+            rtt_p50: percentile(&rtts, 0.5),
+            rtt_p99: percentile(&rtts, 0.99),
+            total,
+            one_way_p50: percentile(&one_way, 0.5),
+            one_way_p99: percentile(&one_way, 0.99),
+        }
+    }
+}
+
 async fn relay(server: &Server) -> Relay {
     let ps = pairs(server, PAIRS).await;
     let start = Instant::now();
@@ -456,20 +471,11 @@ async fn relay(server: &Server) -> Relay {
     for t in tasks {
         let _ = t.await;
     }
-    let secs = RUN_FOR.as_secs_f64();
-    let mut all = rtts.lock().await.clone();
-    all.sort_unstable();
-    let total = relayed.load(Ordering::Relaxed);
-    let mut ow = one_way_all.lock().await.clone();
-    ow.sort_unstable();
-    Relay {
-        rate: total as f64 / secs,
-        rtt_p50: percentile(&all, 0.5),
-        rtt_p99: percentile(&all, 0.99),
-        total,
-        one_way_p50: percentile(&ow, 0.5),
-        one_way_p99: percentile(&ow, 0.99),
-    }
+    Relay::from_samples(
+        relayed.load(Ordering::Relaxed),
+        std::mem::take(&mut *rtts.lock().await),
+        std::mem::take(&mut *one_way_all.lock().await),
+    )
 }
 
 /// A peer on a blocking socket, for the thread-per-peer latency run.
@@ -484,13 +490,7 @@ struct SyncPeer {
 impl SyncPeer {
     fn connect(port: u16, proto: Proto) -> SyncPeer {
         use tokio_tungstenite::tungstenite::stream::MaybeTlsStream;
-        let url = match proto {
-            Proto::Native => format!("ws://127.0.0.1:{port}/ws"),
-            Proto::SocketIo => {
-                format!("ws://127.0.0.1:{port}/socket.io/?EIO=4&transport=websocket")
-            }
-        };
-        let (ws, _) = tokio_tungstenite::tungstenite::connect(url).expect("connect");
+        let (ws, _) = tokio_tungstenite::tungstenite::connect(proto.url(port)).expect("connect");
         if let MaybeTlsStream::Plain(tcp) = ws.get_ref() {
             tcp.set_nodelay(true).expect("nodelay");
             tcp.set_read_timeout(Some(Duration::from_millis(100)))
@@ -502,20 +502,11 @@ impl SyncPeer {
             id: String::new(),
         };
         let deadline = Instant::now() + CONNECT_TIMEOUT;
-        match proto {
-            Proto::Native => {
-                let w: Value =
-                    serde_json::from_str(&p.next_text(deadline).expect("welcome")).unwrap();
-                p.id = w["id"].as_str().unwrap().to_string();
-            }
-            Proto::SocketIo => {
-                p.next_text(deadline).expect("open packet");
-                p.send("40".into());
-                let ack = p.next_text(deadline).expect("connect ack");
-                let v: Value = serde_json::from_str(&ack[2..]).unwrap();
-                p.id = v["sid"].as_str().unwrap().to_string();
-            }
+        if proto == Proto::SocketIo {
+            p.next_text(deadline).expect("open packet");
+            p.send("40".into());
         }
+        p.id = proto.id_from(&p.next_text(deadline).expect("welcome or connect answer"));
         p
     }
 
@@ -551,20 +542,10 @@ impl SyncPeer {
     }
 
     fn join(&mut self, room: &str) {
-        let frame = match self.proto {
-            Proto::Native => json!({"type": "join", "room": room}).to_string(),
-            Proto::SocketIo => format!("42{}", json!(["join", room])),
-        };
-        assert!(self.send(frame), "join");
+        assert!(self.send(self.proto.join_frame(room)), "join");
         let deadline = Instant::now() + CONNECT_TIMEOUT;
         while let Some(t) = self.next_text(deadline) {
-            let joined = match self.proto {
-                Proto::Native => {
-                    serde_json::from_str::<Value>(&t).is_ok_and(|v| v["type"] == "joined")
-                }
-                Proto::SocketIo => t.starts_with(r#"42["joined""#),
-            };
-            if joined {
+            if self.proto.is_joined(&t) {
                 return;
             }
         }
@@ -642,17 +623,7 @@ fn relay_threads(server: &Server, per_sender: u64) -> Relay {
             one_way.extend(echo.join().unwrap_or_default());
         }
     });
-    rtts.sort_unstable();
-    one_way.sort_unstable();
-    let total = 2 * rtts.len() as u64;
-    Relay {
-        rate: total as f64 / RUN_FOR.as_secs_f64(),
-        rtt_p50: percentile(&rtts, 0.5),
-        rtt_p99: percentile(&rtts, 0.99),
-        total,
-        one_way_p50: percentile(&one_way, 0.5),
-        one_way_p99: percentile(&one_way, 0.99),
-    }
+    Relay::from_samples(2 * rtts.len() as u64, rtts, one_way)
 }
 
 async fn idle(server: &Server, n: usize) -> (u64, u64, f64) {
