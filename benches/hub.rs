@@ -362,8 +362,8 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-/// Each A keeps WINDOW messages in flight to its B, which echoes them: messages relayed
-/// per second (both directions) and round-trip percentiles, for RUN_FOR.
+/// What one relay run measured: messages relayed per second (both directions), the
+/// total, and round-trip and one-way percentiles in milliseconds.
 struct Relay {
     rate: f64,
     rtt_p50: f64,
@@ -389,6 +389,7 @@ impl Relay {
     }
 }
 
+/// Each A keeps WINDOW messages in flight to its B, which echoes them, for RUN_FOR.
 async fn relay(server: &Server) -> Relay {
     let ps = pairs(server, PAIRS).await;
     let start = Instant::now();
