@@ -208,3 +208,31 @@ async fn join_emitted_before_connect_is_never_lost() {
     }
     hub.assert_emptied().await;
 }
+
+/// A burst of `message`s from one official socket.io client (a peer's ICE candidates)
+/// reaches the other peer in the order it was sent, over both transports. socketioxide
+/// runs each event handler as a task of its own; without the hub's ordering, tokio ran
+/// them newest first on a busy thread and this test saw the burst reordered every time.
+/// (On a multi-threaded runtime, as `rtcdev` runs: a single-threaded one runs tasks
+/// first come, first served, and hid the bug.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_messages_arrives_in_order() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let url = hub.http_url();
+    for transport in ["websocket", "polling"] {
+        let dir = common::js_dir();
+        // 180 messages and a join stay inside the default burst of 200 frames.
+        let out = tokio::process::Command::new("node")
+            .arg(dir.join("burst_order.mjs"))
+            .args([url.as_str(), transport, "180"])
+            .current_dir(&dir)
+            .output()
+            .await
+            .expect("node");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        assert_eq!(v["received"], json!(180), "{transport}: {v}");
+        assert_eq!(v["inOrder"], json!(true), "{transport}: {v}");
+    }
+    hub.assert_emptied().await;
+}

@@ -4,6 +4,7 @@
 //! socketioxide's.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -130,6 +131,40 @@ fn with_from(data: &str, from: &PeerId) -> Value {
     Value::Object(obj)
 }
 
+/// Runs one socket's event handlers one after another, in the order its events arrived.
+/// socketioxide calls a handler when the event arrives but runs the future it returns
+/// as a task of its own, and tokio may run two such tasks in either order (the newest
+/// spawn runs first on its thread): a burst of `message`s, a peer's ICE candidates,
+/// was relayed out of order. The ticket is taken in the handler call, in arrival
+/// order; each event's work waits for the one before it.
+#[derive(Clone, Default)]
+struct InOrder(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>);
+
+impl InOrder {
+    /// `work` to run after the work of every event that arrived before this one. Call
+    /// it in the handler itself, not in the future the handler returns.
+    fn then<F>(&self, work: F) -> impl Future<Output = ()> + Send + use<F>
+    where
+        F: Future<Output = ()> + Send,
+    {
+        let (done, ticket) = tokio::sync::oneshot::channel();
+        let before = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(ticket);
+        async move {
+            if let Some(before) = before {
+                // An error means the earlier work ended without sending (a panic);
+                // its turn is over either way.
+                let _ = before.await;
+            }
+            work.await;
+            let _ = done.send(());
+        }
+    }
+}
+
 /// How long after its connect middleware a socket must be connected; one that is not
 /// failed its connect answer and is forgotten.
 const CONNECT_ANSWER_GRACE: Duration = Duration::from_secs(1);
@@ -169,10 +204,11 @@ fn register(hub: Hub, socket: SocketRef) {
         ok
     };
 
-    let (h, a, pid) = (hub.clone(), allowed.clone(), id.clone());
+    let order = InOrder::default();
+    let (h, a, pid, o) = (hub.clone(), allowed.clone(), id.clone(), order.clone());
     socket.on("join", move |socket: SocketRef, Data::<Value>(data)| {
         let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
-        async move {
+        o.then(async move {
             if !allowed(&socket) {
                 return;
             }
@@ -201,25 +237,25 @@ fn register(hub: Hub, socket: SocketRef) {
                 }
                 Err(e) => emit_error(&socket, &e),
             }
-        }
+        })
     });
 
-    let (h, a, pid) = (hub.clone(), allowed.clone(), id.clone());
+    let (h, a, pid, o) = (hub.clone(), allowed.clone(), id.clone(), order.clone());
     socket.on("leave", move |socket: SocketRef| {
         let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
-        async move {
+        o.then(async move {
             if allowed(&socket)
                 && let Err(e) = hub.rooms().leave(&id)
             {
                 emit_error(&socket, &e);
             }
-        }
+        })
     });
 
-    let (h, a, pid) = (hub.clone(), allowed.clone(), id.clone());
+    let (h, a, pid, o) = (hub.clone(), allowed.clone(), id.clone(), order.clone());
     socket.on("message", move |socket: SocketRef, Data::<Value>(data)| {
         let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
-        async move {
+        o.then(async move {
             if !allowed(&socket) {
                 return;
             }
@@ -247,16 +283,17 @@ fn register(hub: Hub, socket: SocketRef) {
             if let Err(e) = hub.rooms().signal(&id, to.as_deref(), text) {
                 emit_error(&socket, &e);
             }
-        }
+        })
     });
 
+    // Last in line too: what the peer sent before it went away is relayed first.
     let (h, pid) = (hub.clone(), id.clone());
     socket.on_disconnect(move |reason: DisconnectReason| {
         let (hub, id) = (h.clone(), pid.clone());
-        async move {
+        order.then(async move {
             tracing::debug!(peer = %id, ?reason, "socket.io disconnected");
             hub.rooms().disconnect(&id);
-        }
+        })
     });
 }
 
