@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::response::Response;
 use axum::routing::get;
 use futures_util::SinkExt;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::Hub;
@@ -67,7 +67,10 @@ struct NativeSink {
     queued: Arc<AtomicUsize>,
     max_bytes: usize,
     overflowed: AtomicBool,
-    kick: Notify,
+    /// Fired once, when the queue overflows: ends the connection even while its
+    /// writer is blocked on a peer that does not read. (A oneshot, not a `Notify`:
+    /// polling it takes no lock, and the connection polls it for every frame.)
+    kick: std::sync::Mutex<Option<oneshot::Sender<()>>>,
 }
 
 impl NativeSink {
@@ -78,7 +81,10 @@ impl NativeSink {
         let n = text.len();
         if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.max_bytes {
             self.overflowed.store(true, Ordering::Relaxed);
-            self.kick.notify_one();
+            let kick = self.kick.lock().map(|mut k| k.take());
+            if let Ok(Some(kick)) = kick {
+                let _ = kick.send(());
+            }
             return;
         }
         let _ = self.tx.send(Utf8Bytes::from(text));
@@ -132,12 +138,13 @@ async fn run(hub: Hub, socket: WebSocket) {
 async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
     let cfg = hub.config().clone();
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let (kick_tx, mut kick) = oneshot::channel();
     let sink = Arc::new(NativeSink {
         tx,
         queued: Arc::new(AtomicUsize::new(0)),
         max_bytes: cfg.max_queue_bytes,
         overflowed: AtomicBool::new(false),
-        kick: Notify::new(),
+        kick: std::sync::Mutex::new(Some(kick_tx)),
     });
     let rooms = hub.rooms().clone();
     rooms.connect(id.clone(), sink.clone());
@@ -156,12 +163,12 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_timeout / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
-    let shutdown = hub.shutdown_token().clone();
-    // One registration for the life of the connection, not one per frame: the kick
-    // fires at most once, and the connection ends when it does.
-    let kick = sink.kick.notified();
+    // A child token: polling the hub's own token would take the one lock that every
+    // connection shares, once per frame. Registered once for the life of the
+    // connection, not once per frame.
+    let shutdown = hub.shutdown_token().child_token();
     let stopping = shutdown.cancelled();
-    tokio::pin!(kick, stopping);
+    tokio::pin!(stopping);
 
     let close: Option<(u16, &str)> = loop {
         tokio::select! {
@@ -196,7 +203,8 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
                 }
             }
             msg = socket.recv() => {
-                last_seen = Instant::now();
+                let now = Instant::now();
+                last_seen = now;
                 match msg {
                     None => break None,
                     Some(Err(e)) => {
@@ -212,8 +220,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
                             sink.push(HubError::TooLarge(cfg.max_frame_bytes).frame());
                             break Some((CLOSE_TOO_BIG, "frame too large"));
                         }
-                        if !bucket.take() {
-                            let now = Instant::now();
+                        if !bucket.take_at(now) {
                             if last_rate_error.is_none_or(|t| now.duration_since(t) >= RATE_ERROR_INTERVAL) {
                                 last_rate_error = Some(now);
                                 sink.push(HubError::RateLimited(cfg.rate_per_sec).frame());
