@@ -4,12 +4,13 @@
 //! socketioxide's.
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{Future, Ready};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::OriginalUri;
+use futures_util::future::Either;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue, SEC_WEBSOCKET_KEY};
 use http::{Request, Uri};
 use serde_json::{Map, Value};
@@ -17,6 +18,7 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
+use tokio::sync::oneshot;
 
 use super::Hub;
 use super::core::{Event, PeerSink};
@@ -135,19 +137,48 @@ fn with_from(data: &str, from: &PeerId) -> Value {
 /// socketioxide calls a handler when the event arrives but runs the future it returns
 /// as a task of its own, and tokio may run two such tasks in either order (the newest
 /// spawn runs first on its thread): a burst of `message`s, a peer's ICE candidates,
-/// was relayed out of order. The ticket is taken in the handler call, in arrival
-/// order; each event's work waits for the one before it.
+/// was relayed out of order. Work is done in the handler call itself, which
+/// socketioxide makes in arrival order, unless earlier asynchronous work (a join
+/// through Redis) is still running; then it waits for that.
 #[derive(Clone, Default)]
-struct InOrder(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<()>>>>);
+struct InOrder(Arc<Mutex<Option<oneshot::Receiver<()>>>>);
 
 impl InOrder {
+    /// Runs `work` now if everything that arrived before it is done, else queues it
+    /// behind that. Call it in the handler itself, not in the future it returns.
+    fn now<W>(&self, work: W) -> Either<Ready<()>, impl Future<Output = ()> + Send + use<W>>
+    where
+        W: FnOnce() + Send,
+    {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let busy = last
+            .as_mut()
+            .is_some_and(|t| matches!(t.try_recv(), Err(oneshot::error::TryRecvError::Empty)));
+        if !busy {
+            *last = None;
+            drop(last);
+            work();
+            return Either::Left(std::future::ready(()));
+        }
+        let (done, ticket) = oneshot::channel();
+        let before = last.replace(ticket);
+        drop(last);
+        Either::Right(async move {
+            if let Some(before) = before {
+                let _ = before.await;
+            }
+            work();
+            let _ = done.send(());
+        })
+    }
+
     /// `work` to run after the work of every event that arrived before this one. Call
-    /// it in the handler itself, not in the future the handler returns.
+    /// it in the handler itself, not in the future it returns.
     fn then<F>(&self, work: F) -> impl Future<Output = ()> + Send + use<F>
     where
         F: Future<Output = ()> + Send,
     {
-        let (done, ticket) = tokio::sync::oneshot::channel();
+        let (done, ticket) = oneshot::channel();
         let before = self
             .0
             .lock()
@@ -243,7 +274,7 @@ fn register(hub: Hub, socket: SocketRef) {
     let (h, a, pid, o) = (hub.clone(), allowed.clone(), id.clone(), order.clone());
     socket.on("leave", move |socket: SocketRef| {
         let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
-        o.then(async move {
+        o.now(move || {
             if allowed(&socket)
                 && let Err(e) = hub.rooms().leave(&id)
             {
@@ -255,7 +286,7 @@ fn register(hub: Hub, socket: SocketRef) {
     let (h, a, pid, o) = (hub.clone(), allowed.clone(), id.clone(), order.clone());
     socket.on("message", move |socket: SocketRef, Data::<Value>(data)| {
         let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
-        o.then(async move {
+        o.now(move || {
             if !allowed(&socket) {
                 return;
             }
@@ -290,7 +321,7 @@ fn register(hub: Hub, socket: SocketRef) {
     let (h, pid) = (hub.clone(), id.clone());
     socket.on_disconnect(move |reason: DisconnectReason| {
         let (hub, id) = (h.clone(), pid.clone());
-        order.then(async move {
+        order.now(move || {
             tracing::debug!(peer = %id, ?reason, "socket.io disconnected");
             hub.rooms().disconnect(&id);
         })
