@@ -160,16 +160,7 @@ impl InOrder {
             work();
             return Either::Left(std::future::ready(()));
         }
-        let (done, ticket) = oneshot::channel();
-        let before = last.replace(ticket);
-        drop(last);
-        Either::Right(async move {
-            if let Some(before) = before {
-                let _ = before.await;
-            }
-            work();
-            let _ = done.send(());
-        })
+        Either::Right(Self::behind(&mut last, async move { work() }))
     }
 
     /// `work` to run after the work of every event that arrived before this one. Call
@@ -178,12 +169,19 @@ impl InOrder {
     where
         F: Future<Output = ()> + Send,
     {
+        Self::behind(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()), work)
+    }
+
+    /// Takes the last ticket: `work` waits for the holder of the one before it.
+    fn behind<F>(
+        last: &mut Option<oneshot::Receiver<()>>,
+        work: F,
+    ) -> impl Future<Output = ()> + Send + use<F>
+    where
+        F: Future<Output = ()> + Send,
+    {
         let (done, ticket) = oneshot::channel();
-        let before = self
-            .0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(ticket);
+        let before = last.replace(ticket);
         async move {
             if let Some(before) = before {
                 // An error means the earlier work ended without sending (a panic);
