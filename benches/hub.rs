@@ -457,9 +457,6 @@ async fn relay(server: &Server, batch: bool) -> Relay {
                             lat.push(start.elapsed().as_micros() as u64 - t);
                             let f = b.frame(&a_id, seq, t, &pad);
                             b.ws.feed(Message::text(f)).await?;
-                            if !batch {
-                                b.ws.flush().await?;
-                            }
                             let ready = if batch { b.ready_message().await } else { None };
                             match ready {
                                 Some(m) => next = m,
@@ -950,22 +947,17 @@ fn main() {
         let (lo, hi) = p99s
             .iter()
             .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        row.insert("10k/s msg/s".into(), format!("{:.0}", median(|r| r.rate)));
-        row.insert(
-            "10k/s p50 ms".into(),
-            format!("{:.3}", median(|r| r.rtt_p50)),
-        );
-        row.insert(
-            "10k/s p99 ms".into(),
-            format!("{:.3}", median(|r| r.rtt_p99)),
-        );
-        row.insert("10k/s p99 range".into(), format!("{lo:.2}-{hi:.2}"));
-        row.insert(
-            "10k/s one-way p50 ms".into(),
+        let mut put = |key: &str, value: String| row.insert(format!("10k/s {key}"), value);
+        put("msg/s", format!("{:.0}", median(|r| r.rate)));
+        put("p50 ms", format!("{:.3}", median(|r| r.rtt_p50)));
+        put("p99 ms", format!("{:.3}", median(|r| r.rtt_p99)));
+        put("p99 range", format!("{lo:.2}-{hi:.2}"));
+        put(
+            "one-way p50 ms",
             format!("{:.3}", median(|r| r.one_way_p50)),
         );
-        row.insert(
-            "10k/s one-way p99 ms".into(),
+        put(
+            "one-way p99 ms",
             format!("{:.3}", median(|r| r.one_way_p99)),
         );
         let name = s.name.to_string();

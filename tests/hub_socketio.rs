@@ -185,6 +185,20 @@ async fn cors_preflight_echoes_headers_never_star() {
     assert!(!text.contains(": *"), "{text}");
 }
 
+/// Runs a script of tests/js with node and parses the JSON line it prints.
+async fn node_json(script: &str, args: &[&str]) -> serde_json::Value {
+    let dir = common::js_dir();
+    let out = tokio::process::Command::new("node")
+        .arg(dir.join(script))
+        .args(args)
+        .current_dir(&dir)
+        .output()
+        .await
+        .expect("node");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{script}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
 /// The article's page emits `join` before it is connected, so the event reaches the hub
 /// right behind the connect answer. Every such join must be answered (the hub sets a
 /// socket up before it answers the connect, not in a task racing the client), and once
@@ -194,16 +208,7 @@ async fn join_emitted_before_connect_is_never_lost() {
     let hub = TestHub::start(HubConfig::default()).await;
     let url = hub.http_url();
     for transport in ["websocket", "polling"] {
-        let dir = common::js_dir();
-        let out = tokio::process::Command::new("node")
-            .arg(dir.join("join_at_once.mjs"))
-            .args([url.as_str(), transport, "150"])
-            .current_dir(&dir)
-            .output()
-            .await
-            .expect("node");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        let v = node_json("join_at_once.mjs", &[url.as_str(), transport, "150"]).await;
         assert_eq!(v["joined"], json!(150), "{transport}: {v}");
     }
     hub.assert_emptied().await;
@@ -220,17 +225,8 @@ async fn a_burst_of_messages_arrives_in_order() {
     let hub = TestHub::start(HubConfig::default()).await;
     let url = hub.http_url();
     for transport in ["websocket", "polling"] {
-        let dir = common::js_dir();
         // 180 messages and a join stay inside the default burst of 200 frames.
-        let out = tokio::process::Command::new("node")
-            .arg(dir.join("burst_order.mjs"))
-            .args([url.as_str(), transport, "180"])
-            .current_dir(&dir)
-            .output()
-            .await
-            .expect("node");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+        let v = node_json("burst_order.mjs", &[url.as_str(), transport, "180"]).await;
         assert_eq!(v["received"], json!(180), "{transport}: {v}");
         assert_eq!(v["inOrder"], json!(true), "{transport}: {v}");
     }
