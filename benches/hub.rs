@@ -163,6 +163,13 @@ fn rtcdev_process(bin: &str, redis: Option<&str>, cpu: usize) -> (Child, u16) {
             "67108864",
             "--room-size",
             "16",
+            // Every load client comes from 127.0.0.1.
+            "--max-conns-per-ip",
+            "100000",
+            "--max-conns",
+            "100000",
+            "--conn-rate",
+            "100000",
         ])
         .args(redis.map(|r| ["--redis", r]).into_iter().flatten())
         .env("RUST_LOG", "error")

@@ -125,6 +125,44 @@ pub struct TurnArgs {
     /// Print the URLs and iceServers as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub guard: TurnGuardArgs,
+}
+
+/// What the TURN server relays to, and how much one client may hold.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "TURN peers and quotas")]
+pub struct TurnGuardArgs {
+    /// Relay to loopback peers (127.0.0.0/8, ::1) too. Refused by default: anyone with
+    /// credentials could reach this host's local services through the relay.
+    #[arg(long)]
+    pub allow_loopback_peers: bool,
+    /// Always relay to this address or CIDR block (repeatable; before every other rule),
+    /// e.g. a link-local range or a service on this host.
+    #[arg(long, value_name = "CIDR", value_parser = crate::turn::policy::parse_net, value_delimiter = ',')]
+    pub allow_peer: Vec<ipnet::IpNet>,
+    /// Never relay to this address or CIDR block (repeatable), e.g. a VPN or Docker range.
+    #[arg(long, value_name = "CIDR", value_parser = crate::turn::policy::parse_net, value_delimiter = ',')]
+    pub deny_peer: Vec<ipnet::IpNet>,
+    /// Allocations one user name, and one client address, may hold (more: 486).
+    #[arg(long, default_value_t = crate::turn::guard::DEFAULT_USER_QUOTA, value_name = "N")]
+    pub user_quota: usize,
+    /// Allocations the server holds in all (more: 508).
+    #[arg(long, default_value_t = crate::turn::guard::DEFAULT_TOTAL_QUOTA, value_name = "N")]
+    pub total_quota: usize,
+}
+
+impl TurnGuardArgs {
+    /// The guard's configuration.
+    pub fn config(&self) -> crate::turn::GuardConfig {
+        crate::turn::GuardConfig {
+            allow_loopback_peers: self.allow_loopback_peers,
+            allow_peers: self.allow_peer.clone(),
+            deny_peers: self.deny_peer.clone(),
+            user_quota: self.user_quota,
+            total_quota: self.total_quota,
+        }
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -184,6 +222,8 @@ impl TurnArgs {
                 external_ip: self.external_ip,
                 relay_ports: crate::turn::parse_port_range(&self.relay_ports)?,
                 tls,
+                guard: self.guard.config(),
+                rest_ttl: crate::ice::DEFAULT_TURN_CREDENTIAL_TTL,
             },
             self.json,
             generated,
@@ -234,6 +274,10 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub nginx: NginxArgs,
+
+    /// For the embedded TURN server (`--turn` without a URL).
+    #[command(flatten)]
+    pub turn_guard: TurnGuardArgs,
 
     /// Print a systemd unit that keeps this server running, and exit.
     #[arg(long)]
@@ -327,6 +371,7 @@ impl ServeArgs {
             (Some(cert), Some(key)) => TlsChoice::Files { cert, key },
             _ => TlsChoice::LocalCa(location),
         };
+        let rest_ttl = Duration::from_secs(self.ice.turn_ttl);
         let (ice, embedded) = self.ice.into_config()?;
         if embedded && (!ice.turn.is_empty() || ice.turn_auth.is_some()) {
             bail!(
@@ -342,6 +387,8 @@ impl ServeArgs {
             external_ip: None,
             relay_ports: crate::turn::DEFAULT_RELAY_PORTS,
             tls: None,
+            guard: self.turn_guard.config(),
+            rest_ttl,
         });
         Ok(ServeTask::Run(Box::new(ServeConfig {
             bind: self.listen.bind,
@@ -452,6 +499,20 @@ pub struct HubArgs {
     #[arg(long, default_value_t = hub::DEFAULT_HEARTBEAT_TIMEOUT.as_secs(), value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat: u64,
 
+    /// Hub connections one client address may hold (WebSocket and socket.io together;
+    /// more get HTTP 429).
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_CONNS_PER_IP, value_name = "N", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    pub max_conns_per_ip: usize,
+
+    /// Hub connections in all (more get HTTP 503).
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_CONNS, value_name = "N", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    pub max_conns: usize,
+
+    /// New hub connections a second one client address may open (bursts of four times
+    /// as many; more get HTTP 429).
+    #[arg(long, default_value_t = hub::DEFAULT_CONN_RATE_PER_SEC, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub conn_rate: u32,
+
     /// Share rooms with other hub processes through this Redis (redis://HOST:PORT[/DB]):
     /// any number of hubs behind a load balancer act as one.
     #[arg(long, value_name = "URL", env = "RTCDEV_REDIS", value_parser = parse_redis_url)]
@@ -517,6 +578,12 @@ pub struct IceArgs {
         conflicts_with = "turn_user"
     )]
     pub turn_secret: Option<String>,
+
+    /// How long the TURN REST credentials handed to clients (from --turn-secret, or of
+    /// the embedded TURN server) stay valid, in seconds: anyone who loads the page gets
+    /// them, so they are short-lived.
+    #[arg(long, value_name = "SECS", default_value_t = crate::ice::DEFAULT_TURN_CREDENTIAL_TTL.as_secs(), value_parser = clap::value_parser!(u64).range(60..=7 * 24 * 3600))]
+    pub turn_ttl: u64,
 }
 
 impl HubArgs {
@@ -531,6 +598,9 @@ impl HubArgs {
             heartbeat_timeout: Duration::from_secs(self.heartbeat),
             ice,
             redis: self.redis,
+            max_conns_per_ip: self.max_conns_per_ip,
+            max_conns: self.max_conns,
+            conn_rate: (self.conn_rate, self.conn_rate.saturating_mul(4)),
         }
     }
 }
@@ -557,7 +627,7 @@ impl IceArgs {
             (Some(username), Some(password), _) => Some(TurnAuth::Static { username, password }),
             (_, _, Some(secret)) => Some(TurnAuth::Secret {
                 secret,
-                ttl: crate::ice::DEFAULT_TURN_CREDENTIAL_TTL,
+                ttl: Duration::from_secs(self.turn_ttl),
             }),
             _ => None,
         };

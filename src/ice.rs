@@ -7,7 +7,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// How long TURN REST credentials handed to a page stay valid by default.
-pub const DEFAULT_TURN_CREDENTIAL_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_TURN_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);
 
 /// One entry of `RTCConfiguration.iceServers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -142,6 +142,10 @@ pub async fn serve(
     let stopper = handle.clone();
     tokio::spawn(async move {
         shutdown.await;
+        if std::env::var_os(TEST_HOOK_HANG_SHUTDOWN).is_some() {
+            // Blocks this runtime thread for good, as a deadlock would.
+            std::thread::sleep(Duration::from_secs(3600));
+        }
         if let Some(hub) = hub {
             hub.shutdown().await;
         }
@@ -156,31 +160,64 @@ pub async fn serve(
         .acceptor(SniffAcceptor::new(tls))
         .first_request_timeout(FIRST_REQUEST_TIMEOUT)
         .handle(handle)
-        .serve(app.into_make_service())
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await
         .context("the server stopped with an error")
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
+/// Whatever is still open this long after Ctrl-C or SIGTERM is abandoned: the process
+/// exits anyway, and says so.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
+/// Exit status when the deadline passed with work still open.
+pub const EXIT_DEADLINE: i32 = 1;
+/// Exit status on a second Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+pub const EXIT_SECOND_SIGNAL: i32 = 130;
+/// Set (to anything) in tests only: shutdown then hangs a runtime thread for good, to
+/// show that the deadline still ends the process.
+pub const TEST_HOOK_HANG_SHUTDOWN: &str = "RTCDEV_TEST_HOOK_HANG_SHUTDOWN";
+
+/// Resolves on the first Ctrl-C or SIGTERM. The signals are watched by a thread of
+/// their own, not by the async runtime, so that they are seen even when every runtime
+/// thread is stuck: from the first one, the process has [`SHUTDOWN_DEADLINE`] to close
+/// gracefully before it exits anyway; a second one exits at once.
 pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if watch_signals(tx).is_ok() {
+            let _ = rx.await;
+            return;
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
     }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(unix)]
+fn watch_signals(first: tokio::sync::oneshot::Sender<()>) -> io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    std::thread::Builder::new()
+        .name("rtcdev-signals".into())
+        .spawn(move || {
+            let mut first = Some(first);
+            for _ in signals.forever() {
+                if let Some(first) = first.take() {
+                    let _ = first.send(());
+                    std::thread::spawn(|| {
+                        std::thread::sleep(SHUTDOWN_DEADLINE);
+                        eprintln!(
+                            "rtcdev: shutdown did not finish within {} s; exiting with connections still open",
+                            SHUTDOWN_DEADLINE.as_secs()
+                        );
+                        std::process::exit(EXIT_DEADLINE);
+                    });
+                } else {
+                    eprintln!("rtcdev: second interrupt; exiting now");
+                    std::process::exit(EXIT_SECOND_SIGNAL);
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// CORS for other origins (an app on another port calling the hub or `/config.json`).

@@ -32,6 +32,12 @@ const INBOX: usize = 4096;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections one listener holds at once.
 const MAX_CONNECTIONS: usize = 4096;
+/// A connection must send its first whole message within this (after the TLS
+/// handshake), or it is closed.
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection that sends nothing for longer than an allocation lives (10 minutes,
+/// RFC 8656; a client refreshes before then) is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(11 * 60);
 
 const STUN_MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xA4, 0x42];
 
@@ -188,8 +194,14 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         io::Result::Ok(())
     };
     let read = async {
+        let mut wait = FIRST_MESSAGE_TIMEOUT;
         loop {
-            match read_frame(&mut rd).await {
+            let Ok(frame) = tokio::time::timeout(wait, read_frame(&mut rd)).await else {
+                tracing::debug!(%peer, "closing a silent TURN stream connection");
+                return;
+            };
+            wait = IDLE_TIMEOUT;
+            match frame {
                 Ok(Some(frame)) => {
                     if inbox.send((frame, peer)).await.is_err() {
                         return;

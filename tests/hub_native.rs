@@ -375,7 +375,13 @@ async fn shutdown_closes_with_1001() {
 
 #[tokio::test]
 async fn connections_that_vanish_leave_nothing_behind() {
-    let hub = TestHub::start(HubConfig::default()).await;
+    // 200 at once from one address: past the default per-address caps.
+    let hub = TestHub::start(HubConfig {
+        max_conns_per_ip: 1000,
+        conn_rate: (100_000, 100_000),
+        ..HubConfig::default()
+    })
+    .await;
     // Bounded: 2000 connections, in batches of 200, each joins then drops.
     for batch in 0..10 {
         let mut clients = Vec::new();

@@ -205,7 +205,13 @@ async fn node_json(script: &str, args: &[&str]) -> serde_json::Value {
 /// the clients are gone the hub holds no peer.
 #[tokio::test]
 async fn join_emitted_before_connect_is_never_lost() {
-    let hub = TestHub::start(HubConfig::default()).await;
+    // 150 clients at once from one address: past the default per-address caps.
+    let hub = TestHub::start(HubConfig {
+        max_conns_per_ip: 1000,
+        conn_rate: (10_000, 10_000),
+        ..HubConfig::default()
+    })
+    .await;
     let url = hub.http_url();
     for transport in ["websocket", "polling"] {
         let v = node_json("join_at_once.mjs", &[url.as_str(), transport, "150"]).await;

@@ -25,6 +25,12 @@ fn turn_config(users: &[(&str, &str)], secret: Option<&str>, relay: (u16, u16)) 
         external_ip: None,
         relay_ports: relay,
         tls: None,
+        rest_ttl: rtcdev::ice::DEFAULT_TURN_CREDENTIAL_TTL,
+        // Every peer here is on loopback: the relay checks need it.
+        guard: rtcdev::turn::GuardConfig {
+            allow_loopback_peers: true,
+            ..Default::default()
+        },
     }
 }
 

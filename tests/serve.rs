@@ -593,6 +593,11 @@ async fn embedded_turn_server_is_in_config_json_and_relays() {
         external_ip: None,
         relay_ports: (53000, 53100),
         tls: None,
+        rest_ttl: rtcdev::ice::DEFAULT_TURN_CREDENTIAL_TTL,
+        guard: rtcdev::turn::GuardConfig {
+            allow_loopback_peers: true,
+            ..Default::default()
+        },
     };
     let run = start_full(&sb, vec![], Content::Bundled, Some(turn)).await;
     let res = https_request(

@@ -4,12 +4,29 @@
 //! [`Rooms`] is the seam for scaling out: [`MemoryRooms`] keeps everything in this
 //! process; a Redis pub/sub implementation can keep membership in Redis and fan events
 //! out to the hub processes that hold the recipients, with the front-ends unchanged.
+//!
+//! # The locking rule
+//!
+//! A room core delivers while it holds its state lock: that is what keeps per-pair
+//! order and keeps a message from reaching a peer after it left the room. So nothing
+//! that runs under that lock may take it again or call out into code that can:
+//!
+//! - [`PeerSink::deliver`] only queues (see [`super::queue`]). It never writes to a
+//!   socket, never disconnects, never calls into a library. A peer whose queue
+//!   overflows is closed later by its connection's own task, outside the lock.
+//! - A sink's `Drop` does nothing more than drop its queue.
+//! - Nothing under the lock awaits.
+//!
+//! [`CoreLock`] enforces the rule: a second lock of any room core on a thread that
+//! already holds one panics with a message instead of deadlocking the hub for good.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -107,6 +124,57 @@ pub trait Rooms: Send + Sync + 'static {
     }
 }
 
+thread_local! {
+    /// Whether this thread holds a room core's lock.
+    static CORE_LOCK_HELD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// A room core's state lock; see the module doc for the rule it enforces.
+pub struct CoreLock<T>(Mutex<T>);
+
+/// A held [`CoreLock`].
+pub struct CoreGuard<'a, T>(MutexGuard<'a, T>);
+
+impl<T> CoreLock<T> {
+    /// Wraps `state`.
+    pub fn new(state: T) -> Self {
+        CoreLock(Mutex::new(state))
+    }
+
+    /// Locks the state. Panics (instead of deadlocking) when this thread already holds
+    /// a room core's lock: code under the lock called back into a core.
+    pub fn lock(&self) -> CoreGuard<'_, T> {
+        assert!(
+            !CORE_LOCK_HELD.get(),
+            "a room core's lock was taken again by code running under it; \
+             a sink or callback called back into the rooms (see hub::core's locking rule)"
+        );
+        // A panic elsewhere must not take the hub down with it.
+        let guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        CORE_LOCK_HELD.set(true);
+        CoreGuard(guard)
+    }
+}
+
+impl<T> Drop for CoreGuard<'_, T> {
+    fn drop(&mut self) {
+        CORE_LOCK_HELD.set(false);
+    }
+}
+
+impl<T> Deref for CoreGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for CoreGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}
+
 struct PeerEntry {
     sink: Arc<dyn PeerSink>,
     room: Option<RoomName>,
@@ -123,7 +191,7 @@ struct State {
 /// All rooms in this process, behind one short-held lock: deliveries are queue pushes,
 /// so holding the lock while delivering keeps per-pair order at little cost.
 pub struct MemoryRooms {
-    state: Mutex<State>,
+    state: CoreLock<State>,
     max_peers_per_room: usize,
     relayed: AtomicU64,
 }
@@ -132,15 +200,14 @@ impl MemoryRooms {
     /// Rooms of at most `max_peers_per_room` peers.
     pub fn new(max_peers_per_room: usize) -> Self {
         MemoryRooms {
-            state: Mutex::new(State::default()),
+            state: CoreLock::new(State::default()),
             max_peers_per_room: max_peers_per_room.max(1),
             relayed: AtomicU64::new(0),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic elsewhere must not take the hub down with it.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> CoreGuard<'_, State> {
+        self.state.lock()
     }
 
     fn join_now(
@@ -266,9 +333,13 @@ impl Rooms for MemoryRooms {
     }
 
     fn disconnect(&self, id: &PeerId) {
-        let mut st = self.lock();
-        st.leave_room(id);
-        st.peers.remove(id);
+        let removed = {
+            let mut st = self.lock();
+            st.leave_room(id);
+            st.peers.remove(id)
+        };
+        // The sink is dropped after the lock is released.
+        drop(removed);
     }
 
     fn room_of(&self, id: &PeerId) -> Option<RoomName> {
@@ -419,6 +490,36 @@ mod tests {
         rooms.disconnect(&a);
         assert_eq!(rooms.stats().rooms, 0, "empty rooms are dropped");
         assert_eq!(rooms.stats().peers, 1);
+    }
+
+    /// A sink that calls back into the rooms, as the socket.io sink once did on a full
+    /// buffer (it disconnected inline): the core must say so, not hang.
+    struct Reentrant(Arc<MemoryRooms>, PeerId);
+
+    impl PeerSink for Reentrant {
+        fn deliver(&self, _: &Event) {
+            self.0.disconnect(&self.1);
+        }
+    }
+
+    #[test]
+    fn a_sink_that_calls_back_is_caught_not_deadlocked() {
+        let rooms = Arc::new(MemoryRooms::new(16));
+        let (a, _) = peer(&rooms, "a");
+        let b = PeerId::from_string("b".into());
+        rooms.connect(b.clone(), Arc::new(Reentrant(rooms.clone(), b.clone())));
+        rooms.join_now(&b, room("r"), meta()).unwrap();
+        let r2 = rooms.clone();
+        let joined = std::thread::spawn(move || r2.join_now(&a, room("r"), meta()));
+        let err = joined.join().expect_err("re-entry panics");
+        let text = err
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| err.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        assert!(text.contains("taken again"), "{text}");
+        // The core is usable afterwards.
+        assert_eq!(rooms.stats().peers, 2);
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! `rtcdev signal` mount [`Hub::routes`].
 
 pub mod core;
+pub mod limits;
 pub mod native;
 pub mod protocol;
+pub mod queue;
 pub mod ratelimit;
 pub mod redis_rooms;
 pub mod socketio;
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use self::core::{MemoryRooms, Rooms};
+use self::limits::{ConnLimits, LimitsReport};
 use crate::ice::IceConfig;
 
 /// Largest frame a peer may send (larger: close 1009).
@@ -33,6 +36,14 @@ pub const DEFAULT_RATE_BURST: u32 = 200;
 pub const DEFAULT_MAX_QUEUE_BYTES: usize = 1024 * 1024;
 /// Silence (no frame, no pong) after which a connection is dropped.
 pub const DEFAULT_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hub connections one client address may hold (both front-ends together).
+pub const DEFAULT_MAX_CONNS_PER_IP: usize = 32;
+/// Hub connections in all.
+pub const DEFAULT_MAX_CONNS: usize = 2048;
+/// New hub connections a second from one address, sustained.
+pub const DEFAULT_CONN_RATE_PER_SEC: u32 = 10;
+/// New hub connections from one address in a burst.
+pub const DEFAULT_CONN_RATE_BURST: u32 = 4 * DEFAULT_CONN_RATE_PER_SEC;
 /// How long shutdown waits for connections to close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// WebSocket read buffer. Signaling frames are small; the 128 KiB default would
@@ -58,6 +69,12 @@ pub struct HubConfig {
     pub ice: IceConfig,
     /// Share rooms with other hub processes through this Redis (`redis://HOST:PORT/DB`).
     pub redis: Option<String>,
+    /// Hub connections one client address may hold.
+    pub max_conns_per_ip: usize,
+    /// Hub connections in all.
+    pub max_conns: usize,
+    /// New connections a second from one address (sustained, burst).
+    pub conn_rate: (u32, u32),
 }
 
 impl Default for HubConfig {
@@ -71,6 +88,9 @@ impl Default for HubConfig {
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             ice: IceConfig::default(),
             redis: None,
+            max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
+            max_conns: DEFAULT_MAX_CONNS,
+            conn_rate: (DEFAULT_CONN_RATE_PER_SEC, DEFAULT_CONN_RATE_BURST),
         }
     }
 }
@@ -88,7 +108,11 @@ struct HubInner {
     tasks: TaskTracker,
     started: Instant,
     socketio: OnceLock<socketioxide::SocketIo>,
+    limits: Arc<ConnLimits>,
+    turn_report: OnceLock<TurnReport>,
 }
+
+type TurnReport = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// `/healthz` figures.
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +130,11 @@ pub struct HubStats {
     /// The shared store (`--redis`): URL without password, state, this process's node id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<serde_json::Value>,
+    /// Open connections, the limits, and how often each was hit.
+    pub limits: LimitsReport,
+    /// The embedded TURN server's allocations and refusals (`serve --turn`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub turn: Option<serde_json::Value>,
 }
 
 impl Hub {
@@ -131,8 +160,16 @@ impl Hub {
 
     /// A hub over any room core implementation.
     pub fn with_rooms(config: HubConfig, rooms: Arc<dyn Rooms>) -> Self {
+        let limits = Arc::new(ConnLimits::new(
+            config.max_conns_per_ip,
+            config.max_conns,
+            config.conn_rate.0,
+            config.conn_rate.1,
+        ));
         Hub {
             inner: Arc::new(HubInner {
+                limits,
+                turn_report: OnceLock::new(),
                 config,
                 rooms,
                 shutdown: CancellationToken::new(),
@@ -153,9 +190,32 @@ impl Hub {
         &self.inner.rooms
     }
 
-    /// `/ws` and `/socket.io/`, to merge into a server's router.
+    /// `/ws` and `/socket.io/`, to merge into a server's router. A new connection
+    /// (a WebSocket upgrade, a socket.io handshake) past the per-address or total cap
+    /// is answered 429 or 503 before anything is set up for it.
     pub fn routes(&self) -> Router {
-        native::routes(self.clone()).merge(socketio::routes(self.clone()))
+        let hub = self.clone();
+        native::routes(self.clone())
+            .merge(socketio::routes(self.clone()))
+            .layer(axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let hub = hub.clone();
+                    async move { admit(&hub, req, next).await }
+                },
+            ))
+    }
+
+    /// Adds the embedded TURN server's figures to `/healthz`.
+    pub fn attach_turn_report(
+        &self,
+        report: impl Fn() -> serde_json::Value + Send + Sync + 'static,
+    ) {
+        let _ = self.inner.turn_report.set(Box::new(report));
+    }
+
+    /// The connection caps and the counts of refusals.
+    pub fn limits(&self) -> &Arc<ConnLimits> {
+        &self.inner.limits
     }
 
     /// Figures for `/healthz`.
@@ -168,6 +228,8 @@ impl Hub {
             peers: s.peers,
             messages_relayed: s.messages_relayed,
             redis: self.inner.rooms.backend(),
+            limits: self.inner.limits.report(),
+            turn: self.inner.turn_report.get().map(|f| f()),
         }
     }
 
@@ -194,4 +256,47 @@ impl Hub {
     pub(crate) fn set_socketio(&self, io: socketioxide::SocketIo) {
         let _ = self.inner.socketio.set(io);
     }
+}
+
+/// The client's address, when the server records it (every rtcdev server does).
+pub fn client_ip<B>(req: &http::Request<B>) -> Option<std::net::IpAddr> {
+    client_ip_parts(req.extensions())
+}
+
+/// [`client_ip`] from a request's extensions.
+pub fn client_ip_parts(ext: &http::Extensions) -> Option<std::net::IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+/// Lets a request that opens a hub connection through only while its address and the
+/// hub are under their caps. Requests within a socket.io session (`sid=`) are not new
+/// connections and pass.
+async fn admit(
+    hub: &Hub,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let opens = req.uri().path() == "/ws"
+        || !req
+            .uri()
+            .query()
+            .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")));
+    if opens && let Err(refusal) = hub.limits().admit(client_ip(&req)) {
+        crate::info_limited!("hub connection refused", %refusal, "refusing a hub connection");
+        let mut res = (refusal.status(), format!("{refusal}\n")).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
+        );
+        // A refused client holds nothing here, not even its connection.
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        return res;
+    }
+    next.run(req).await
 }

@@ -1,7 +1,7 @@
 //! The native front-end: `GET /ws`, one JSON object per text frame (shared/PROTOCOL.md).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -10,12 +10,13 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::response::Response;
 use axum::routing::get;
 use futures_util::SinkExt;
-use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::Hub;
 use super::core::{Event, PeerSink};
+use super::limits::ConnGuard;
 use super::protocol::{self, ClientFrame, HubError, PeerId, json_string};
+use super::queue::{QueueTx, out_queue};
 use super::ratelimit::TokenBucket;
 
 /// Close code: going away (server shutdown).
@@ -26,6 +27,8 @@ pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code: unsupported data (binary frames).
 pub const CLOSE_PROTOCOL: u16 = 1002;
+/// The close reason for a peer whose queue overflowed.
+const QUEUE_FULL: &str = "send queue full: the peer does not read";
 /// How long a close frame may take to go out before the connection is just dropped.
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// Most frames written with one flush.
@@ -35,19 +38,37 @@ const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// At most one `rate-limited` error frame per this interval, so a flood does not
 /// turn into a flood of errors.
 const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
+/// A connection that keeps sending this many bursts' worth of frames in a row past its
+/// rate limit is flooding, not bursting: it is closed (1008).
+const FLOOD_BURSTS: u32 = 4;
 
 /// The `/ws` route.
 pub fn routes(hub: Hub) -> Router {
     Router::new().route(
         "/ws",
-        get(move |ws: WebSocketUpgrade| {
+        get(move |req: axum::extract::Request| {
             let hub = hub.clone();
-            async move { upgrade(hub, ws) }
+            async move {
+                use axum::extract::FromRequestParts;
+                use axum::response::IntoResponse;
+                let ip = super::client_ip(&req);
+                let (mut parts, _) = req.into_parts();
+                let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+                    Ok(ws) => ws,
+                    Err(e) => return e.into_response(),
+                };
+                // The middleware admitted it; the place is taken here, for the life of
+                // the connection.
+                match hub.limits().acquire(ip) {
+                    Ok(guard) => upgrade(hub, ws, guard),
+                    Err(refusal) => (refusal.status(), format!("{refusal}\n")).into_response(),
+                }
+            }
         }),
     )
 }
 
-fn upgrade(hub: Hub, ws: WebSocketUpgrade) -> Response {
+fn upgrade(hub: Hub, ws: WebSocketUpgrade, guard: ConnGuard) -> Response {
     let max = hub.config().max_frame_bytes;
     ws.read_buffer_size(super::WS_READ_BUFFER_BYTES)
         .write_buffer_size(WS_WRITE_BUFFER_BYTES)
@@ -57,37 +78,20 @@ fn upgrade(hub: Hub, ws: WebSocketUpgrade) -> Response {
         .max_frame_size(max.saturating_mul(2))
         .on_upgrade(move |socket| {
             let tasks = hub.tasks().clone();
-            tasks.track_future(run(hub, socket))
+            tasks.track_future(async move {
+                run(hub, socket).await;
+                drop(guard);
+            })
         })
 }
 
-/// Outgoing queue of one connection, bounded in bytes.
-struct NativeSink {
-    tx: mpsc::UnboundedSender<Utf8Bytes>,
-    queued: Arc<AtomicUsize>,
-    max_bytes: usize,
-    overflowed: AtomicBool,
-    /// Fired once, when the queue overflows: ends the connection even while its
-    /// writer is blocked on a peer that does not read. (A oneshot, not a `Notify`:
-    /// polling it takes no lock, and the connection polls it for every frame.)
-    kick: std::sync::Mutex<Option<oneshot::Sender<()>>>,
-}
+/// A native peer's sink: frames queue for the connection's task, bounded in bytes.
+struct NativeSink(QueueTx<Utf8Bytes>);
 
 impl NativeSink {
     fn push(&self, text: String) {
-        if self.overflowed.load(Ordering::Relaxed) {
-            return;
-        }
         let n = text.len();
-        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.max_bytes {
-            self.overflowed.store(true, Ordering::Relaxed);
-            let kick = self.kick.lock().map(|mut k| k.take());
-            if let Ok(Some(kick)) = kick {
-                let _ = kick.send(());
-            }
-            return;
-        }
-        let _ = self.tx.send(Utf8Bytes::from(text));
+        self.0.push(Utf8Bytes::from(text), n);
     }
 }
 
@@ -137,15 +141,8 @@ async fn run(hub: Hub, socket: WebSocket) {
 
 async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
     let cfg = hub.config().clone();
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let (kick_tx, mut kick) = oneshot::channel();
-    let sink = Arc::new(NativeSink {
-        tx,
-        queued: Arc::new(AtomicUsize::new(0)),
-        max_bytes: cfg.max_queue_bytes,
-        overflowed: AtomicBool::new(false),
-        kick: std::sync::Mutex::new(Some(kick_tx)),
-    });
+    let (tx, mut rx, mut overflow) = out_queue(cfg.max_queue_bytes);
+    let sink = Arc::new(NativeSink(tx));
     let rooms = hub.rooms().clone();
     rooms.connect(id.clone(), sink.clone());
     tracing::debug!("connected");
@@ -159,6 +156,9 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
 
     let mut bucket = TokenBucket::new(cfg.rate_per_sec, cfg.rate_burst);
     let mut last_rate_error: Option<Instant> = None;
+    // Frames refused in a row by the rate limit.
+    let mut refused_in_a_row: u32 = 0;
+    let counters = &hub.limits().counters;
     let mut last_seen = Instant::now();
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_timeout / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -174,10 +174,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
         tokio::select! {
             biased;
             _ = &mut stopping => break Some((CLOSE_GOING_AWAY, "server shutting down")),
-            _ = &mut kick => {
-                tracing::info!(peer = %id, "peer does not read its messages; disconnecting");
-                break Some((CLOSE_POLICY, "send queue full: the peer does not read"));
-            }
+            _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
             out = rx.recv() => {
                 let Some(text) = out else { break None };
                 // Whatever else is queued goes out in the same write: one flush (one
@@ -186,11 +183,10 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
                     let mut next = Some(text);
                     let mut frames = 0;
                     while let Some(text) = next.take() {
-                        sink.queued.fetch_sub(text.len(), Ordering::AcqRel);
                         socket.feed(Message::Text(text)).await?;
                         frames += 1;
                         if frames < WRITE_BATCH_FRAMES {
-                            next = rx.try_recv().ok();
+                            next = rx.try_recv();
                         }
                     }
                     socket.flush().await
@@ -198,7 +194,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
                 // A peer that stops reading blocks this write; the kick ends the wait.
                 tokio::select! {
                     r = write => if r.is_err() { break None },
-                    _ = &mut kick => break Some((CLOSE_POLICY, "send queue full: the peer does not read")),
+                    _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
                     _ = &mut stopping => break None,
                 }
             }
@@ -215,25 +211,41 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
                         }
                         break None;
                     }
-                    Some(Ok(Message::Text(text))) => {
-                        if text.len() > cfg.max_frame_bytes {
+                    Some(Ok(msg)) => {
+                        if let Message::Close(_) = msg {
+                            break None;
+                        }
+                        if let Message::Text(text) = &msg
+                            && text.len() > cfg.max_frame_bytes
+                        {
                             sink.push(HubError::TooLarge(cfg.max_frame_bytes).frame());
                             break Some((CLOSE_TOO_BIG, "frame too large"));
                         }
+                        // Every frame a client sends spends a token, pings and binary
+                        // frames too.
                         if !bucket.take_at(now) {
+                            counters.rate_limited_frames.fetch_add(1, Ordering::Relaxed);
+                            refused_in_a_row += 1;
+                            if refused_in_a_row >= cfg.rate_burst.max(1).saturating_mul(FLOOD_BURSTS) {
+                                counters.closed_for_flooding.fetch_add(1, Ordering::Relaxed);
+                                crate::info_limited!("closed for flooding", peer = %id, "peer keeps sending past its rate limit; closing");
+                                break Some((CLOSE_POLICY, "rate limit exceeded"));
+                            }
                             if last_rate_error.is_none_or(|t| now.duration_since(t) >= RATE_ERROR_INTERVAL) {
                                 last_rate_error = Some(now);
                                 sink.push(HubError::RateLimited(cfg.rate_per_sec).frame());
                             }
                             continue;
                         }
-                        handle(&hub, &id, &sink, text.as_str()).await;
+                        refused_in_a_row = 0;
+                        match msg {
+                            Message::Text(text) => handle(&hub, &id, &sink, text.as_str()).await,
+                            Message::Binary(_) => {
+                                sink.push(HubError::BadRequest("binary frames are not part of the protocol; send JSON text".into()).frame());
+                            }
+                            _ => {}
+                        }
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        sink.push(HubError::BadRequest("binary frames are not part of the protocol; send JSON text".into()).frame());
-                    }
-                    Some(Ok(Message::Close(_))) => break None,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 }
             }
             _ = heartbeat.tick() => {
@@ -249,6 +261,10 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
         }
     };
     rooms.disconnect(&id);
+    if close.is_some_and(|(_, reason)| reason == QUEUE_FULL) {
+        counters.queue_overflows.fetch_add(1, Ordering::Relaxed);
+        crate::info_limited!("peer does not read", peer = %id, "peer does not read its messages; disconnected");
+    }
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,
@@ -258,7 +274,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
             // What was queued (an error frame saying why, say) goes out before the
             // close, except to a peer that is being closed for not reading.
             if code != CLOSE_POLICY {
-                while let Ok(text) = rx.try_recv() {
+                while let Some(text) = rx.try_recv() {
                     socket.send(Message::Text(text)).await?;
                 }
             }

@@ -36,6 +36,11 @@ impl TokenBucket {
         }
     }
 
+    /// When a token was last asked for.
+    pub fn last(&self) -> Instant {
+        self.last
+    }
+
     /// Takes one token now.
     pub fn take(&mut self) -> bool {
         self.take_at(Instant::now())

@@ -43,7 +43,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::core::{Event, JoinFuture, PeerInfo, PeerSink, RoomStats, Rooms};
+use super::core::{CoreGuard, CoreLock, Event, JoinFuture, PeerInfo, PeerSink, RoomStats, Rooms};
 use super::protocol::{HubError, PeerId, RoomName, json_string};
 
 /// How often a node refreshes its alive key and looks for dead nodes.
@@ -372,7 +372,7 @@ struct Inner {
     node: Arc<str>,
     url: String,
     max_peers_per_room: usize,
-    local: Mutex<Local>,
+    local: CoreLock<Local>,
     relayed: AtomicU64,
     ops: mpsc::UnboundedSender<Op>,
     queued: AtomicU64,
@@ -431,7 +431,7 @@ impl RedisRooms {
             node: node.clone(),
             url: shown.clone(),
             max_peers_per_room: max_peers_per_room.max(1),
-            local: Mutex::new(Local::default()),
+            local: CoreLock::new(Local::default()),
             relayed: AtomicU64::new(0),
             ops: tx,
             queued: AtomicU64::new(0),
@@ -463,8 +463,8 @@ impl RedisRooms {
 }
 
 impl Inner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Local> {
-        self.local.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> CoreGuard<'_, Local> {
+        self.local.lock()
     }
 
     fn push(&self, op: Op) {
@@ -794,11 +794,11 @@ impl Rooms for RedisRooms {
     }
 
     fn disconnect(&self, id: &PeerId) {
-        let room = {
+        let (room, _sink) = {
             let mut local = self.inner.lock();
             let room = local.leave_local(&self.inner.node, id);
-            local.peers.remove(id);
-            room
+            // The sink is dropped after the lock is released.
+            (room, local.peers.remove(id))
         };
         if let Some(room) = room {
             self.inner.push(Op::Leave {

@@ -3,7 +3,6 @@
 //! socket.io and native peers share rooms. Engine.IO and socket.io framing are
 //! socketioxide's.
 
-use std::convert::Infallible;
 use std::future::{Future, Ready};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,15 +17,24 @@ use socketioxide::SocketIo;
 use socketioxide::extract::{Data, SocketRef};
 use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
+use socketioxide::{SendError, SocketError};
 use tokio::sync::oneshot;
 
 use super::Hub;
 use super::core::{Event, PeerSink};
+use super::limits::{ConnGuard, Refusal};
 use super::protocol::{HubError, PeerId, RoomName};
+use super::queue::{Overflow, QueueRx, QueueTx, out_queue};
 use super::ratelimit::TokenBucket;
 
-/// Packets queued per socket.io peer before it counts as not reading.
-pub const SOCKETIO_MAX_BUFFERED_PACKETS: usize = 256;
+/// Packets socketioxide holds for one peer (on top of rtcdev's own queue, which is
+/// bounded in bytes by `--max-queue` as the native front-end's is). When they are all
+/// taken the peer's queue waits; it overflows when the peer does not read.
+pub const SOCKETIO_MAX_BUFFERED_PACKETS: usize = 64;
+/// How often a peer's queue retries while socketioxide's buffer for it is full.
+const FULL_RETRY: Duration = Duration::from_millis(5);
+/// A client must connect to the namespace this soon after its Engine.IO handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The `/socket.io/` routes (websocket and long-polling transports, EIO 4 and 3).
 pub fn routes(hub: Hub) -> Router {
@@ -43,6 +51,7 @@ pub fn routes(hub: Hub) -> Router {
         .ws_max_frame_size(cfg.max_frame_bytes)
         .ws_read_buffer_size(super::WS_READ_BUFFER_BYTES)
         .max_buffer_size(SOCKETIO_MAX_BUFFERED_PACKETS)
+        .connect_timeout(CONNECT_TIMEOUT)
         .build_svc();
     let register_hub = hub.clone();
     // Everything is set up in a connect middleware: socketioxide awaits it before it
@@ -54,8 +63,8 @@ pub fn routes(hub: Hub) -> Router {
     io.ns(
         "/",
         handler.with(move |socket: SocketRef| {
-            register(register_hub.clone(), socket);
-            async { Ok::<(), Infallible>(()) }
+            let result = register(register_hub.clone(), socket);
+            async move { result }
         }),
     );
     hub.set_socketio(io);
@@ -94,27 +103,100 @@ fn detach_head<B>(mut req: Request<B>) -> Request<B> {
     req
 }
 
-struct SioSink {
-    socket: SocketRef,
+/// What goes out to a socket.io peer, in one queue so it arrives in the order it was
+/// queued: room events from the core, and the answers to the peer's own events.
+enum Out {
+    /// A room event.
+    Room(Event),
+    /// `joined` or `error`, already built.
+    Emit(&'static str, Value),
 }
 
+/// A socket.io peer's sink: a push onto the peer's queue, bounded in bytes. The
+/// queue's own task hands the events to socketioxide and disconnects a peer that does
+/// not read, outside the room core's lock (see [`super::core`]).
+struct SioSink(QueueTx<Out>);
+
+/// What a queued event counts against `--max-queue`: its data plus the envelope.
+const ENVELOPE_BYTES: usize = 64;
+
 impl SioSink {
-    fn emit<T: serde::Serialize + ?Sized>(&self, event: &str, data: &T) {
-        if let Err(e) = self.socket.emit(event, data) {
-            tracing::info!(peer = %self.socket.id, %e, "socket.io peer does not read its messages; disconnecting");
-            let _ = self.socket.clone().disconnect();
-        }
+    fn emit(&self, event: &'static str, data: Value) {
+        self.0.push(Out::Emit(event, data), ENVELOPE_BYTES);
+    }
+
+    fn error(&self, e: &HubError) {
+        self.emit(
+            "error",
+            serde_json::json!({"code": e.code(), "message": e.to_string()}),
+        );
     }
 }
 
 impl PeerSink for SioSink {
     fn deliver(&self, event: &Event) {
-        match event {
-            Event::PeerJoined { id, .. } => self.emit("newUserJoined", id.as_str()),
-            Event::PeerLeft { id } => self.emit("userLeft", id.as_str()),
-            Event::Signal { from, data } => self.emit("message", &with_from(data, from)),
-        }
+        let bytes = match event {
+            Event::Signal { data, .. } => data.len() + ENVELOPE_BYTES,
+            _ => ENVELOPE_BYTES,
+        };
+        self.0.push(Out::Room(event.clone()), bytes);
     }
+}
+
+/// Drains a peer's queue into socketioxide until the peer is gone (its sink dropped)
+/// or has overflowed its queue (then it is disconnected here, in this task).
+async fn forward(
+    hub: Hub,
+    socket: SocketRef,
+    (mut rx, mut overflow): (QueueRx<Out>, Overflow),
+    guard: ConnGuard,
+) {
+    let overflowed = loop {
+        let out = tokio::select! {
+            biased;
+            _ = &mut overflow => break true,
+            out = rx.recv() => out,
+        };
+        let Some(out) = out else { break false };
+        let sent = loop {
+            let r = match &out {
+                Out::Room(Event::PeerJoined { id, .. }) => {
+                    socket.emit("newUserJoined", id.as_str())
+                }
+                Out::Room(Event::PeerLeft { id }) => socket.emit("userLeft", id.as_str()),
+                Out::Room(Event::Signal { from, data }) => {
+                    socket.emit("message", &with_from(data, from))
+                }
+                Out::Emit(event, data) => socket.emit(*event, data),
+            };
+            match r {
+                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
+                    tokio::select! {
+                        biased;
+                        _ = &mut overflow => break None,
+                        _ = tokio::time::sleep(FULL_RETRY) => {}
+                    }
+                }
+                Err(SendError::Socket(SocketError::Closed)) => break Some(false),
+                // An event that cannot be encoded is skipped.
+                _ => break Some(true),
+            }
+        };
+        match sent {
+            None => break true,
+            Some(false) => break false,
+            Some(true) => {}
+        }
+    };
+    if overflowed {
+        hub.limits()
+            .counters
+            .queue_overflows
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::info_limited!("peer does not read", peer = %socket.id, "socket.io peer does not read its messages; disconnecting");
+        let _ = socket.disconnect();
+    }
+    drop(guard);
 }
 
 /// The `message` payload for socket.io: the relayed object with `from` set by the hub
@@ -198,16 +280,19 @@ impl InOrder {
 /// failed its connect answer and is forgotten.
 const CONNECT_ANSWER_GRACE: Duration = Duration::from_secs(1);
 
-/// Registers the peer and its event handlers, before the client is told it is connected.
-fn register(hub: Hub, socket: SocketRef) {
+/// Registers the peer and its event handlers, before the client is told it is
+/// connected; refuses it past the connection caps.
+fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
+    let guard = hub
+        .limits()
+        .acquire(super::client_ip_parts(&socket.req_parts().extensions))?;
     let id = PeerId::from_string(socket.id.to_string());
     tracing::debug!(peer = %id, transport = ?socket.transport_type(), "socket.io connected");
-    hub.rooms().connect(
-        id.clone(),
-        Arc::new(SioSink {
-            socket: socket.clone(),
-        }),
-    );
+    let (tx, rx, overflow) = out_queue(hub.config().max_queue_bytes);
+    let sink = Arc::new(SioSink(tx));
+    hub.rooms().connect(id.clone(), sink.clone());
+    hub.tasks()
+        .spawn(forward(hub.clone(), socket.clone(), (rx, overflow), guard));
     // If the connect answer cannot be sent (the client went away that instant),
     // socketioxide drops the socket without a disconnect event; the peer must not
     // stay registered.
@@ -224,19 +309,31 @@ fn register(hub: Hub, socket: SocketRef) {
         cfg.rate_burst,
     )));
     let rate = cfg.rate_per_sec;
+    let (err_sink, counted) = (sink.clone(), hub.clone());
     // Every event spends a token; over the limit it is refused with an `error` event.
-    let allowed = move |socket: &SocketRef| -> bool {
+    let allowed = move |_: &SocketRef| -> bool {
         let ok = bucket.lock().unwrap_or_else(|p| p.into_inner()).take();
         if !ok {
-            emit_error(socket, &HubError::RateLimited(rate));
+            counted
+                .limits()
+                .counters
+                .rate_limited_frames
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            err_sink.error(&HubError::RateLimited(rate));
         }
         ok
     };
 
     let order = InOrder::default();
-    let (h, a, pid, o) = (hub.clone(), allowed.clone(), id.clone(), order.clone());
+    let (h, a, pid, o, k) = (
+        hub.clone(),
+        allowed.clone(),
+        id.clone(),
+        order.clone(),
+        sink.clone(),
+    );
     socket.on("join", move |socket: SocketRef, Data::<Value>(data)| {
-        let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
+        let (hub, allowed, id, sink) = (h.clone(), a.clone(), pid.clone(), k.clone());
         o.then(async move {
             if !allowed(&socket) {
                 return;
@@ -262,47 +359,53 @@ fn register(hub: Hub, socket: SocketRef) {
                     let mut ids: Vec<String> =
                         peers.into_iter().map(|p| p.id.to_string()).collect();
                     ids.push(id.to_string());
-                    let _ = socket.emit("joined", &ids.join(","));
+                    sink.emit("joined", Value::String(ids.join(",")));
                 }
-                Err(e) => emit_error(&socket, &e),
+                Err(e) => sink.error(&e),
             }
         })
     });
 
-    let (h, a, pid, o) = (hub.clone(), allowed.clone(), id.clone(), order.clone());
+    let (h, a, pid, o, k) = (
+        hub.clone(),
+        allowed.clone(),
+        id.clone(),
+        order.clone(),
+        sink.clone(),
+    );
     socket.on("leave", move |socket: SocketRef| {
-        let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
+        let (hub, allowed, id, sink) = (h.clone(), a.clone(), pid.clone(), k.clone());
         o.now(move || {
             if allowed(&socket)
                 && let Err(e) = hub.rooms().leave(&id)
             {
-                emit_error(&socket, &e);
+                sink.error(&e);
             }
         })
     });
 
-    let (h, a, pid, o) = (hub.clone(), allowed.clone(), id.clone(), order.clone());
+    let (h, a, pid, o, k) = (
+        hub.clone(),
+        allowed.clone(),
+        id.clone(),
+        order.clone(),
+        sink.clone(),
+    );
     socket.on("message", move |socket: SocketRef, Data::<Value>(data)| {
-        let (hub, allowed, id) = (h.clone(), a.clone(), pid.clone());
+        let (hub, allowed, id, sink) = (h.clone(), a.clone(), pid.clone(), k.clone());
         o.now(move || {
             if !allowed(&socket) {
                 return;
             }
             let Value::Object(mut obj) = data else {
-                emit_error(
-                    &socket,
-                    &HubError::BadRequest("message takes an object".into()),
-                );
+                sink.error(&HubError::BadRequest("message takes an object".into()));
                 return;
             };
             let to = match obj.get("to") {
                 None | Some(Value::Null) => None,
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(_) => {
-                    emit_error(
-                        &socket,
-                        &HubError::BadRequest("\"to\" must be a string".into()),
-                    );
+                    sink.error(&HubError::BadRequest("\"to\" must be a string".into()));
                     return;
                 }
             };
@@ -310,7 +413,7 @@ fn register(hub: Hub, socket: SocketRef) {
             obj.remove("from");
             let text: Arc<str> = Value::Object(obj).to_string().into();
             if let Err(e) = hub.rooms().signal(&id, to.as_deref(), text) {
-                emit_error(&socket, &e);
+                sink.error(&e);
             }
         })
     });
@@ -324,11 +427,5 @@ fn register(hub: Hub, socket: SocketRef) {
             hub.rooms().disconnect(&id);
         })
     });
-}
-
-fn emit_error(socket: &SocketRef, e: &HubError) {
-    let _ = socket.emit(
-        "error",
-        &serde_json::json!({"code": e.code(), "message": e.to_string()}),
-    );
+    Ok(())
 }

@@ -515,6 +515,10 @@ pub async fn run_on(
         None => None,
     };
     let hub = Hub::start(hub_config).await?;
+    if let Some(t) = &turn_server {
+        let guard = t.guard.clone();
+        hub.attach_turn_report(move || serde_json::to_value(guard.report()).unwrap_or_default());
+    }
     let state = AppState::new(
         hub.clone(),
         ca_info,
@@ -585,7 +589,7 @@ async fn start_embedded_turn(
     }
     hub.ice.turn_auth = Some(crate::ice::TurnAuth::Secret {
         secret: config.secret.clone().unwrap_or_default(),
-        ttl: crate::ice::DEFAULT_TURN_CREDENTIAL_TTL,
+        ttl: config.rest_ttl,
     });
     tracing::info!(addr = %server.addr, "embedded TURN server running");
     Ok(server)

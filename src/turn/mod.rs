@@ -1,5 +1,9 @@
 //! `rtcdev turn`: a STUN + TURN server (UDP) on the webrtc-rs `turn` crate, with
-//! long-term credentials and TURN REST credentials (coturn's `use-auth-secret`).
+//! long-term credentials and TURN REST credentials (coturn's `use-auth-secret`). The
+//! [`guard`] stands in front of the crate: bounded state, peer rules and quotas.
+
+pub mod guard;
+pub mod policy;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -45,6 +49,66 @@ pub struct TurnConfig {
     pub relay_ports: (u16, u16),
     /// TURN over TLS (`turns:`): the port and the server's TLS configuration.
     pub tls: Option<(u16, Arc<rustls::ServerConfig>)>,
+    /// Peer rules and quotas.
+    pub guard: GuardConfig,
+    /// How long the TURN REST credentials it hands out (with `secret`) stay valid.
+    pub rest_ttl: Duration,
+}
+
+/// What the [`guard`] lets through.
+#[derive(Debug, Clone)]
+pub struct GuardConfig {
+    /// Relay to loopback peers too.
+    pub allow_loopback_peers: bool,
+    /// Peers always allowed (before every other rule).
+    pub allow_peers: Vec<ipnet::IpNet>,
+    /// Peers refused.
+    pub deny_peers: Vec<ipnet::IpNet>,
+    /// Allocations per user name and per client address.
+    pub user_quota: usize,
+    /// Allocations in all.
+    pub total_quota: usize,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            allow_loopback_peers: false,
+            allow_peers: Vec::new(),
+            deny_peers: Vec::new(),
+            user_quota: guard::DEFAULT_USER_QUOTA,
+            total_quota: guard::DEFAULT_TOTAL_QUOTA,
+        }
+    }
+}
+
+impl GuardConfig {
+    /// The peer rules in one line, for the start-up banner.
+    pub fn describe(&self) -> String {
+        let mut s =
+            String::from("peers on loopback, link-local and this host's own ports are refused");
+        if self.allow_loopback_peers {
+            s = String::from(
+                "loopback peers allowed (--allow-loopback-peers); link-local and this host's own ports refused",
+            );
+        } else {
+            s.push_str(" (--allow-loopback-peers, --allow-peer CIDR loosen it)");
+        }
+        if !self.deny_peers.is_empty() {
+            s.push_str(&format!("; denied: {}", join(&self.deny_peers)));
+        }
+        if !self.allow_peers.is_empty() {
+            s.push_str(&format!("; allowed: {}", join(&self.allow_peers)));
+        }
+        s
+    }
+}
+
+fn join(nets: &[ipnet::IpNet]) -> String {
+    nets.iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 struct Auth {
@@ -93,6 +157,8 @@ impl AuthHandler for Auth {
 /// A running server.
 pub struct TurnServer {
     server: Server,
+    /// Its guard: figures for `/healthz`.
+    pub guard: Arc<guard::TurnGuard>,
     streams: Vec<Arc<crate::stream_conn::StreamMux>>,
     /// The UDP address it listens on (and TCP, same port).
     pub addr: SocketAddr,
@@ -130,17 +196,24 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
         ),
         _ => anyhow::Error::new(e).context(format!("cannot listen on {proto} {addr}")),
     };
-    let socket = UdpSocket::bind(addr)
-        .await
-        .map_err(|e| in_use("UDP", addr, e))?;
-    let local = socket
-        .local_addr()
-        .context("cannot read the bound address")?;
-    // TCP on the same port as UDP (RFC 8656), TLS on its own port.
-    let tcp_addr = SocketAddr::new(config.bind, local.port());
-    let tcp = tokio::net::TcpListener::bind(tcp_addr)
-        .await
-        .map_err(|e| in_use("TCP", tcp_addr, e))?;
+    // TCP on the same port as UDP (RFC 8656), TLS on its own port. With port 0 the
+    // system picks the UDP port, which may be taken for TCP: then another is tried.
+    let mut tries = if config.port == 0 { 8 } else { 1 };
+    let (socket, local, tcp) = loop {
+        tries -= 1;
+        let socket = UdpSocket::bind(addr)
+            .await
+            .map_err(|e| in_use("UDP", addr, e))?;
+        let local = socket
+            .local_addr()
+            .context("cannot read the bound address")?;
+        let tcp_addr = SocketAddr::new(config.bind, local.port());
+        match tokio::net::TcpListener::bind(tcp_addr).await {
+            Ok(tcp) => break (socket, local, tcp),
+            Err(e) if tries > 0 && e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(in_use("TCP", tcp_addr, e)),
+        }
+    };
     let tcp = crate::stream_conn::StreamMux::start(tcp, None)
         .context("cannot read the TCP listener's address")?;
     let tls = match &config.tls {
@@ -167,34 +240,76 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
             config.bind
         }
     });
+    let mut own = net::lan_addresses();
+    own.push(relay_ip);
+    if !config.bind.is_unspecified() {
+        own.push(config.bind);
+    }
+    let g = &config.guard;
+    let guard = Arc::new(guard::TurnGuard::new(
+        &config.realm,
+        policy::PeerPolicy {
+            allow_loopback: g.allow_loopback_peers,
+            allow: g.allow_peers.clone(),
+            deny: g.deny_peers.clone(),
+            own,
+        },
+        g.user_quota,
+        g.total_quota,
+    ));
     let relay = || {
-        Box::new(RelayAddressGeneratorRanges {
-            relay_address: relay_ip,
-            min_port: lo,
-            max_port: hi,
-            max_retries: RELAY_PORT_RETRIES,
-            address: config.bind.to_string(),
-            net: Arc::new(Net::new(None)),
+        Box::new(guard::TrackedRelays {
+            inner: Box::new(RelayAddressGeneratorRanges {
+                relay_address: relay_ip,
+                min_port: lo,
+                max_port: hi,
+                max_retries: RELAY_PORT_RETRIES,
+                address: config.bind.to_string(),
+                net: Arc::new(Net::new(None)),
+            }),
+            guard: guard.clone(),
         })
+    };
+    let guarded = |conn: Arc<dyn webrtc::util::Conn + Send + Sync>| -> Result<_> {
+        let c: Arc<dyn webrtc::util::Conn + Send + Sync> = Arc::new(
+            guard::GuardedConn::new(conn, guard.clone())
+                .map_err(|e| anyhow::anyhow!("cannot read a listener's address: {e}"))?,
+        );
+        Ok(c)
     };
     let mut conn_configs = vec![
         ConnConfig {
-            conn: Arc::new(socket),
+            conn: guarded(Arc::new(socket))?,
             relay_addr_generator: relay(),
         },
         ConnConfig {
-            conn: tcp.clone(),
+            conn: guarded(tcp.clone())?,
             relay_addr_generator: relay(),
         },
     ];
     let mut streams = vec![tcp];
-    let tls_addr = tls.map(|(mux, addr)| {
-        streams.push(mux.clone());
-        conn_configs.push(ConnConfig {
-            conn: mux,
-            relay_addr_generator: relay(),
-        });
-        addr
+    let tls_addr = match tls {
+        Some((mux, addr)) => {
+            streams.push(mux.clone());
+            conn_configs.push(ConnConfig {
+                conn: guarded(mux)?,
+                relay_addr_generator: relay(),
+            });
+            Some(addr)
+        }
+        None => None,
+    };
+    let (closed_tx, mut closed_rx) =
+        tokio::sync::mpsc::channel::<turn::allocation::AllocationInfo>(64);
+    let watcher = guard.clone();
+    tokio::spawn(async move {
+        while let Some(info) = closed_rx.recv().await {
+            watcher.allocation_closed(
+                info.five_tuple.src_addr,
+                info.five_tuple.dst_addr,
+                info.relay_addr,
+            );
+        }
     });
     let server = Server::new(ServerConfig {
         conn_configs,
@@ -204,12 +319,13 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
             secret: config.secret.clone(),
         }),
         channel_bind_timeout: Duration::from_secs(0),
-        alloc_close_notify: None,
+        alloc_close_notify: Some(closed_tx),
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot start the TURN server: {e}"))?;
     Ok(TurnServer {
         server,
+        guard,
         streams,
         addr: local,
         tls_addr,
@@ -258,7 +374,7 @@ pub fn urls(addr: SocketAddr, config: &TurnConfig, tls_addr: Option<SocketAddr>)
             let (u, p) = crate::ice::turn_rest_credentials(
                 secret,
                 "rtcdev",
-                crate::ice::DEFAULT_TURN_CREDENTIAL_TTL,
+                config.rest_ttl,
                 SystemTime::now(),
             );
             (Some(u), Some(p))
@@ -330,13 +446,16 @@ pub async fn run(
         serde_json::to_string(&u)? + "\n"
     } else {
         let mut t = format!(
-            "rtcdev turn: STUN and TURN on UDP and TCP {}{} (relayed addresses on {})\n\n",
+            "rtcdev turn: STUN and TURN on UDP and TCP {}{} (relayed addresses on {})\n  {}; at most {} allocations per user and per address, {} in all\n\n",
             server.addr,
             server
                 .tls_addr
                 .map(|a| format!(", TURN over TLS on {a}"))
                 .unwrap_or_default(),
-            server.relay_ip
+            server.relay_ip,
+            config.guard.describe(),
+            config.guard.user_quota,
+            config.guard.total_quota,
         );
         for s in &u.stun {
             t.push_str(&format!("  STUN: {s}\n"));

@@ -1,0 +1,334 @@
+//! Bounds on what clients may hold and do, and the counts `/healthz` reports: hub
+//! connections per client address and in total, the rate of new connections per
+//! address, and log lines that a flood cannot multiply.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::ratelimit::TokenBucket;
+
+/// How many addresses the per-address connection-rate table remembers before it
+/// forgets the ones that have been quiet.
+const RATE_TABLE_MAX: usize = 4096;
+/// An address quiet this long is forgotten by the connection-rate table.
+const RATE_TABLE_IDLE: Duration = Duration::from_secs(60);
+
+/// Counts of refused and cut-off work, for `/healthz`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Connections refused: too many from one address (HTTP 429).
+    pub refused_per_address: AtomicU64,
+    /// Connections refused: the hub is full (HTTP 503).
+    pub refused_full: AtomicU64,
+    /// Connections refused: new connections from one address too fast (HTTP 429).
+    pub refused_rate: AtomicU64,
+    /// Peers disconnected because their send queue overflowed.
+    pub queue_overflows: AtomicU64,
+    /// Frames refused by the per-connection rate limit.
+    pub rate_limited_frames: AtomicU64,
+    /// Connections closed for flooding past the rate limit.
+    pub closed_for_flooding: AtomicU64,
+}
+
+/// A snapshot of [`Counters`] and the limits themselves.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsReport {
+    /// Hub connections open.
+    pub connections: usize,
+    /// Most hub connections from one address.
+    pub max_connections_per_address: usize,
+    /// Most hub connections in all.
+    pub max_connections: usize,
+    /// See [`Counters`].
+    pub refused_per_address: u64,
+    /// See [`Counters`].
+    pub refused_full: u64,
+    /// See [`Counters`].
+    pub refused_rate: u64,
+    /// See [`Counters`].
+    pub queue_overflows: u64,
+    /// See [`Counters`].
+    pub rate_limited_frames: u64,
+    /// See [`Counters`].
+    pub closed_for_flooding: u64,
+}
+
+/// Why a connection was refused, with the status and the sentence for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many open from this address.
+    PerAddress(IpAddr, usize),
+    /// The hub holds as many as it may.
+    Full(usize),
+    /// New connections from this address come too fast.
+    Rate(IpAddr),
+}
+
+impl Refusal {
+    /// The HTTP status: 429 for one client's excess, 503 when the hub is full.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            Refusal::Full(_) => http::StatusCode::SERVICE_UNAVAILABLE,
+            _ => http::StatusCode::TOO_MANY_REQUESTS,
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::PerAddress(ip, n) => write!(
+                f,
+                "too many hub connections from {ip} (limit {n}; the server's --max-conns-per-ip raises it)"
+            ),
+            Refusal::Full(n) => write!(
+                f,
+                "the hub is full ({n} connections; the server's --max-conns raises it)"
+            ),
+            Refusal::Rate(ip) => write!(
+                f,
+                "new hub connections from {ip} come too fast; wait a moment and retry"
+            ),
+        }
+    }
+}
+
+/// Open hub connections per client address and in all.
+pub struct ConnLimits {
+    max_per_ip: usize,
+    max_total: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+    rate: Mutex<HashMap<IpAddr, TokenBucket>>,
+    rate_per_sec: u32,
+    rate_burst: u32,
+    /// The counts `/healthz` reports.
+    pub counters: Counters,
+}
+
+/// One open connection; dropping it frees its place.
+pub struct ConnGuard {
+    limits: Arc<ConnLimits>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnLimits {
+    /// At most `max_per_ip` connections from one address, `max_total` in all, and new
+    /// connections from one address at `rate_per_sec` (bursts of `rate_burst`).
+    pub fn new(max_per_ip: usize, max_total: usize, rate_per_sec: u32, rate_burst: u32) -> Self {
+        ConnLimits {
+            max_per_ip: max_per_ip.max(1),
+            max_total: max_total.max(1),
+            open: Mutex::new(HashMap::new()),
+            total: AtomicUsize::new(0),
+            rate: Mutex::new(HashMap::new()),
+            rate_per_sec,
+            rate_burst: rate_burst.max(1),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Whether a new connection from `ip` would be let in, spending a token of its
+    /// address's connection rate. `None`: the address is unknown (an in-process server
+    /// without connection info); only the total applies.
+    pub fn admit(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        if self.total.load(Ordering::Relaxed) >= self.max_total {
+            self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Full(self.max_total));
+        }
+        let Some(ip) = ip else { return Ok(()) };
+        let open = self.lock_open().get(&ip).copied().unwrap_or(0);
+        if open >= self.max_per_ip {
+            self.counters
+                .refused_per_address
+                .fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::PerAddress(ip, self.max_per_ip));
+        }
+        let now = Instant::now();
+        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
+        if rate.len() >= RATE_TABLE_MAX {
+            rate.retain(|_, b| now.saturating_duration_since(b.last()) < RATE_TABLE_IDLE);
+        }
+        let ok = rate
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::new(self.rate_per_sec, self.rate_burst))
+            .take_at(now);
+        if !ok {
+            self.counters.refused_rate.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Rate(ip));
+        }
+        Ok(())
+    }
+
+    /// Takes a place for a connection that was admitted; fails (and counts) when the
+    /// caps were reached in the meantime. The place is held until the guard drops.
+    pub fn acquire(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnGuard, Refusal> {
+        if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::AcqRel);
+            self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Full(self.max_total));
+        }
+        if let Some(ip) = ip {
+            let mut open = self.lock_open();
+            let n = open.entry(ip).or_insert(0);
+            if *n >= self.max_per_ip {
+                drop(open);
+                self.total.fetch_sub(1, Ordering::AcqRel);
+                self.counters
+                    .refused_per_address
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::PerAddress(ip, self.max_per_ip));
+            }
+            *n += 1;
+        }
+        Ok(ConnGuard {
+            limits: self.clone(),
+            ip,
+        })
+    }
+
+    /// Figures for `/healthz`.
+    pub fn report(&self) -> LimitsReport {
+        let c = &self.counters;
+        LimitsReport {
+            connections: self.total.load(Ordering::Relaxed),
+            max_connections_per_address: self.max_per_ip,
+            max_connections: self.max_total,
+            refused_per_address: c.refused_per_address.load(Ordering::Relaxed),
+            refused_full: c.refused_full.load(Ordering::Relaxed),
+            refused_rate: c.refused_rate.load(Ordering::Relaxed),
+            queue_overflows: c.queue_overflows.load(Ordering::Relaxed),
+            rate_limited_frames: c.rate_limited_frames.load(Ordering::Relaxed),
+            closed_for_flooding: c.closed_for_flooding.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.limits.total.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            let mut open = self.limits.lock_open();
+            if let Some(n) = open.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
+        }
+    }
+}
+
+/// Log lines that repeat (one per refused connection, one per slow peer) are written
+/// once per [`LOG_EVERY`] for each cause, then with a count of those held back, so a
+/// client cannot fill the disk of whoever keeps the logs.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+static LOG_GATE: Mutex<Option<HashMap<&'static str, (Instant, u64)>>> = Mutex::new(None);
+
+/// Whether a line for `cause` may be written now: `Some(n)` with the number of lines
+/// held back since the last one, `None` to hold this one back.
+pub fn log_gate(cause: &'static str) -> Option<u64> {
+    let now = Instant::now();
+    let mut gate = LOG_GATE.lock().unwrap_or_else(|p| p.into_inner());
+    let map = gate.get_or_insert_with(HashMap::new);
+    match map.get_mut(cause) {
+        Some((last, held)) if now.saturating_duration_since(*last) < LOG_EVERY => {
+            *held += 1;
+            None
+        }
+        Some((last, held)) => {
+            let n = *held;
+            *last = now;
+            *held = 0;
+            Some(n)
+        }
+        None => {
+            map.insert(cause, (now, 0));
+            Some(0)
+        }
+    }
+}
+
+/// `tracing::info!` through [`log_gate`]: the first line of a cause is written, the
+/// repeats within [`LOG_EVERY`] are counted and the count rides on the next line.
+#[macro_export]
+macro_rules! info_limited {
+    ($cause:literal, $($arg:tt)+) => {
+        if let Some(held) = $crate::hub::limits::log_gate($cause) {
+            if held > 0 {
+                tracing::info!(similar_lines_held_back = held, $($arg)+);
+            } else {
+                tracing::info!($($arg)+);
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().unwrap())
+    }
+
+    #[test]
+    fn caps_per_address_and_in_all() {
+        let limits = Arc::new(ConnLimits::new(2, 3, 1000, 1000));
+        let a1 = limits.acquire(ip("10.0.0.1")).unwrap();
+        let _a2 = limits.acquire(ip("10.0.0.1")).unwrap();
+        assert_eq!(
+            limits.admit(ip("10.0.0.1")),
+            Err(Refusal::PerAddress("10.0.0.1".parse().unwrap(), 2))
+        );
+        assert!(limits.acquire(ip("10.0.0.1")).is_err());
+        let _b = limits.acquire(ip("10.0.0.2")).unwrap();
+        assert_eq!(limits.admit(ip("10.0.0.3")), Err(Refusal::Full(3)));
+        assert_eq!(limits.admit(None), Err(Refusal::Full(3)));
+        drop(a1);
+        assert!(
+            limits.admit(ip("10.0.0.1")).is_ok(),
+            "a closed one frees its place"
+        );
+        let r = limits.report();
+        assert_eq!(r.connections, 2);
+        assert_eq!(r.refused_per_address, 2);
+        assert_eq!(r.refused_full, 2);
+        assert_eq!(
+            Refusal::Full(3).status(),
+            http::StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[test]
+    fn new_connections_per_address_are_rate_limited() {
+        let limits = ConnLimits::new(100, 100, 1, 3);
+        let ok = (0..10)
+            .filter(|_| limits.admit(ip("10.0.0.1")).is_ok())
+            .count();
+        assert_eq!(ok, 3, "the burst, then the rate");
+        assert!(
+            limits.admit(ip("10.0.0.2")).is_ok(),
+            "other addresses are not held back"
+        );
+        assert_eq!(limits.report().refused_rate, 7);
+    }
+
+    #[test]
+    fn log_gate_writes_once_then_counts() {
+        assert_eq!(log_gate("test cause"), Some(0));
+        assert_eq!(log_gate("test cause"), None);
+        assert_eq!(log_gate("test cause"), None);
+        assert_eq!(log_gate("another cause"), Some(0));
+    }
+}

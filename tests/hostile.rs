@@ -1,0 +1,407 @@
+//! Slow, bursty and flooding clients against the hub: it never freezes, bounds what each
+//! client may hold, and always shuts down. Real clients on loopback, each bounded in
+//! count and time; multi-threaded runtimes, so hub and clients run in parallel.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{NativeClient, Sandbox, TestHub, get_head, http_request, js_dir};
+use rtcdev::hub::HubConfig;
+
+/// `rtcdev signal` on a loopback port, with its stderr kept for the test to read.
+struct Signal {
+    child: std::process::Child,
+    addr: SocketAddr,
+    stderr: std::path::PathBuf,
+}
+
+impl Signal {
+    fn start(sb: &Sandbox, extra: &[&str], env: &[(&str, &str)]) -> Signal {
+        let stderr = sb.path().join(format!("stderr-{}.log", rand_suffix()));
+        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"));
+        cmd.current_dir(sb.path())
+            .args(["signal", "--bind", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .env("HOME", sb.path())
+            .env("RUST_LOG", "rtcdev=info,error")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("RTCDEV_") || k == "CAROOT" || k.starts_with("XDG_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("rtcdev");
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let addr = loop {
+            let line = lines.next().expect("rtcdev printed its URL").unwrap();
+            if let Some(url) = line.trim().strip_prefix("Local:") {
+                break url.trim().trim_start_matches("http://").parse().unwrap();
+            }
+        };
+        // Keep reading stdout so later prints never block on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Signal {
+            child,
+            addr,
+            stderr,
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{name}"), &self.child.id().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// The exit status, waiting at most `limit`.
+    fn wait(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Signal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// `GET /healthz`, answered within `limit` or an error saying how it failed.
+fn healthz(addr: SocketAddr, limit: Duration) -> Result<serde_json::Value, String> {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(limit)).unwrap();
+    s.set_write_timeout(Some(limit)).unwrap();
+    write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).map_err(|e| e.to_string())?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no response: {out:?}"))?
+        .1;
+    serde_json::from_str(body).map_err(|e| format!("{e}: {out}"))
+}
+
+/// The hub deadlock as it was reproduced: 16 socket.io long-polling clients in one room,
+/// each posting a batch of 100 messages a second and polling every 50-400 ms, plus
+/// native peers in the same room that stop reading. The room's fan-out overflows the
+/// slow peers' queues over and over; the hub used to disconnect such a peer inline,
+/// under the room lock, and froze for good (no /healthz, no SIGTERM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_bursty_clients_never_freeze_the_hub() {
+    let sb = Sandbox::new();
+    let mut hub = Signal::start(&sb, &["--max-queue", "65536"], &[]);
+    let url = format!("http://{}", hub.addr);
+
+    let mut stuck = Vec::new();
+    for _ in 0..4 {
+        let mut c = NativeClient::connect(&format!("ws://{}/ws", hub.addr)).await;
+        c.join("hostile").await;
+        // From here on it never reads.
+        stuck.push(c);
+    }
+    let swarm = tokio::process::Command::new("node")
+        .arg(js_dir().join("hostile_polling.mjs"))
+        .args([&url, "16", "12", "100", "hostile", "50", "400"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node");
+
+    let started = Instant::now();
+    let mut worst = Duration::ZERO;
+    let mut checks = 0;
+    while started.elapsed() < Duration::from_secs(13) {
+        let addr = hub.addr;
+        let t = Instant::now();
+        let r = tokio::task::spawn_blocking(move || healthz(addr, Duration::from_secs(1)))
+            .await
+            .unwrap();
+        if let Err(e) = r {
+            panic!(
+                "/healthz did not answer within 1 s, {:.1} s into the load: {e}",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        worst = worst.max(t.elapsed());
+        checks += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = tokio::time::timeout(Duration::from_secs(15), swarm.wait_with_output())
+        .await
+        .expect("the swarm ends")
+        .unwrap();
+    let swarm: serde_json::Value = serde_json::from_slice(&out.stdout).expect("swarm summary");
+    assert_eq!(swarm["handshakes"], 16, "{swarm}");
+    assert!(
+        swarm["posted"].as_u64().unwrap() >= 1000,
+        "the load really ran: {swarm}"
+    );
+
+    let health = healthz(hub.addr, Duration::from_secs(1)).unwrap();
+    assert!(
+        health["limits"]["queue_overflows"].as_u64().unwrap() >= 1,
+        "slow peers were cut off, so the overflow path ran: {health}"
+    );
+    eprintln!("{checks} /healthz checks, slowest {worst:?}; swarm {swarm}; {health}");
+
+    hub.signal("TERM");
+    let status = hub
+        .wait(Duration::from_secs(12))
+        .expect("exits after SIGTERM");
+    assert_eq!(status.code(), Some(0), "{}", hub.stderr());
+    drop(stuck);
+}
+
+/// A shutdown that cannot finish (a test hook hangs a runtime thread, as a deadlock
+/// would) still ends the process by the deadline, and says so; a second signal ends it
+/// at once.
+#[test]
+fn a_stuck_shutdown_still_exits() {
+    let sb = Sandbox::new();
+    let hook = [(rtcdev::server::TEST_HOOK_HANG_SHUTDOWN, "1")];
+
+    let mut hub = Signal::start(&sb, &[], &hook);
+    healthz(hub.addr, Duration::from_secs(2)).unwrap();
+    hub.signal("TERM");
+    let deadline = rtcdev::server::SHUTDOWN_DEADLINE;
+    assert!(
+        hub.wait(deadline / 2).is_none(),
+        "the hook holds the shutdown"
+    );
+    let status = hub
+        .wait(deadline + Duration::from_secs(10))
+        .expect("exits by the deadline");
+    assert_eq!(status.code(), Some(rtcdev::server::EXIT_DEADLINE));
+    assert!(
+        hub.stderr().contains("shutdown did not finish"),
+        "{}",
+        hub.stderr()
+    );
+
+    let mut hub = Signal::start(&sb, &[], &hook);
+    hub.signal("TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    hub.signal("INT");
+    let status = hub
+        .wait(Duration::from_secs(3))
+        .expect("a second signal exits at once");
+    assert_eq!(status.code(), Some(rtcdev::server::EXIT_SECOND_SIGNAL));
+    assert!(
+        hub.stderr().contains("second interrupt"),
+        "{}",
+        hub.stderr()
+    );
+}
+
+fn upgrade_head(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+}
+
+/// Connections per address and in all are capped before the upgrade or the socket.io
+/// handshake, with 429/503 and a sentence naming the flag; `/healthz` is never refused
+/// and counts the refusals; a closed connection frees its place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_are_capped_per_address_and_in_all() {
+    let hub = TestHub::start(HubConfig {
+        max_conns_per_ip: 3,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(NativeClient::connect(&hub.ws_url()).await);
+    }
+    let refused = http_request(hub.addr, &upgrade_head("/ws")).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    assert!(
+        refused.text().contains("--max-conns-per-ip"),
+        "{}",
+        refused.text()
+    );
+    let sio = http_request(hub.addr, &get_head("/socket.io/?EIO=4&transport=polling")).await;
+    assert_eq!(sio.status, 429, "a socket.io handshake too: {}", sio.text());
+    let health = http_request(hub.addr, &get_head("/healthz")).await;
+    assert_eq!(health.status, 200, "/healthz is never refused");
+    let v: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(v["limits"]["connections"], 3);
+    assert_eq!(v["limits"]["refused_per_address"], 2);
+
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hub.hub.limits().report().connections > 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    NativeClient::connect(&hub.ws_url()).await;
+
+    let full = TestHub::start(HubConfig {
+        max_conns: 1,
+        ..HubConfig::default()
+    })
+    .await;
+    let _one = NativeClient::connect(&full.ws_url()).await;
+    let refused = http_request(full.addr, &upgrade_head("/ws")).await;
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert!(refused.text().contains("--max-conns"), "{}", refused.text());
+}
+
+/// New connections from one address faster than the connection rate get 429.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_connections_per_address_are_rate_limited() {
+    let hub = TestHub::start(HubConfig {
+        conn_rate: (1, 5),
+        ..HubConfig::default()
+    })
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let r = http_request(hub.addr, &get_head("/socket.io/?EIO=4&transport=polling")).await;
+        statuses.push(r.status);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!((5..=6).contains(&ok), "{statuses:?}");
+    assert_eq!(ok + limited, 12, "{statuses:?}");
+    assert!(hub.hub.limits().report().refused_rate >= 6);
+}
+
+/// Pings and binary frames spend rate-limit tokens too, and a peer that keeps sending
+/// far past its limit is closed (1008) instead of being answered forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_counts_against_the_rate_limit() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let hub = TestHub::start(HubConfig {
+        rate_per_sec: 1,
+        rate_burst: 10,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut c = NativeClient::connect(&hub.ws_url()).await;
+    for _ in 0..10 {
+        c.ws.send(Message::Ping(Default::default())).await.unwrap();
+    }
+    c.send(serde_json::json!({"type": "ping"})).await;
+    let v = c.recv_type("error").await;
+    assert_eq!(v["code"], "rate-limited", "ten pings spent the burst: {v}");
+
+    for _ in 0..60 {
+        if c.ws
+            .send(Message::Binary(vec![0u8; 8].into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(c.close_code().await, Some(1008), "flooding past the limit");
+    let r = hub.hub.limits().report();
+    assert!(r.rate_limited_frames >= 40, "{r:?}");
+    assert_eq!(r.closed_for_flooding, 1, "{r:?}");
+}
+
+/// A socket.io peer that stops polling is cut off when its queue passes `--max-queue`
+/// bytes (not a count of packets), and the room is told it left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socketio_peer_that_does_not_read_is_cut_off_by_bytes() {
+    let hub = TestHub::start(HubConfig {
+        max_queue_bytes: 32 * 1024,
+        rate_per_sec: 10_000,
+        rate_burst: 10_000,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut sender = NativeClient::connect(&hub.ws_url()).await;
+    sender.join("q").await;
+    // One raw polling client that joins, then waits a minute between polls.
+    let mut reader = tokio::process::Command::new("node")
+        .arg(js_dir().join("hostile_polling.mjs"))
+        .args([&hub.http_url(), "1", "8", "0", "q", "60000", "60000"])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node");
+    let joined = sender.recv_type("peer-joined").await;
+    let slow = joined["id"].as_str().unwrap().to_string();
+    let payload = "x".repeat(1000);
+    for i in 0..200 {
+        sender
+            .send(serde_json::json!({"type": "signal", "data": {"n": i, "pad": payload}}))
+            .await;
+    }
+    let left = sender.recv_type("peer-left").await;
+    assert_eq!(left["id"], slow.as_str());
+    let r = hub.hub.limits().report();
+    assert_eq!(r.queue_overflows, 1, "{r:?}");
+    let _ = reader.kill().await;
+}
+
+/// A flood of refused connections writes one log line, then a count, not a line each.
+#[test]
+fn refusals_do_not_flood_the_log() {
+    let sb = Sandbox::new();
+    let mut hub = Signal::start(&sb, &["--max-conns-per-ip", "1"], &[]);
+    let _held = std::net::TcpStream::connect(hub.addr).map(|mut s| {
+        s.write_all(upgrade_head("/ws").as_bytes()).unwrap();
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf);
+        s
+    });
+    let mut refused = 0;
+    for _ in 0..50 {
+        let mut s = std::net::TcpStream::connect(hub.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(upgrade_head("/ws").as_bytes()).unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        if out.starts_with("HTTP/1.1 429") {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 50);
+    hub.signal("TERM");
+    hub.wait(Duration::from_secs(12)).expect("exits");
+    let lines = hub
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("refusing a hub connection"))
+        .count();
+    assert_eq!(lines, 1, "{}", hub.stderr());
+}
