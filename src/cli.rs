@@ -399,6 +399,7 @@ impl ServeArgs {
             tls,
             hub: self.hub.into_config(ice),
             allow_origins: self.listen.allow_origin,
+            allowed_hosts: self.listen.allowed_host,
             qr: if self.qr {
                 QrMode::Always
             } else if self.no_qr {
@@ -461,14 +462,27 @@ pub struct ListenArgs {
     #[arg(long, value_name = "FILE", requires = "cert", env = "RTCDEV_KEY")]
     pub key: Option<PathBuf>,
 
-    /// Allow only these origins in CORS (repeatable); default: any origin, echoed.
+    /// Let pages of this origin (scheme://host[:port], repeatable) use the hub and
+    /// /config.json. `serve` allows its own origins and these; `signal` any origin
+    /// unless this is given. Pages of other origins get 403 on the hub.
     #[arg(
         long,
         value_name = "ORIGIN",
         env = "RTCDEV_ALLOW_ORIGIN",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = crate::server::origin::parse_origin
     )]
     pub allow_origin: Vec<String>,
+
+    /// `serve` answers only under IP addresses, localhost and this host's names (a
+    /// defence against DNS rebinding); let it answer under this name too (repeatable).
+    #[arg(
+        long,
+        value_name = "HOST",
+        env = "RTCDEV_ALLOWED_HOST",
+        value_delimiter = ','
+    )]
+    pub allowed_host: Vec<String>,
 }
 
 /// Hub limits.

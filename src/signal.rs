@@ -15,6 +15,7 @@ use crate::cert::ca::{Ca, LeafRequest};
 use crate::cert::tls::{self, SwappableCert};
 use crate::hub::{Hub, HubConfig};
 use crate::net;
+use crate::server::origin::{self, Policy};
 
 /// Where `signal` gets a certificate, if it serves HTTPS.
 #[derive(Debug, Clone)]
@@ -45,13 +46,19 @@ pub struct SignalConfig {
     pub json: bool,
 }
 
-/// The hub's routes plus `/healthz`, with CORS.
+/// The hub's routes plus `/healthz`, with CORS; pages of origins not allowed get 403
+/// on the hub.
 pub fn router(hub: &Hub, allow_origins: &[String]) -> Result<Router> {
     let health = hub.clone();
+    let policy = Policy::public(allow_origins);
+    let check = policy.clone();
     Ok(hub
         .routes()
+        .layer(axum::middleware::from_fn(move |req, next| {
+            origin::check_origin(check.clone(), req, next)
+        }))
         .route("/healthz", get(move || async move { Json(health.stats()) }))
-        .layer(crate::server::cors(allow_origins)?))
+        .layer(policy.cors()))
 }
 
 /// Loads or issues the server certificate.
@@ -135,6 +142,16 @@ pub async fn run(
         }
         for url in &network {
             t.push_str(&format!("  Network: {url}\n"));
+        }
+        if config.allow_origins.is_empty() {
+            t.push_str(
+                "\n  Pages of any origin may use this hub (restrict it with --allow-origin).\n",
+            );
+        } else {
+            t.push_str(&format!(
+                "\n  Pages of {} may use this hub; others get 403.\n",
+                config.allow_origins.join(", ")
+            ));
         }
         t + "\n"
     };

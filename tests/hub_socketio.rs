@@ -179,10 +179,50 @@ async fn cors_preflight_echoes_headers_never_star() {
         "{text}"
     );
     assert!(
-        text.contains("access-control-allow-credentials: true"),
-        "{text}"
+        !text.contains("access-control-allow-credentials"),
+        "a public hub never lets pages send credentials: {text}"
     );
     assert!(!text.contains(": *"), "{text}");
+}
+
+/// With `--allow-origin`, `signal` refuses pages of other origins on both transports
+/// and the native route, and lets the listed one and non-browser clients in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_origin_is_enforced_on_every_hub_route() {
+    let listener = rtcdev::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hub = rtcdev::hub::Hub::start(HubConfig::default()).await.unwrap();
+    let app = rtcdev::signal::router(&hub, &["https://app.example".into()]).unwrap();
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(rtcdev::server::serve(
+        listener,
+        app,
+        None,
+        Some(hub),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let head = |path: &str, origin: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\nConnection: Upgrade\r\n\
+             Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+    };
+    for path in [
+        "/ws",
+        "/socket.io/?EIO=4&transport=websocket",
+        "/socket.io/?EIO=4&transport=polling",
+    ] {
+        let r = common::http_request_head(addr, &head(path, "https://evil.example")).await;
+        assert!(r.starts_with("HTTP/1.1 403"), "{path}: {r}");
+        let r = common::http_request_head(addr, &head(path, "https://app.example")).await;
+        assert!(!r.starts_with("HTTP/1.1 403"), "{path}: {r}");
+    }
+    // A client that sends no Origin (not a browser page) is not held back.
+    let mut c = common::NativeClient::connect(&format!("ws://{addr}/ws")).await;
+    c.send(json!({"type": "ping"})).await;
+    assert_eq!(c.recv().await["type"], "pong");
 }
 
 /// Runs a script of tests/js with node and parses the JSON line it prints.

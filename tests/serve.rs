@@ -72,7 +72,7 @@ fn plain(path: &str) -> Request<Body> {
 async fn router_serves_page_config_qr_health_and_ca() {
     let sb = Sandbox::new();
     let (st, ca) = state(&sb, Content::Bundled);
-    let app = serve::router(st, &[]).unwrap();
+    let app = serve::router(st, &[], &[]).unwrap();
 
     let (s, h, body) = call(&app, get("/")).await;
     assert_eq!(s, StatusCode::OK);
@@ -140,7 +140,7 @@ async fn router_serves_page_config_qr_health_and_ca() {
 async fn plain_http_serves_only_onboarding() {
     let sb = Sandbox::new();
     let (st, _) = state(&sb, Content::Bundled);
-    let app = serve::router(st, &[]).unwrap();
+    let app = serve::router(st, &[], &[]).unwrap();
 
     let (s, h, body) = call(&app, plain("/join?room=r1")).await;
     assert_eq!(s, StatusCode::OK);
@@ -178,34 +178,108 @@ async fn plain_http_serves_only_onboarding() {
     );
 }
 
+/// CORS answers the server's own origins and `--allow-origin` ones, echoed (never `*`,
+/// which iOS Safari rejects for headers), never with credentials; other origins get
+/// no CORS headers, and 403 on the hub's WebSocket and socket.io routes.
 #[tokio::test]
-async fn cors_for_other_origins_echoes_never_star() {
+async fn cors_and_the_hub_only_for_own_and_allowed_origins() {
     let sb = Sandbox::new();
     let (st, _) = state(&sb, Content::Bundled);
-    let app = serve::router(st, &[]).unwrap();
-    let req = Request::builder()
-        .method("OPTIONS")
-        .uri("/config.json")
-        .header("origin", "https://localhost:5173")
-        .header("access-control-request-method", "GET")
-        .header("access-control-request-headers", "authorization,x-trace")
-        .body(Body::empty())
-        .unwrap();
-    let (s, h, _) = call(&app, req).await;
-    assert!(s.is_success());
-    assert_eq!(h["access-control-allow-origin"], "https://localhost:5173");
-    assert_eq!(h["access-control-allow-headers"], "authorization,x-trace");
-    for (name, value) in &h {
-        assert_ne!(value, "*", "{name}");
+    let app = serve::router(st, &["https://ok.test".into()], &[]).unwrap();
+    for origin in [
+        "https://192.0.2.10:8443",
+        "https://localhost:8443",
+        "https://ok.test",
+    ] {
+        let req = Request::builder()
+            .method("OPTIONS")
+            .uri("/config.json")
+            .header("host", "192.0.2.10:8443")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization,x-trace")
+            .body(Body::empty())
+            .unwrap();
+        let (s, h, _) = call(&app, req).await;
+        assert!(s.is_success());
+        assert_eq!(h["access-control-allow-origin"], origin);
+        assert_eq!(h["access-control-allow-headers"], "authorization,x-trace");
+        assert!(
+            h.get("access-control-allow-credentials").is_none(),
+            "{origin}"
+        );
+        for (name, value) in &h {
+            assert_ne!(value, "*", "{name}");
+        }
     }
-    let restricted =
-        serve::router(state(&sb, Content::Bundled).0, &["https://ok.test".into()]).unwrap();
-    let req = Request::get("/config.json")
-        .header("origin", "https://evil.test")
+    for path in ["/config.json", "/", "/app.js"] {
+        let req = Request::get(path)
+            .header("host", "192.0.2.10:8443")
+            .header("origin", "https://evil.test")
+            .body(Body::empty())
+            .unwrap();
+        let (_, h, _) = call(&app, req).await;
+        assert!(h.get("access-control-allow-origin").is_none(), "{path}");
+    }
+    for path in [
+        "/ws",
+        "/socket.io/?EIO=4&transport=polling",
+        "/socket.io/?EIO=4&transport=websocket",
+    ] {
+        let req = Request::get(path)
+            .header("host", "192.0.2.10:8443")
+            .header("origin", "https://evil.test")
+            .body(Body::empty())
+            .unwrap();
+        let (s, _, body) = call(&app, req).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{path}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("--allow-origin https://evil.test"),
+            "{path}"
+        );
+    }
+    // The page's own origin reaches the hub.
+    let req = Request::get("/socket.io/?EIO=4&transport=polling")
+        .header("host", "192.0.2.10:8443")
+        .header("origin", "https://192.0.2.10:8443")
         .body(Body::empty())
         .unwrap();
-    let (_, h, _) = call(&restricted, req).await;
-    assert!(h.get("access-control-allow-origin").is_none());
+    assert_eq!(call(&app, req).await.0, StatusCode::OK);
+}
+
+/// A request under a host name that is not an IP, localhost, this host's name or an
+/// `--allowed-host` is refused (DNS rebinding), whatever the route.
+#[tokio::test]
+async fn foreign_host_names_are_refused() {
+    let sb = Sandbox::new();
+    let (st, _) = state(&sb, Content::Bundled);
+    let app = serve::router(st, &[], &["dev.test".into()]).unwrap();
+    for (host, ok) in [
+        ("192.0.2.10:8443", true),
+        ("localhost:8443", true),
+        ("app.localhost:8443", true),
+        ("[::1]:8443", true),
+        ("dev.test:8443", true),
+        ("rebind.evil.example:8443", false),
+        ("evil.example", false),
+    ] {
+        for path in ["/", "/config.json", "/healthz", "/ws"] {
+            let req = Request::get(path)
+                .header("host", host)
+                .body(Body::empty())
+                .unwrap();
+            let (s, _, body) = call(&app, req).await;
+            if ok {
+                assert_ne!(s, StatusCode::FORBIDDEN, "{host} {path}");
+            } else {
+                assert_eq!(s, StatusCode::FORBIDDEN, "{host} {path}");
+                assert!(
+                    String::from_utf8_lossy(&body).contains("--allowed-host"),
+                    "{host}"
+                );
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -221,7 +295,7 @@ async fn dir_serving_stays_inside_the_folder() {
     std::os::unix::fs::symlink(sb.path().join("secret.txt"), site.join("leak.txt")).unwrap();
     let content = serve::content_dir(&site).unwrap();
     let (st, _) = state(&sb, content);
-    let app = serve::router(st, &[]).unwrap();
+    let app = serve::router(st, &[], &[]).unwrap();
 
     let (s, h, body) = call(&app, get("/")).await;
     assert_eq!(
@@ -309,6 +383,7 @@ async fn start_full(
         }),
         hub: HubConfig::default(),
         allow_origins: vec![],
+        allowed_hosts: vec![],
         qr: QrMode::Never,
         quiet: true,
         json: false,

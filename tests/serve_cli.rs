@@ -106,6 +106,7 @@ fn a_taken_default_port_moves_to_the_next() {
         },
         hub: Default::default(),
         allow_origins: vec![],
+        allowed_hosts: vec![],
         qr: rtcdev::serve::QrMode::Never,
         quiet: true,
         json: false,

@@ -33,6 +33,7 @@ use crate::hub::protocol::{PeerId, RoomName};
 use crate::hub::{Hub, HubConfig};
 use crate::net;
 use crate::server::Scheme;
+use crate::server::origin::{self, Policy};
 
 /// The port `serve` listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8443;
@@ -99,8 +100,10 @@ pub struct ServeConfig {
     pub tls: TlsChoice,
     /// Hub limits and ICE servers.
     pub hub: HubConfig,
-    /// CORS origins (empty: any, echoed).
+    /// Origins besides its own whose pages may use the hub and `/config.json`.
     pub allow_origins: Vec<String>,
+    /// Host names it answers to besides IPs, localhost and this host's names.
+    pub allowed_hosts: Vec<String>,
     /// Terminal QR code.
     pub qr: QrMode,
     /// Print only the essentials.
@@ -204,8 +207,21 @@ impl AppState {
 }
 
 /// The router: page, hub, config, QR, onboarding, health; plain HTTP limited to
-/// onboarding. Tests call it with `oneshot`.
-pub fn router(state: AppState, allow_origins: &[String]) -> Result<Router> {
+/// onboarding; host names checked first; CORS and the origin check only on what other
+/// pages may call (the hub and the JSON/QR routes), never on the page, `--dir` or
+/// `--proxy` content. Tests call it with `oneshot`.
+pub fn router(
+    state: AppState,
+    allow_origins: &[String],
+    allowed_hosts: &[String],
+) -> Result<Router> {
+    let lan_state = state.clone();
+    let policy = Policy::own(
+        state.inner.port,
+        Arc::new(move || lan_state.lan()),
+        allow_origins,
+        allowed_hosts,
+    );
     let content_state = state.clone();
     let content = Router::new()
         .fallback(move |req: Request| {
@@ -220,6 +236,15 @@ pub fn router(state: AppState, allow_origins: &[String]) -> Result<Router> {
             }
         })
         .layer(CompressionLayer::new());
+    let check = policy.clone();
+    let hub = state
+        .inner
+        .hub
+        .routes()
+        .layer(middleware::from_fn(move |req, next| {
+            origin::check_origin(check.clone(), req, next)
+        }));
+    let hosts = policy.clone();
     let app = Router::new()
         .route("/config.json", get(config_json))
         .route("/qr.svg", get(qr_svg))
@@ -229,10 +254,13 @@ pub fn router(state: AppState, allow_origins: &[String]) -> Result<Router> {
         .route("/ca.pem", get(ca_pem))
         .route("/ca.mobileconfig", get(mobileconfig))
         .with_state(state.clone())
-        .merge(state.inner.hub.routes())
+        .merge(hub)
+        .layer(policy.cors())
         .merge(content)
         .layer(middleware::from_fn_with_state(state, plain_http_guard))
-        .layer(crate::server::cors(allow_origins)?);
+        .layer(middleware::from_fn(move |req, next| {
+            origin::check_host(hosts.clone(), req, next)
+        }));
     Ok(app)
 }
 
@@ -527,7 +555,7 @@ pub async fn run_on(
         config.room.clone(),
         reachable(addr.ip(), &lan),
     );
-    let app = router(state.clone(), &config.allow_origins)?;
+    let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
     let u = urls(addr, &state);
     crate::server::print_stdout(&banner(&u, &config, !state.lan().is_empty()));
 

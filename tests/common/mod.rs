@@ -488,6 +488,27 @@ pub async fn http_request(addr: std::net::SocketAddr, request_head: &str) -> Htt
     HttpResponse::parse(&raw)
 }
 
+/// Sends `request_head` and returns the response head (status line and headers) as
+/// text, without waiting for the connection to end (an upgrade keeps it open).
+pub async fn http_request_head(addr: std::net::SocketAddr, request_head: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request_head.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("response in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&raw).into_owned()
+}
+
 /// A TLS client config that trusts only `ca_der`.
 pub fn client_config(ca_der: &[u8]) -> std::sync::Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();

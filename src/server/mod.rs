@@ -1,5 +1,8 @@
 //! What `serve` and `signal` share: binding with clear errors, one port for HTTPS and
-//! plain HTTP (sniffing the first byte), CORS, and graceful shutdown.
+//! plain HTTP (sniffing the first byte), origins and hosts ([`origin`]), and graceful
+//! shutdown.
+
+pub mod origin;
 
 use std::future::Future;
 use std::io;
@@ -11,13 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use axum::Router;
 use axum_server::accept::Accept;
-use http::HeaderValue;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::either::Either;
 use tower_http::add_extension::AddExtension;
-use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 use crate::hub::Hub;
 
@@ -29,8 +30,6 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest request head (request line and headers) a client may send; more gets 431.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
-/// Browsers may cache a CORS preflight this long.
-const CORS_MAX_AGE: Duration = Duration::from_secs(600);
 /// The first byte of a TLS record carrying a handshake.
 const TLS_HANDSHAKE_BYTE: u8 = 0x16;
 
@@ -218,31 +217,6 @@ fn watch_signals(first: tokio::sync::oneshot::Sender<()>) -> io::Result<()> {
             }
         })?;
     Ok(())
-}
-
-/// CORS for other origins (an app on another port calling the hub or `/config.json`).
-/// Requested headers and methods are echoed explicitly, never `*`: iOS Safari rejects
-/// `Access-Control-Allow-Headers: *` and every request then ends with status 0 (the
-/// seed article's closing note). With `allow_origins` empty, any origin is echoed.
-pub fn cors(allow_origins: &[String]) -> Result<CorsLayer> {
-    let origin = if allow_origins.is_empty() {
-        AllowOrigin::mirror_request()
-    } else {
-        let list = allow_origins
-            .iter()
-            .map(|o| {
-                HeaderValue::from_str(o.trim_end_matches('/'))
-                    .with_context(|| format!("--allow-origin {o:?} is not a valid origin"))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        AllowOrigin::list(list)
-    };
-    Ok(CorsLayer::new()
-        .allow_origin(origin)
-        .allow_methods(AllowMethods::mirror_request())
-        .allow_headers(AllowHeaders::mirror_request())
-        .allow_credentials(true)
-        .max_age(CORS_MAX_AGE))
 }
 
 /// Writes to stdout, ignoring a closed pipe: a server must not die because whoever

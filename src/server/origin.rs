@@ -1,0 +1,332 @@
+//! Which web pages may use rtcdev, and under which host names it answers, as Vite
+//! 6.0.9 does it after CVE-2025-24010:
+//!
+//! - **Origins.** A page in another tab is a client too: the browser sends its
+//!   `Origin` with every cross-origin request and every WebSocket upgrade. `serve`
+//!   allows by default only its own origins (every URL it prints: localhost, this
+//!   host's addresses, its names, on its port) plus `--allow-origin`; the hub's
+//!   WebSocket upgrades and socket.io requests (both transports) from other origins
+//!   get 403. `signal`, a public hub behind someone's app, allows any origin unless
+//!   `--allow-origin` is given, and says so. CORS never carries credentials.
+//! - **Hosts.** A request whose `Host` is not an IP literal, `localhost` (or a
+//!   `.localhost` name), one of this host's names or an `--allowed-host` gets 403: a
+//!   DNS-rebinding page cannot reach `serve` under its own name.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, StatusCode, header};
+use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
+
+/// Browsers may cache a CORS preflight this long.
+const CORS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// This machine's addresses now (they change with the network).
+pub type Addresses = Arc<dyn Fn() -> Vec<IpAddr> + Send + Sync>;
+
+/// Which origins may use the server and which host names it answers to.
+#[derive(Clone)]
+pub struct Policy {
+    own: Option<Own>,
+    allowed_origins: Arc<Vec<String>>,
+    allowed_hosts: Option<Arc<Vec<String>>>,
+}
+
+/// A server's own origins: its port on localhost, its addresses and its names.
+#[derive(Clone)]
+struct Own {
+    port: u16,
+    addresses: Addresses,
+    names: Arc<Vec<String>>,
+}
+
+impl Policy {
+    /// `serve`: its own origins and `allow_origins`; host names checked, with
+    /// `allowed_hosts` added to this host's.
+    pub fn own(
+        port: u16,
+        addresses: Addresses,
+        allow_origins: &[String],
+        allowed_hosts: &[String],
+    ) -> Self {
+        let names = host_names();
+        let mut hosts: Vec<String> = names.clone();
+        hosts.extend(allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()));
+        Policy {
+            own: Some(Own {
+                port,
+                addresses,
+                names: Arc::new(names),
+            }),
+            allowed_origins: Arc::new(normalize(allow_origins)),
+            allowed_hosts: Some(Arc::new(hosts)),
+        }
+    }
+
+    /// `signal`: any origin, or only `allow_origins` when given; any host name.
+    pub fn public(allow_origins: &[String]) -> Self {
+        Policy {
+            own: None,
+            allowed_origins: Arc::new(normalize(allow_origins)),
+            allowed_hosts: None,
+        }
+    }
+
+    /// Whether any origin may connect (a public hub without `--allow-origin`).
+    pub fn any_origin(&self) -> bool {
+        self.own.is_none() && self.allowed_origins.is_empty()
+    }
+
+    /// Whether a page of `origin` may use the server.
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        if self.any_origin() {
+            return true;
+        }
+        let origin = origin.trim_end_matches('/').to_ascii_lowercase();
+        if self.allowed_origins.contains(&origin) {
+            return true;
+        }
+        let Some(own) = &self.own else { return false };
+        let Some((scheme, rest)) = origin.split_once("://") else {
+            return false;
+        };
+        if scheme != "https" && scheme != "http" {
+            return false;
+        }
+        let (host, port) = split_host_port(rest);
+        if port != Some(own.port) {
+            return false;
+        }
+        is_local_name(host)
+            || own.names.iter().any(|n| n == host)
+            || parse_ip(host).is_some_and(|ip| ip.is_loopback() || (own.addresses)().contains(&ip))
+    }
+
+    /// Whether the server answers under `host` (a `Host` header or an authority).
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let Some(hosts) = &self.allowed_hosts else {
+            return true;
+        };
+        let lower = host.to_ascii_lowercase();
+        let name = split_host_port(&lower).0.trim_end_matches('.');
+        parse_ip(name).is_some() || is_local_name(name) || hosts.iter().any(|h| h == name)
+    }
+
+    /// CORS for the routes other pages may call (the hub, `/config.json`): allowed
+    /// origins are echoed, never with credentials; requested headers and methods are
+    /// echoed explicitly, never `*`, which iOS Safari rejects.
+    pub fn cors(&self) -> CorsLayer {
+        let origin = if self.any_origin() {
+            // Echoed rather than `*`: the same for a browser, and never a wildcard.
+            AllowOrigin::mirror_request()
+        } else {
+            let policy = self.clone();
+            AllowOrigin::predicate(move |origin: &HeaderValue, _| {
+                origin.to_str().is_ok_and(|o| policy.origin_allowed(o))
+            })
+        };
+        CorsLayer::new()
+            .allow_origin(origin)
+            .allow_methods(AllowMethods::mirror_request())
+            .allow_headers(AllowHeaders::mirror_request())
+            .max_age(CORS_MAX_AGE)
+    }
+}
+
+/// 403 for a request under a host name the server does not answer to (DNS
+/// rebinding), before anything else sees it.
+pub async fn check_host(policy: Policy, req: Request, next: Next) -> Response {
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
+    match host {
+        Some(h) if !policy.host_allowed(&h) => {
+            let name = split_host_port(&h).0.to_string();
+            crate::info_limited!("host refused", host = %name, "refusing a request for a host name rtcdev does not answer to");
+            forbidden(format!(
+                "Blocked request: this server does not answer to the host name {name:?}.\n\
+                 To allow it, restart rtcdev with --allowed-host {name}\n"
+            ))
+        }
+        _ => next.run(req).await,
+    }
+}
+
+/// 403 for a request from a page of an origin that may not use the hub (WebSocket
+/// upgrades and socket.io's requests carry the page's `Origin`). Requests without an
+/// `Origin` (not from a browser page) pass.
+pub async fn check_origin(policy: Policy, req: Request, next: Next) -> Response {
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let text = origin.to_str().unwrap_or("");
+        if !policy.origin_allowed(text) {
+            crate::info_limited!("origin refused", origin = %text, "refusing the hub to a page of another origin (allow it with --allow-origin)");
+            return forbidden(format!(
+                "Blocked request: pages of {text} may not use this hub.\n\
+                 To allow them, restart rtcdev with --allow-origin {text}\n"
+            ));
+        }
+    }
+    next.run(req).await
+}
+
+fn forbidden(text: String) -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// Checks an `--allow-origin` value: `scheme://host[:port]`, no path.
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let o = s.trim().trim_end_matches('/');
+    let ok = o.split_once("://").is_some_and(|(scheme, rest)| {
+        !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+            && !rest.is_empty()
+            && !rest.contains('/')
+            && HeaderValue::from_str(o).is_ok()
+    });
+    if ok {
+        Ok(o.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not an origin; write it as scheme://host[:port], e.g. https://app.example:5173"
+        ))
+    }
+}
+
+/// This host's names (its host name and `<host>.local`), lowercase.
+fn host_names() -> Vec<String> {
+    let host = crate::cert::ca::hostname().to_ascii_lowercase();
+    if host.is_empty() || host == "localhost" {
+        return Vec::new();
+    }
+    vec![format!("{host}.local"), host]
+}
+
+fn normalize(origins: &[String]) -> Vec<String> {
+    origins
+        .iter()
+        .map(|o| o.trim().trim_end_matches('/').to_ascii_lowercase())
+        .filter(|o| !o.is_empty())
+        .collect()
+}
+
+/// `localhost` and `*.localhost` (RFC 6761: always this machine).
+fn is_local_name(host: &str) -> bool {
+    host == "localhost" || host.ends_with(".localhost")
+}
+
+/// `host[:port]` or `[v6][:port]` into the host (brackets kept for v6) and the port.
+fn split_host_port(s: &str) -> (&str, Option<u16>) {
+    if s.starts_with('[') {
+        return match s.find(']') {
+            Some(end) => (
+                &s[..=end],
+                s[end + 1..].strip_prefix(':').and_then(|p| p.parse().ok()),
+            ),
+            None => (s, None),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (s, None),
+    }
+}
+
+fn parse_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_policy() -> Policy {
+        Policy::own(
+            8443,
+            Arc::new(|| vec!["192.168.1.20".parse().unwrap()]),
+            &["https://app.example:3000/".into()],
+            &["dev.test".into()],
+        )
+    }
+
+    #[test]
+    fn serve_allows_its_own_origins_and_the_listed_ones() {
+        let p = serve_policy();
+        for ok in [
+            "https://localhost:8443",
+            "http://localhost:8443",
+            "https://127.0.0.1:8443",
+            "https://[::1]:8443",
+            "https://192.168.1.20:8443",
+            "https://app.example:3000",
+            "https://foo.localhost:8443",
+        ] {
+            assert!(p.origin_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "https://evil.example",
+            "https://evil.example:8443",
+            "https://192.168.1.99:8443",
+            "https://localhost:5173",
+            "null",
+            "file://",
+            "https://localhost.evil.example:8443",
+        ] {
+            assert!(!p.origin_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn serve_answers_to_ips_localhost_its_names_and_listed_hosts() {
+        let p = serve_policy();
+        for ok in [
+            "localhost:8443",
+            "127.0.0.1:8443",
+            "[::1]:8443",
+            "10.0.0.5",
+            "dev.test:8443",
+            "DEV.TEST",
+            "app.localhost",
+        ] {
+            assert!(p.host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8443",
+            "localhost.evil.example",
+            "attacker.rebind.network:8443",
+        ] {
+            assert!(!p.host_allowed(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn signal_allows_any_origin_unless_told() {
+        let any = Policy::public(&[]);
+        assert!(any.any_origin());
+        assert!(any.origin_allowed("https://evil.example"));
+        assert!(any.host_allowed("anything.example"));
+        let listed = Policy::public(&["https://app.example".into()]);
+        assert!(listed.origin_allowed("https://app.example"));
+        assert!(!listed.origin_allowed("https://evil.example"));
+    }
+}
