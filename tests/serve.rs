@@ -565,6 +565,91 @@ async fn garbage_and_half_open_connections_do_not_hurt() {
     drop(idle);
 }
 
+/// The upstream sees the client's Host and address, never what the client claims in
+/// forwarding headers, over HTTP/1.1 and HTTP/2 (curl, real TLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_headers_come_from_the_connection_not_the_client() {
+    common::require("curl", "curl");
+    let upstream = axum::Router::new().route(
+        "/headers",
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            let mut v: Vec<String> = headers
+                .iter()
+                .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+                .collect();
+            v.sort();
+            v.join("\n")
+        }),
+    );
+    let up = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up_addr = up.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(up, upstream).await.unwrap() });
+    let sb = Sandbox::new();
+    let proxy = serve::proxy::Proxy::new(&format!("http://{up_addr}")).unwrap();
+    let run = start_with(&sb, vec![], Content::Proxy(Box::new(proxy))).await;
+    let ca = sb.path().join("ca.pem");
+    std::fs::write(&ca, &run.ca.cert_pem).unwrap();
+    let port = run.addr.port();
+    for version in ["--http1.1", "--http2"] {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "10",
+                "-w",
+                "\nversion %{http_version}",
+                version,
+                "--cacert",
+            ])
+            .arg(&ca)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(["-H", "X-Forwarded-For: 6.6.6.6"])
+            .args(["-H", "X-Forwarded-Host: evil.example"])
+            .args(["-H", "X-Forwarded-Proto: gopher"])
+            .args(["-H", "X-Real-IP: 6.6.6.6"])
+            .args(["-H", "Forwarded: for=6.6.6.6;host=evil.example"])
+            .arg(format!("https://localhost:{port}/headers"))
+            .output()
+            .await
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let want = if version == "--http2" {
+            "version 2"
+        } else {
+            "version 1.1"
+        };
+        assert!(text.ends_with(want), "{version}: {text}");
+        assert!(
+            text.contains(&format!("host: localhost:{port}")),
+            "{version}: {text}"
+        );
+        assert!(
+            text.contains("x-forwarded-for: 127.0.0.1"),
+            "{version}: {text}"
+        );
+        assert!(
+            text.contains(&format!("x-forwarded-host: localhost:{port}")),
+            "{version}: {text}"
+        );
+        assert!(
+            text.contains("x-forwarded-proto: https"),
+            "{version}: {text}"
+        );
+        for claim in [
+            "6.6.6.6",
+            "evil.example",
+            "gopher",
+            "x-real-ip",
+            "forwarded: ",
+        ] {
+            assert!(
+                !text.contains(claim),
+                "{version}: {claim} passed through: {text}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn proxy_forwards_http_and_websocket_upgrades() {
     use futures_util::{SinkExt, StreamExt};
@@ -606,7 +691,11 @@ async fn proxy_forwards_http_and_websocket_upgrades() {
         .await
         .unwrap();
     assert_eq!(res.status, 200);
-    assert_eq!(res.text(), format!("hi from upstream, host {up_addr}"));
+    assert_eq!(
+        res.text(),
+        "hi from upstream, host localhost",
+        "the client's Host goes through"
+    );
     // rtcdev's own routes are not forwarded.
     let res = https_request(run.addr, "localhost", &der, &get_head("/healthz"))
         .await

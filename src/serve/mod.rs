@@ -453,6 +453,14 @@ fn banner(u: &Urls, config: &ServeConfig, has_lan: bool) -> String {
             Err(e) => tracing::warn!(%e, "no QR code"),
         }
     }
+    if let (Content::Proxy(p), false) = (&config.content, config.quiet) {
+        t.push_str(&format!(
+            "\n  Proxying to {} (--proxy): it is now reachable from the LAN through rtcdev.\n  \
+             It sees each client's address (X-Forwarded-For) and Host; for host names other than\n  \
+             IPs and localhost, vite needs server.allowedHosts (webpack-dev-server: allowedHosts).\n",
+            p.upstream()
+        ));
+    }
     if let (Some(ca), false) = (&u.ca_file, config.quiet) {
         t.push_str(&format!(
             "\n  Certificate by the local CA {} (trust it here: rtcdev cert --install)\n",

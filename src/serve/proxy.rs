@@ -1,5 +1,11 @@
 //! `--proxy URL`: everything rtcdev does not own goes to a dev server (vite, webpack),
 //! WebSocket upgrades included, so HMR works through rtcdev's trusted HTTPS.
+//!
+//! Headers as Caddy's `reverse_proxy` sets them: the client's `Host` goes through (so
+//! the dev server sees who it is talking to, not "localhost"), whatever the client
+//! claims in `X-Forwarded-*`, `Forwarded` and `X-Real-IP` is dropped, and
+//! `X-Forwarded-For`, `-Proto` and `-Host` are set from the real connection. A dev
+//! server that trusts requests from localhost is thus not fooled by LAN clients.
 
 use std::time::Duration;
 
@@ -17,6 +23,14 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that belong to one connection and are not forwarded (RFC 9110 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
+    // Claims about the client that only rtcdev may make (set again below).
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-server",
+    "x-real-ip",
     "connection",
     "keep-alive",
     "proxy-authenticate",
@@ -89,14 +103,20 @@ impl Proxy {
             .uri(target.clone());
         let headers = builder.headers_mut().expect("fresh builder");
         copy_end_to_end(&parts.headers, headers);
-        if let Some(authority) = self.base.authority() {
-            // Dev servers check Host against their own name (vite's allowedHosts).
-            if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
-                headers.insert(header::HOST, v);
-            }
+        // The host the client asked for: HTTP/2 carries it as the authority.
+        let host = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .or_else(|| parts.headers.get(header::HOST).cloned());
+        if let Some(host) = host {
+            headers.insert(header::HOST, host.clone());
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host);
         }
-        if let Some(host) = parts.headers.get(header::HOST) {
-            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        if let Some(ip) = crate::hub::client_ip_parts(&parts.extensions)
+            && let Ok(v) = HeaderValue::from_str(&ip.to_string())
+        {
+            headers.insert(HeaderName::from_static("x-forwarded-for"), v);
         }
         headers.insert(
             HeaderName::from_static("x-forwarded-proto"),
@@ -140,6 +160,15 @@ impl Proxy {
         }
         let (mut res_parts, res_body) = res.into_parts();
         strip_hop_by_hop(&mut res_parts.headers);
+        if res_parts.status == StatusCode::FORBIDDEN
+            && let Some(host) = headers_host(&parts.headers, &parts.uri)
+        {
+            crate::info_limited!(
+                "upstream refused host",
+                host,
+                "the --proxy upstream refused a request for host {host}; if it is vite, add the name to server.allowedHosts in vite.config (webpack-dev-server: allowedHosts)"
+            );
+        }
         Response::from_parts(res_parts, Body::new(res_body))
     }
 
@@ -154,6 +183,17 @@ impl Proxy {
         );
         (StatusCode::BAD_GATEWAY, Html(page)).into_response()
     }
+}
+
+/// The host name a request was for, when it is a name (not an IP or localhost), the
+/// kind dev servers refuse unless told.
+fn headers_host(h: &HeaderMap, uri: &Uri) -> Option<String> {
+    let host = uri.authority().map(|a| a.host().to_string()).or_else(|| {
+        let v = h.get(header::HOST)?.to_str().ok()?;
+        Some(v.rsplit_once(':').map_or(v, |(h, _)| h).to_string())
+    })?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    (bare.parse::<std::net::IpAddr>().is_err() && bare != "localhost").then_some(host)
 }
 
 fn html_escape(s: &str) -> String {
