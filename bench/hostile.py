@@ -135,8 +135,17 @@ class Sampler:
         return pick(0.5), pick(0.99), lat[-1], self.fail, len(self.lat)
 
 
+def peers(health):
+    """Hub peers still connected, from /healthz (0 when it cannot tell)."""
+    body = health(body=True)
+    try:
+        return json.loads(body)["limits"]["connections"] if body else 0
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
 def http_health(port, tls=False):
-    def check():
+    def check(body=False):
         try:
             if tls:
                 ctx = ssl.create_default_context()
@@ -146,11 +155,14 @@ def http_health(port, tls=False):
             else:
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", "/healthz")
-            ok = c.getresponse().status == 200
+            res = c.getresponse()
+            data = res.read()
             c.close()
-            return ok
+            if body:
+                return data if res.status == 200 else None
+            return res.status == 200
         except OSError:
-            return False
+            return None if body else False
     return check
 
 
@@ -178,6 +190,8 @@ def legit_pairs(url, seconds):
 
 
 def verdict(r):
+    if r == "n/a":
+        return "n/a"
     if not r:
         return "FAILED"
     ok = r["received"] == r["sent"] and r["inOrder"]
@@ -194,7 +208,11 @@ def run_attack(name, pid, health, url, attack):
     time.sleep(0.5)
     with Sampler(pid, health) as s:
         extra = attack()
-    legit = collect() if collect else {}
+    legit = collect() if collect else {"native": "n/a", "socketio": "n/a"}
+    # Until the attack's connections are gone (at most 40 s), then a moment more.
+    settle = time.time() + 40
+    while time.time() < settle and peers(health) > 0:
+        time.sleep(0.5)
     time.sleep(2)
     after = rss_kb(pid)
     p50, p99, mx, fails, n = s.summary()

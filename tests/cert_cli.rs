@@ -71,6 +71,20 @@ fn default_names_cover_localhost_and_the_host() {
     let out = sb.rtcdev().args(["cert", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // The CA's fingerprint, as openssl has it.
+    let fp = sb
+        .tool("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(sb.path().join(".local/share/rtcdev/rootCA.pem"))
+        .output()
+        .unwrap();
+    let fp = String::from_utf8_lossy(&fp.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(report["ca"]["fingerprint_sha256"], fp.as_str(), "{report}");
     let names: Vec<&str> = report["certificate"]["names"]
         .as_array()
         .unwrap()

@@ -51,6 +51,33 @@ fn json_urls_no_qr_off_a_terminal_and_sigterm_exits_0() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"rooms\":0"));
 
+    // The CA's fingerprint, as openssl computes it, in the banner, on the phone's join
+    // page (grouped for reading aloud) and in the iOS profile.
+    require("openssl", "openssl");
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let openssl = text.trim().rsplit('=').next().unwrap().to_string();
+    assert_eq!(openssl.len(), 95, "{text}");
+    assert_eq!(v["ca_fingerprint"], openssl.as_str(), "{v}");
+    let plain = local.replace("https://", "http://");
+    let page = Command::new("curl")
+        .args(["-s", &format!("{plain}join?room=cli-room")])
+        .output()
+        .unwrap();
+    let page = String::from_utf8_lossy(&page.stdout).to_string();
+    let hex = openssl.replace(':', "");
+    let grouped: Vec<&str> = (0..16).map(|i| &hex[i * 4..i * 4 + 4]).collect();
+    assert!(page.contains(&grouped.join(" ")), "{page}");
+    let profile = Command::new("curl")
+        .args(["-s", &format!("{plain}ca.mobileconfig")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&profile.stdout).contains(&openssl));
+
     proc.sigterm();
     assert_eq!(proc.wait_exit().code(), Some(0));
     let rest: Vec<String> = proc.lines.by_ref().map_while(Result::ok).collect();

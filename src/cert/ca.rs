@@ -122,6 +122,28 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
 }
 
+/// The SHA-256 fingerprint of a certificate as `openssl x509 -fingerprint -sha256`
+/// prints it: uppercase hex pairs joined by colons.
+pub fn fingerprint_sha256(der: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, der);
+    d.as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// The same fingerprint in groups of four hex digits, for reading aloud and comparing
+/// on a phone's screen.
+pub fn fingerprint_groups(der: &[u8]) -> String {
+    let hex: String = fingerprint_sha256(der).replace(':', "");
+    hex.as_bytes()
+        .chunks(4)
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// What `Ca::load_or_create` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CaOutcome {
@@ -267,6 +289,11 @@ impl Ca {
     /// with mkcert is recognised in either tool's installs.
     pub fn nickname(&self) -> String {
         format!("{} {}", self.organization, self.serial)
+    }
+
+    /// The certificate's SHA-256 fingerprint (see [`fingerprint_sha256`]).
+    pub fn fingerprint(&self) -> String {
+        fingerprint_sha256(&self.cert_der)
     }
 
     /// Issues a leaf certificate with a new ECDSA P-256 key.

@@ -84,6 +84,9 @@ pub struct CaReport {
     /// Expiry, RFC 3339.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires: Option<String>,
+    /// SHA-256 fingerprint of the CA certificate (as openssl prints it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint_sha256: Option<String>,
 }
 
 /// The leaf part of a report.
@@ -121,6 +124,11 @@ impl CertReport {
                 ca.dir.display()
             )),
             _ => {}
+        }
+        if let Some(fp) = &ca.fingerprint_sha256 {
+            s.push_str(&format!(
+                "The local CA's SHA-256 fingerprint (compare it on a device before trusting the CA):\n  {fp}\n"
+            ));
         }
         for r in &self.trust {
             s.push_str(&format!("The local CA in {}: {}\n", r.store, r.outcome));
@@ -183,6 +191,7 @@ pub fn run(config: &CertConfig) -> Result<CertReport> {
             created: false,
             name: None,
             expires: None,
+            fingerprint_sha256: None,
         },
         certificate: None,
         trust: Vec::new(),
@@ -202,6 +211,7 @@ pub fn run(config: &CertConfig) -> Result<CertReport> {
     report.ca.created = outcome == CaOutcome::Created;
     report.ca.name = Some(ca.nickname());
     report.ca.expires = Some(rfc3339(ca.not_after));
+    report.ca.fingerprint_sha256 = Some(ca.fingerprint());
 
     let issue = match &config.task {
         CertTask::Caroot => None,

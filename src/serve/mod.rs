@@ -385,6 +385,9 @@ pub struct Urls {
     /// The local CA certificate, if rtcdev's CA is used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+    /// Its SHA-256 fingerprint, as openssl prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<String>,
 }
 
 fn urls(addr: SocketAddr, state: &AppState) -> Urls {
@@ -417,6 +420,11 @@ fn urls(addr: SocketAddr, state: &AppState) -> Urls {
         local,
         network,
         ca_file: state.inner.ca.as_ref().map(|c| c.path.clone()),
+        ca_fingerprint: state
+            .inner
+            .ca
+            .as_ref()
+            .map(|c| crate::cert::ca::fingerprint_sha256(&c.der)),
     }
 }
 
@@ -466,6 +474,11 @@ fn banner(u: &Urls, config: &ServeConfig, has_lan: bool) -> String {
             "\n  Certificate by the local CA {} (trust it here: rtcdev cert --install)\n",
             ca.display()
         ));
+        if let Some(fp) = &u.ca_fingerprint {
+            t.push_str(&format!(
+                "  CA SHA-256 fingerprint (a phone shows it before trusting; compare):\n  {fp}\n"
+            ));
+        }
     }
     t.push('\n');
     t

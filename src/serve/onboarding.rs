@@ -58,7 +58,14 @@ pub fn join_page(room: &str, https_base: &str, host: &str, ca: Option<&CaInfo>) 
         .replace("{{ROOM}}", &escape(room))
         .replace("{{HTTPS_BASE}}", &escape(https_base))
         .replace("{{HOST}}", &escape(host))
-        .replace("{{CA_NAME}}", &escape(ca_name));
+        .replace("{{CA_NAME}}", &escape(ca_name))
+        .replace(
+            "{{FINGERPRINT}}",
+            &ca.map_or_else(
+                || "(not rtcdev's CA)".to_string(),
+                |c| crate::cert::ca::fingerprint_groups(&c.der),
+            ),
+        );
     let mut r = Html(html).into_response();
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -85,6 +92,10 @@ pub fn mobileconfig(ca: Option<&CaInfo>) -> Response {
             &base64::engine::general_purpose::STANDARD.encode(&ca.der),
         )
         .replace("{{CA_NAME}}", &escape(&ca.name))
+        .replace(
+            "{{FINGERPRINT}}",
+            &crate::cert::ca::fingerprint_sha256(&ca.der),
+        )
         .replace("{{SERIAL}}", &ca.serial)
         .replace("{{HOST}}", &escape(&crate::cert::ca::hostname()))
         .replace("{{CERT_UUID}}", &uuid_from(&ca.der, b"cert"))
