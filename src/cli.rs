@@ -721,6 +721,12 @@ pub struct CertArgs {
     #[arg(long, default_value_t = DEFAULT_LEAF_DAYS, env = "RTCDEV_CERT_DAYS", value_parser = clap::value_parser!(u32).range(1..=3650))]
     pub days: u32,
 
+    /// Create the CA without name constraints, so it can vouch for public names too
+    /// (only when the CA is created; by default a new CA can only vouch for localhost,
+    /// .local, .test, .internal, .home.arpa, this host's name and private addresses).
+    #[arg(long)]
+    pub unconstrained_ca: bool,
+
     /// Install the local CA in the trust stores (system, NSS); with names, then issue.
     #[arg(long, conflicts_with = "uninstall")]
     pub install: bool,
@@ -758,7 +764,8 @@ impl CertArgs {
             || self.p12_file.is_some()
             || self.pkcs12;
         let issue = || -> Result<IssueConfig> {
-            let names = if self.names.is_empty() {
+            let defaults = self.names.is_empty();
+            let names = if defaults {
                 crate::net::default_cert_names()
             } else {
                 parse_names(&self.names)?
@@ -771,6 +778,7 @@ impl CertArgs {
             };
             Ok(IssueConfig {
                 names,
+                defaults,
                 days: self.days,
                 client: self.client,
                 cert_file: self.cert_file.clone().unwrap_or(cert),
@@ -787,6 +795,11 @@ impl CertArgs {
         } else {
             CertTask::Issue(issue()?)
         };
-        Ok(CertConfig { ca, task, stores })
+        Ok(CertConfig {
+            ca,
+            task,
+            stores,
+            unconstrained_ca: self.unconstrained_ca,
+        })
     }
 }

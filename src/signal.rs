@@ -73,8 +73,12 @@ pub fn load_tls(source: &TlsSource) -> Result<Arc<rustls::ServerConfig>> {
         }
         TlsSource::LocalCa(location) => {
             let (ca, _) = Ca::load_or_create(&location.dir)?;
+            let mut names = net::default_cert_names();
+            if let Some(c) = &ca.constraints {
+                names.retain(|n| c.permits(n));
+            }
             let leaf = ca.issue(&LeafRequest {
-                names: net::default_cert_names(),
+                names,
                 days: crate::cert::ca::DEFAULT_LEAF_DAYS,
                 client: false,
             })?;

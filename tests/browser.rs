@@ -71,6 +71,7 @@ fn calling_page_in_chromium() {
         "three-pages-full-mesh",
         "leaver-disappears",
         "hub-restart-survived",
+        "constrained-ca-trusted",
     ] {
         let r = results
             .iter()

@@ -85,6 +85,100 @@ fn default_names_cover_localhost_and_the_host() {
         .unwrap()
         .to_string();
     assert_eq!(report["ca"]["fingerprint_sha256"], fp.as_str(), "{report}");
+
+    // A new CA is name-constrained: openssl verifies its leaves for local names, and it
+    // refuses to issue for public ones, saying why.
+    let out2 = sb
+        .rtcdev()
+        .args([
+            "cert",
+            "--cert-file",
+            "pub.pem",
+            "--key-file",
+            "pub-key.pem",
+            "example.com",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out2.status.success());
+    let err = stderr(&out2);
+    assert!(
+        err.contains("name-constrained")
+            && err.contains("example.com")
+            && err.contains("--unconstrained-ca"),
+        "{err}"
+    );
+    assert!(!sb.path().join("pub.pem").exists());
+    let ca_pem = sb.path().join(".local/share/rtcdev/rootCA.pem");
+    let text = sb
+        .tool("openssl")
+        .args(["x509", "-noout", "-ext", "nameConstraints", "-in"])
+        .arg(&ca_pem)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout).to_string();
+    assert!(
+        text.contains("critical")
+            && text.contains("DNS:localhost")
+            && text.contains("IP:192.168.0.0/255.255.0.0"),
+        "{text}"
+    );
+    sb.rtcdev()
+        .args([
+            "cert",
+            "--cert-file",
+            "lan.pem",
+            "--key-file",
+            "lan-key.pem",
+            "app.test",
+            "192.168.7.9",
+            "localhost",
+        ])
+        .assert()
+        .success();
+    for (host, ip) in [
+        ("app.test", None),
+        ("localhost", None),
+        ("", Some("192.168.7.9")),
+    ] {
+        let mut cmd = sb.tool("openssl");
+        cmd.args(["verify", "-CAfile"]).arg(&ca_pem);
+        if let Some(ip) = ip {
+            cmd.args(["-verify_ip", ip]);
+        } else {
+            cmd.args(["-verify_hostname", host]);
+        }
+        let v = cmd.arg("lan.pem").output().unwrap();
+        assert!(v.status.success(), "{host}{ip:?}: {}", stdout(&v));
+    }
+    // --unconstrained-ca cannot loosen an existing constrained CA.
+    let again = sb
+        .rtcdev()
+        .args(["cert", "--unconstrained-ca", "example.com"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("applies only"),
+        "{}",
+        stderr(&again)
+    );
+    // In a new directory it creates a CA that may vouch for public names.
+    let open = sb.path().join("open-ca");
+    sb.rtcdev()
+        .arg("--ca-dir")
+        .arg(&open)
+        .args([
+            "cert",
+            "--unconstrained-ca",
+            "--cert-file",
+            "pub.pem",
+            "--key-file",
+            "pub-key.pem",
+            "example.com",
+        ])
+        .assert()
+        .success();
     let names: Vec<&str> = report["certificate"]["names"]
         .as_array()
         .unwrap()
@@ -97,14 +191,30 @@ fn default_names_cover_localhost_and_the_host() {
         names.contains(&host.as_str()) && names.contains(&format!("{host}.local").as_str()),
         "{names:?}"
     );
-    let lan = rtcdev::net::lan_addresses();
-    for ip in &lan {
-        assert!(
-            names.contains(&ip.to_string().as_str()),
-            "{ip} missing from {names:?}"
-        );
+    // Every LAN address a name-constrained CA may vouch for (private ranges); a public
+    // one is left out with a note on stderr.
+    let local = rtcdev::cert::constraints::Constraints::local(&host);
+    for ip in rtcdev::net::lan_addresses() {
+        let name = rtcdev::cert::names::CertName::Ip(ip);
+        if local.permits(&name) {
+            assert!(
+                names.contains(&ip.to_string().as_str()),
+                "{ip} missing from {names:?}"
+            );
+        } else {
+            assert!(
+                !names.contains(&ip.to_string().as_str()),
+                "{ip} in {names:?}"
+            );
+            assert!(
+                stderr(&out).contains(&format!("{ip} left out")),
+                "{}",
+                stderr(&out)
+            );
+        }
     }
     assert_eq!(report["ca"]["created"], true);
+    assert_eq!(report["ca"]["constrained"], true);
     let cert_file = report["certificate"]["cert_file"].as_str().unwrap();
     assert_eq!(cert_file, format!("./localhost+{}.pem", names.len() - 1));
 }

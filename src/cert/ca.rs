@@ -14,6 +14,7 @@ use rcgen::{
 use rustls_pki_types::CertificateDer;
 use time::{Duration, OffsetDateTime};
 
+use super::constraints::Constraints;
 use super::names::CertName;
 
 /// File name of the CA certificate, as mkcert names it.
@@ -119,6 +120,8 @@ pub struct Ca {
     pub not_after: OffsetDateTime,
     /// Whether the key is RSA (mkcert's CAs) rather than ECDSA.
     pub rsa: bool,
+    /// The names it may vouch for, if it is name-constrained.
+    pub constraints: Option<Constraints>,
     issuer: Issuer<'static, KeyPair>,
 }
 
@@ -181,14 +184,20 @@ pub struct Leaf {
 }
 
 impl Ca {
-    /// Loads the CA from `dir`, creating it first when the directory holds neither file.
-    /// An existing CA is never regenerated or overwritten.
+    /// Loads the CA from `dir`, creating it first (name-constrained to local names)
+    /// when the directory holds neither file. An existing CA is never regenerated or
+    /// overwritten.
     pub fn load_or_create(dir: &Path) -> Result<(Ca, CaOutcome)> {
+        Ca::load_or_create_with(dir, true)
+    }
+
+    /// [`Ca::load_or_create`], creating an unconstrained CA when `constrained` is false.
+    pub fn load_or_create_with(dir: &Path, constrained: bool) -> Result<(Ca, CaOutcome)> {
         let cert_path = dir.join(CA_CERT_FILE);
         let key_path = dir.join(CA_KEY_FILE);
         match (exists(&cert_path)?, exists(&key_path)?) {
             (true, true) => Ok((Ca::load(dir)?, CaOutcome::Loaded)),
-            (false, false) => match create(dir) {
+            (false, false) => match create(dir, constrained) {
                 Ok(()) => Ok((Ca::load(dir)?, CaOutcome::Created)),
                 Err(CreateError::Raced) => {
                     wait_for(&cert_path)?;
@@ -269,6 +278,7 @@ impl Ca {
             tracing::warn!(ca = %cert_path.display(), "the CA certificate has expired; certificates it issues will not be trusted");
         }
         let rsa = parsed.public_key().algorithm.algorithm.to_id_string() == "1.2.840.113549.1.1.1";
+        let constraints = Constraints::from_x509(&parsed);
         let cert_der = CertificateDer::from(der.clone()).into_owned();
         let issuer = Issuer::from_ca_cert_der(&cert_der, key)
             .map_err(|e| anyhow!("cannot use {} as an issuer: {e}", cert_path.display()))?;
@@ -280,6 +290,7 @@ impl Ca {
             serial,
             not_after,
             rsa,
+            constraints,
             issuer,
         })
     }
@@ -300,6 +311,24 @@ impl Ca {
     pub fn issue(&self, req: &LeafRequest) -> Result<Leaf> {
         if req.names.is_empty() {
             bail!("a certificate needs at least one name");
+        }
+        if let Some(c) = &self.constraints {
+            let outside: Vec<String> = req
+                .names
+                .iter()
+                .filter(|n| !c.permits(n))
+                .map(|n| n.to_string())
+                .collect();
+            if !outside.is_empty() {
+                bail!(
+                    "the local CA is name-constrained to local development names ({}), so it \
+                     cannot vouch for {}: browsers would reject the certificate. For public names, \
+                     create an unconstrained CA in another directory: rtcdev --ca-dir DIR cert \
+                     --unconstrained-ca",
+                    c.describe(),
+                    outside.join(", ")
+                );
+            }
         }
         if req.days == 0 || req.days > MAX_LEAF_DAYS {
             bail!(
@@ -391,7 +420,7 @@ enum CreateError {
     Other(anyhow::Error),
 }
 
-fn create(dir: &Path) -> Result<(), CreateError> {
+fn create(dir: &Path, constrained: bool) -> Result<(), CreateError> {
     create_private_dir(dir).map_err(CreateError::Other)?;
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| CreateError::Other(anyhow!("cannot generate the CA key: {e}")))?;
@@ -409,6 +438,9 @@ fn create(dir: &Path) -> Result<(), CreateError> {
         .push(DnType::CommonName, format!("rtcdev {who}"));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    if constrained {
+        params.name_constraints = Some(Constraints::local(&hostname()).to_rcgen());
+    }
     let now = OffsetDateTime::now_utc();
     params.not_before = now - CLOCK_SKEW_ALLOWANCE;
     params.not_after = now + Duration::days(CA_VALIDITY_DAYS);

@@ -11,7 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::ca::{Ca, CaLocation, CaOutcome, CaSource, LeafRequest};
-use super::names::CertName;
+use super::names::{CertName, default_paths};
 use super::p12;
 use super::trust::{self, Action, StoreKind, StoreResult};
 
@@ -24,6 +24,8 @@ pub struct CertConfig {
     pub task: CertTask,
     /// Trust stores for install/uninstall.
     pub stores: Vec<StoreKind>,
+    /// Create the CA without name constraints (when it is created).
+    pub unconstrained_ca: bool,
 }
 
 /// What `rtcdev cert` does this time.
@@ -42,6 +44,9 @@ pub enum CertTask {
 /// A leaf to issue and where to write it.
 #[derive(Debug, Clone)]
 pub struct IssueConfig {
+    /// Whether `names` are the defaults (then names the CA may not vouch for are left
+    /// out with a note, rather than refused).
+    pub defaults: bool,
     /// Names covered.
     pub names: Vec<CertName>,
     /// Validity in days.
@@ -87,6 +92,13 @@ pub struct CaReport {
     /// SHA-256 fingerprint of the CA certificate (as openssl prints it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fingerprint_sha256: Option<String>,
+    /// The names the CA may vouch for, when it is name-constrained; `None` with
+    /// `constrained: false` for a CA that can vouch for any name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constrained: Option<bool>,
+    /// Its permitted names, when constrained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permitted: Option<String>,
 }
 
 /// The leaf part of a report.
@@ -123,6 +135,15 @@ impl CertReport {
                 "Using mkcert's local CA at {} (rtcdev has none of its own yet), so certificates are trusted wherever `mkcert -install` ran\n",
                 ca.dir.display()
             )),
+            _ => {}
+        }
+        match (ca.constrained, &ca.permitted) {
+            (Some(true), Some(p)) => s.push_str(&format!(
+                "The local CA is name-constrained: it can only vouch for {p}\n"
+            )),
+            (Some(false), _) => s.push_str(
+                "The local CA is not name-constrained: it can vouch for any name, so guard its key\n",
+            ),
             _ => {}
         }
         if let Some(fp) = &ca.fingerprint_sha256 {
@@ -192,6 +213,8 @@ pub fn run(config: &CertConfig) -> Result<CertReport> {
             name: None,
             expires: None,
             fingerprint_sha256: None,
+            constrained: None,
+            permitted: None,
         },
         certificate: None,
         trust: Vec::new(),
@@ -206,12 +229,21 @@ pub fn run(config: &CertConfig) -> Result<CertReport> {
     let (ca, outcome) = if let CertTask::Uninstall = config.task {
         (Ca::load(&config.ca.dir)?, CaOutcome::Loaded)
     } else {
-        Ca::load_or_create(&config.ca.dir)?
+        Ca::load_or_create_with(&config.ca.dir, !config.unconstrained_ca)?
     };
+    if config.unconstrained_ca && outcome == CaOutcome::Loaded && ca.constraints.is_some() {
+        bail!(
+            "the CA in {} already exists and is name-constrained; --unconstrained-ca applies only \
+             when a CA is created (rtcdev never replaces a CA): use another directory with --ca-dir",
+            config.ca.dir.display()
+        );
+    }
     report.ca.created = outcome == CaOutcome::Created;
     report.ca.name = Some(ca.nickname());
     report.ca.expires = Some(rfc3339(ca.not_after));
     report.ca.fingerprint_sha256 = Some(ca.fingerprint());
+    report.ca.constrained = Some(ca.constraints.is_some());
+    report.ca.permitted = ca.constraints.as_ref().map(|c| c.describe());
 
     let issue = match &config.task {
         CertTask::Caroot => None,
@@ -232,6 +264,14 @@ pub fn run(config: &CertConfig) -> Result<CertReport> {
 }
 
 fn issue_and_write(ca: &Ca, issue: &IssueConfig) -> Result<LeafReport> {
+    let adjusted;
+    let issue = match permitted_defaults(ca, issue) {
+        Some(a) => {
+            adjusted = a;
+            &adjusted
+        }
+        None => issue,
+    };
     if issue.days > super::ca::DEFAULT_LEAF_DAYS {
         tracing::warn!(
             days = issue.days,
@@ -251,7 +291,8 @@ fn issue_and_write(ca: &Ca, issue: &IssueConfig) -> Result<LeafReport> {
         expires: rfc3339(leaf.not_after),
     };
     if let Some(p12_file) = &issue.p12_file {
-        write_atomic(p12_file, &p12::encode(&leaf, ca)?, 0o644)?;
+        // It holds the private key.
+        write_atomic(p12_file, &p12::encode(&leaf, ca)?, 0o600)?;
         report.p12_file = Some(p12_file.clone());
     } else {
         write_atomic(&issue.cert_file, leaf.cert_pem.as_bytes(), 0o644)?;
@@ -314,6 +355,38 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Writes a file through a temporary sibling and a rename, so a reader never sees half
 /// a certificate and a failure leaves the old file as it was.
+/// With the default names and a name-constrained CA: the request without the names
+/// the CA may not vouch for (a public LAN address, say), each named on stderr, and the
+/// default file names counted again. `None` when nothing changes.
+fn permitted_defaults(ca: &Ca, issue: &IssueConfig) -> Option<IssueConfig> {
+    let c = ca.constraints.as_ref()?;
+    if !issue.defaults || issue.names.iter().all(|n| c.permits(n)) {
+        return None;
+    }
+    let mut out = issue.clone();
+    out.names.retain(|n| {
+        let ok = c.permits(n);
+        if !ok {
+            eprintln!(
+                "rtcdev: {n} left out: the name-constrained CA can only vouch for local names"
+            );
+        }
+        ok
+    });
+    let (old_cert, old_key, old_p12) = default_paths(&issue.names, issue.client);
+    let (cert, key, p12) = default_paths(&out.names, issue.client);
+    if out.cert_file == old_cert {
+        out.cert_file = cert;
+    }
+    if out.key_file == old_key {
+        out.key_file = key;
+    }
+    if out.p12_file.as_ref() == Some(&old_p12) {
+        out.p12_file = Some(p12);
+    }
+    Some(out)
+}
+
 pub(crate) fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

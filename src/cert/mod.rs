@@ -3,6 +3,7 @@
 
 pub mod ca;
 pub mod command;
+pub mod constraints;
 pub mod names;
 pub mod p12;
 pub mod tls;

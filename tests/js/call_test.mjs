@@ -225,6 +225,32 @@ async function checks () {
       })
       return { framesBefore: f0, framesAfter: after[0].frames }
     })
+    // The local CA is name-constrained, installed in Chromium's NSS database (no flag to
+    // ignore certificate errors anywhere), and Chromium trusts its leaves for localhost
+    // and for a private address.
+    await check('constrained-ca-trusted', async () => {
+      const ca = `${process.env.HOME}/.local/share/rtcdev/rootCA.pem`
+      const ext = execFileSync('openssl', ['x509', '-noout', '-ext', 'nameConstraints', '-in', ca]).toString()
+      if (!ext.includes('DNS:localhost') || !ext.includes('IP:10.0.0.0')) throw new Error(`no name constraints: ${ext}`)
+      const lan = spawn(BIN, ['serve', '--bind', '10.99.0.1', '--port', '8444', '--quiet', '--no-qr'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      try {
+        await new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('second server did not start')), STEP_TIMEOUT_MS)
+          lan.stdout.on('data', (d) => { if (String(d).includes('https://')) { clearTimeout(timer); resolve() } })
+        })
+        const page = await context.newPage()
+        const seen = {}
+        for (const url of [`https://localhost:${PORT}/healthz`, 'https://10.99.0.1:8444/healthz']) {
+          const res = await page.goto(url)
+          if (!res || !res.ok()) throw new Error(`${url}: ${res && res.status()}`)
+          seen[url] = res.status()
+        }
+        await page.close()
+        return { seen }
+      } finally {
+        lan.kill('SIGTERM')
+      }
+    })
   } finally {
     await browser.close()
   }

@@ -1,0 +1,190 @@
+//! Name constraints: a CA that can only vouch for names used in local development, so
+//! whoever gets its key cannot impersonate public sites to the devices that trust it.
+//! New CAs carry them unless created with `cert --unconstrained-ca`; an existing CA
+//! (rtcdev's or mkcert's) is read as it is, constrained or not.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use rcgen::{CidrSubnet, GeneralSubtree, NameConstraints};
+use x509_parser::extensions::GeneralName;
+
+use super::names::CertName;
+
+/// DNS names (and their subdomains) a new CA may vouch for, besides the host name.
+pub const LOCAL_DNS: &[&str] = &["localhost", "local", "test", "internal", "home.arpa"];
+/// Address ranges a new CA may vouch for: private, loopback, link-local and CGNAT IPv4,
+/// IPv6 loopback, unique local and link-local.
+pub const LOCAL_NETS: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+/// The permitted names of a constrained CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Constraints {
+    /// DNS subtrees (a name and its subdomains); empty: DNS names unconstrained.
+    pub dns: Vec<String>,
+    /// IP ranges; empty: addresses unconstrained.
+    pub ips: Vec<IpNet>,
+}
+
+impl Constraints {
+    /// What a new CA gets: [`LOCAL_DNS`], the host name, [`LOCAL_NETS`].
+    pub fn local(hostname: &str) -> Self {
+        let mut dns: Vec<String> = LOCAL_DNS.iter().map(|s| s.to_string()).collect();
+        let host = hostname.trim().trim_end_matches('.').to_ascii_lowercase();
+        let valid = !host.is_empty()
+            && host.len() <= 253
+            && host.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if valid && !dns.iter().any(|d| dns_within(&host, d)) {
+            dns.push(host);
+        }
+        let ips = LOCAL_NETS.iter().filter_map(|n| n.parse().ok()).collect();
+        Constraints { dns, ips }
+    }
+
+    /// The extension for a new CA certificate.
+    pub fn to_rcgen(&self) -> NameConstraints {
+        let mut permitted: Vec<GeneralSubtree> = self
+            .dns
+            .iter()
+            .map(|d| GeneralSubtree::DnsName(d.clone()))
+            .collect();
+        permitted.extend(self.ips.iter().map(|n| {
+            GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(n.addr(), n.prefix_len()))
+        }));
+        NameConstraints {
+            permitted_subtrees: permitted,
+            excluded_subtrees: Vec::new(),
+        }
+    }
+
+    /// The permitted subtrees of a parsed CA certificate, if it has name constraints.
+    pub fn from_x509(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<Self> {
+        let ext = cert.name_constraints().ok().flatten()?;
+        let mut c = Constraints {
+            dns: Vec::new(),
+            ips: Vec::new(),
+        };
+        for sub in ext.value.permitted_subtrees.iter().flatten() {
+            match sub.base {
+                GeneralName::DNSName(d) => {
+                    c.dns.push(d.trim_start_matches('.').to_ascii_lowercase())
+                }
+                GeneralName::IPAddress(b) => {
+                    if let Some(net) = net_from_bytes(b) {
+                        c.ips.push(net);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(c)
+    }
+
+    /// Whether a certificate for `name` would be valid under these constraints.
+    /// E-mail addresses and URIs are not constrained by a CA that only names DNS and IP
+    /// subtrees (RFC 5280), so they pass.
+    pub fn permits(&self, name: &CertName) -> bool {
+        match name {
+            CertName::Dns(d) => {
+                let d = d.trim_start_matches("*.");
+                self.dns.is_empty() && self.ips.is_empty()
+                    || self.dns.iter().any(|c| dns_within(d, c))
+            }
+            CertName::Ip(ip) => {
+                let ip = match ip {
+                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
+                    v4 => *v4,
+                };
+                self.ips.is_empty() && self.dns.is_empty()
+                    || self.ips.iter().any(|n| n.contains(&ip))
+            }
+            CertName::Email(_) | CertName::Uri(_) => true,
+        }
+    }
+
+    /// One line for the output.
+    pub fn describe(&self) -> String {
+        let ips: Vec<String> = self.ips.iter().map(|n| n.to_string()).collect();
+        format!("{}; {}", self.dns.join(", "), ips.join(", "))
+    }
+}
+
+/// Whether `name` is `constraint` or one of its subdomains.
+fn dns_within(name: &str, constraint: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let c = constraint
+        .trim_start_matches('.')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    name == c || name.ends_with(&format!(".{c}"))
+}
+
+fn net_from_bytes(b: &[u8]) -> Option<IpNet> {
+    let (addr, mask): (IpAddr, &[u8]) = match b.len() {
+        8 => (IpAddr::from(<[u8; 4]>::try_from(&b[..4]).ok()?), &b[4..]),
+        32 => (IpAddr::from(<[u8; 16]>::try_from(&b[..16]).ok()?), &b[16..]),
+        _ => return None,
+    };
+    let prefix = mask.iter().map(|m| m.count_ones()).sum::<u32>() as u8;
+    IpNet::new(addr, prefix).ok().map(|n| n.trunc())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> CertName {
+        CertName::parse(s).unwrap()
+    }
+
+    #[test]
+    fn local_names_and_ranges_only() {
+        let c = Constraints::local("Laptop");
+        for ok in [
+            "localhost",
+            "app.localhost",
+            "laptop",
+            "laptop.local",
+            "printer.home.arpa",
+            "api.test",
+            "*.dev.test",
+            "svc.internal",
+            "127.0.0.1",
+            "::1",
+            "192.168.1.20",
+            "10.99.0.2",
+            "172.31.255.1",
+            "100.64.0.1",
+            "fd00::5",
+            "fe80::1",
+            "me@example.com",
+        ] {
+            assert!(c.permits(&n(ok)), "{ok}");
+        }
+        for bad in [
+            "example.com",
+            "google.com",
+            "localhost.evil.com",
+            "8.8.8.8",
+            "172.32.0.1",
+            "2001:db8::1",
+            "testing",
+        ] {
+            assert!(!c.permits(&n(bad)), "{bad}");
+        }
+    }
+}
