@@ -252,6 +252,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "DIR", env = "RTCDEV_DIR", conflicts_with = "proxy")]
     pub dir: Option<PathBuf>,
 
+    /// With --dir: serve dotfiles (.env, .git/) and key files (*.pem, *.key, *.p12, *.pfx,
+    /// *.crt) too; by default they answer 404.
+    #[arg(long, requires = "dir")]
+    pub hidden: bool,
+
     /// Forward everything rtcdev does not own (WebSocket upgrades too) to a dev server, e.g. http://localhost:5173.
     #[arg(long, value_name = "URL", env = "RTCDEV_PROXY")]
     pub proxy: Option<String>,
@@ -363,7 +368,7 @@ impl ServeArgs {
             None => crate::serve::random_room(),
         };
         let content = match (&self.dir, &self.proxy) {
-            (Some(d), _) => crate::serve::content_dir(d)?,
+            (Some(d), _) => crate::serve::content_dir_with(d, self.hidden)?,
             (None, Some(url)) => Content::Proxy(Box::new(crate::serve::proxy::Proxy::new(url)?)),
             (None, None) => Content::Bundled,
         };

@@ -405,3 +405,32 @@ fn refusals_do_not_flood_the_log() {
         .count();
     assert_eq!(lines, 1, "{}", hub.stderr());
 }
+
+/// socket.io clients that come and go (page reloads) give their place under the
+/// per-address cap back: the 40th reload from one address still connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_reloads_free_their_connection_slots() {
+    let hub = TestHub::start(HubConfig {
+        max_conns_per_ip: 4,
+        conn_rate: (1000, 1000),
+        ..HubConfig::default()
+    })
+    .await;
+    for i in 0..12 {
+        let transport = if i % 2 == 0 { "websocket" } else { "polling" };
+        let c = common::SioClient::connect(&hub.http_url(), transport, "v4").await;
+        c.close().await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.hub.limits().report().connections > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        hub.hub.limits().report().connections,
+        0,
+        "every slot came back"
+    );
+    let mut c = common::SioClient::connect(&hub.http_url(), "websocket", "v4").await;
+    c.emit("join", serde_json::json!("after")).await;
+    c.recv_event("joined").await;
+}

@@ -302,6 +302,37 @@ async fn dir_serving_stays_inside_the_folder() {
         (s, body.as_slice()),
         (StatusCode::OK, b"<h1>home</h1>".as_slice())
     );
+    // Dotfiles and key files stay private unless --hidden; .well-known is served.
+    std::fs::write(site.join(".env"), "SECRET=1").unwrap();
+    std::fs::create_dir_all(site.join(".git")).unwrap();
+    std::fs::write(site.join(".git/config"), "[core]").unwrap();
+    std::fs::write(site.join("server.key"), "KEY").unwrap();
+    std::fs::write(site.join("cert.PEM"), "PEM").unwrap();
+    std::fs::create_dir_all(site.join(".well-known")).unwrap();
+    std::fs::write(site.join(".well-known/security.txt"), "contact").unwrap();
+    for path in [
+        "/.env",
+        "/.git/config",
+        "/server.key",
+        "/cert.PEM",
+        "/sub/../.env",
+        "/%2Eenv",
+    ] {
+        let (s, _, body) = call(&app, get(path)).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
+        assert!(!String::from_utf8_lossy(&body).contains("SECRET"), "{path}");
+    }
+    assert_eq!(
+        call(&app, get("/.well-known/security.txt")).await.0,
+        StatusCode::OK
+    );
+    let (open, _) = state(&sb, serve::content_dir_with(&site, true).unwrap());
+    let open = serve::router(open, &[], &[]).unwrap();
+    assert_eq!(call(&open, get("/.env")).await.2, b"SECRET=1");
+    // `//sub` must not redirect to another host (a protocol-relative //sub/).
+    let (s, h2, _) = call(&app, get("//sub")).await;
+    assert_eq!(s, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(h2["location"], "/sub/");
     assert!(h["content-type"].to_str().unwrap().starts_with("text/html"));
     let (s, h, _) = call(&app, get("/sub")).await;
     assert_eq!(s, StatusCode::PERMANENT_REDIRECT);

@@ -150,10 +150,12 @@ async fn forward(
     socket: SocketRef,
     (mut rx, mut overflow): (QueueRx<Out>, Overflow),
     guard: ConnGuard,
+    gone: tokio_util::sync::CancellationToken,
 ) {
     let overflowed = loop {
         let out = tokio::select! {
             biased;
+            _ = gone.cancelled() => break false,
             _ = &mut overflow => break true,
             out = rx.recv() => out,
         };
@@ -173,6 +175,7 @@ async fn forward(
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                     tokio::select! {
                         biased;
+                        _ = gone.cancelled() => break Some(false),
                         _ = &mut overflow => break None,
                         _ = tokio::time::sleep(FULL_RETRY) => {}
                     }
@@ -291,16 +294,26 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     let (tx, rx, overflow) = out_queue(hub.config().max_queue_bytes);
     let sink = Arc::new(SioSink(tx));
     hub.rooms().connect(id.clone(), sink.clone());
-    hub.tasks()
-        .spawn(forward(hub.clone(), socket.clone(), (rx, overflow), guard));
+    // Ends the peer's queue task (and frees its place under the connection caps) when
+    // the socket goes away: the event handlers keep the queue's sender alive for as
+    // long as socketioxide keeps them, which is not bounded by the connection.
+    let gone = tokio_util::sync::CancellationToken::new();
+    hub.tasks().spawn(forward(
+        hub.clone(),
+        socket.clone(),
+        (rx, overflow),
+        guard,
+        gone.clone(),
+    ));
     // If the connect answer cannot be sent (the client went away that instant),
     // socketioxide drops the socket without a disconnect event; the peer must not
     // stay registered.
-    let (h, s, pid) = (hub.clone(), socket.clone(), id.clone());
+    let (h, s, pid, g) = (hub.clone(), socket.clone(), id.clone(), gone.clone());
     tokio::spawn(async move {
         tokio::time::sleep(CONNECT_ANSWER_GRACE).await;
         if !s.connected() {
             h.rooms().disconnect(&pid);
+            g.cancel();
         }
     });
     let cfg = hub.config();
@@ -421,10 +434,11 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     // Last in line too: what the peer sent before it went away is relayed first.
     let (h, pid) = (hub.clone(), id.clone());
     socket.on_disconnect(move |reason: DisconnectReason| {
-        let (hub, id) = (h.clone(), pid.clone());
+        let (hub, id, gone) = (h.clone(), pid.clone(), gone.clone());
         order.now(move || {
             tracing::debug!(peer = %id, ?reason, "socket.io disconnected");
             hub.rooms().disconnect(&id);
+            gone.cancel();
         })
     });
     Ok(())

@@ -37,9 +37,35 @@ pub fn bundled(uri: &Uri, headers: &HeaderMap) -> Response {
     }
 }
 
+/// Characters escaped in a path segment of a redirect.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
+/// Whether a path segment names a file `--dir` keeps to itself unless `--hidden`:
+/// dotfiles and dot-folders (`.env`, `.git/`; `.well-known/` excepted) and key
+/// material (`*.pem`, `*.key`, `*.p12`, `*.pfx`), as miniserve and Vite keep them.
+pub fn is_hidden(segment: &str) -> bool {
+    let lower = segment.to_ascii_lowercase();
+    (lower.starts_with('.') && lower != ".well-known")
+        || [".pem", ".key", ".p12", ".pfx", ".crt"]
+            .iter()
+            .any(|ext| lower.ends_with(ext))
+}
+
 /// Serves a file below `root` (canonical). `..`, encoded separators and symlinks that
-/// lead outside `root` are refused.
-pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap) -> Response {
+/// lead outside `root` are refused, and so are hidden and key files ([`is_hidden`])
+/// unless `hidden`.
+pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool) -> Response {
     let raw = uri.path();
     let lower = raw.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
@@ -56,11 +82,19 @@ pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap) -> Response {
         return (StatusCode::BAD_REQUEST, "bad characters in the path\n").into_response();
     }
     let mut rel = PathBuf::new();
+    let mut segments: Vec<&str> = Vec::new();
     for seg in decoded.split('/') {
         match seg {
             "" | "." => {}
             ".." => return not_found(),
-            s => rel.push(s),
+            s => {
+                if !hidden && is_hidden(s) {
+                    tracing::debug!(path = %decoded, "refused: a hidden or key file under --dir (--hidden serves it)");
+                    return not_found();
+                }
+                rel.push(s);
+                segments.push(s);
+            }
         }
     }
     let mut path = root.join(rel);
@@ -70,8 +104,16 @@ pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap) -> Response {
         .unwrap_or(false)
     {
         if !raw.ends_with('/') {
+            // Built from the normalised path: `//host` must not become a redirect to
+            // another site (a protocol-relative URL).
             let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
-            return Redirect::permanent(&format!("{raw}/{query}")).into_response();
+            let mut location = String::from("/");
+            for s in &segments {
+                location
+                    .push_str(&percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string());
+                location.push('/');
+            }
+            return Redirect::permanent(&format!("{location}{query}")).into_response();
         }
         path = path.join("index.html");
     }

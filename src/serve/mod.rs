@@ -63,8 +63,13 @@ pub enum TlsChoice {
 pub enum Content {
     /// The bundled calling page.
     Bundled,
-    /// A folder (canonical path).
-    Dir(PathBuf),
+    /// A folder (canonical path); `hidden`: serve dotfiles and key files too.
+    Dir {
+        /// The folder, canonical.
+        root: PathBuf,
+        /// Serve hidden and key files too (`--hidden`).
+        hidden: bool,
+    },
     /// A dev server everything else is forwarded to.
     Proxy(Box<proxy::Proxy>),
 }
@@ -230,7 +235,9 @@ pub fn router(
                 let (uri, headers) = (req.uri().clone(), req.headers().clone());
                 match &state.inner.content {
                     Content::Bundled => assets::bundled(&uri, &headers),
-                    Content::Dir(root) => assets::from_dir(root, &uri, &headers).await,
+                    Content::Dir { root, hidden } => {
+                        assets::from_dir(root, &uri, &headers, *hidden).await
+                    }
                     Content::Proxy(proxy) => proxy.forward(req).await,
                 }
             }
@@ -711,14 +718,22 @@ pub fn random_room() -> String {
     format!("{a}-{b}-{}", rand::random_range(10..100))
 }
 
-/// Validates `--dir`.
+/// Validates `--dir` (hidden and key files refused).
 pub fn content_dir(dir: &std::path::Path) -> Result<Content> {
+    content_dir_with(dir, false)
+}
+
+/// Validates `--dir`; `hidden` serves dotfiles and key files too (`--hidden`).
+pub fn content_dir_with(dir: &std::path::Path, hidden: bool) -> Result<Content> {
     let canonical = std::fs::canonicalize(dir)
         .with_context(|| format!("--dir {}: no such directory", dir.display()))?;
     if !canonical.is_dir() {
         bail!("--dir {} is not a directory", dir.display());
     }
-    Ok(Content::Dir(canonical))
+    Ok(Content::Dir {
+        root: canonical,
+        hidden,
+    })
 }
 
 /// The nginx site that puts nginx's HTTPS in front of a running rtcdev (the article's
