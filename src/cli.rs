@@ -481,6 +481,7 @@ pub struct ListenArgs {
 
     /// `serve` answers only under IP addresses, localhost and this host's names (a
     /// defence against DNS rebinding); let it answer under this name too (repeatable).
+    /// `signal` answers under any name unless this is given.
     #[arg(
         long,
         value_name = "HOST",
@@ -685,6 +686,7 @@ impl SignalArgs {
             addr: SocketAddr::new(self.listen.bind, self.port),
             tls,
             allow_origins: self.listen.allow_origin,
+            allowed_hosts: self.listen.allowed_host,
             hub: self.hub.into_config(ice),
             json: self.json,
         })

@@ -38,8 +38,10 @@ pub struct SignalConfig {
     pub addr: SocketAddr,
     /// HTTPS, if any.
     pub tls: Option<TlsSource>,
-    /// Origins allowed by CORS (empty: any, echoed).
+    /// Origins whose pages may use the hub (empty: any).
     pub allow_origins: Vec<String>,
+    /// Host names it answers to (empty: any).
+    pub allowed_hosts: Vec<String>,
     /// Hub limits and ICE servers.
     pub hub: HubConfig,
     /// Print the URLs as JSON.
@@ -49,16 +51,29 @@ pub struct SignalConfig {
 /// The hub's routes plus `/healthz`, with CORS; pages of origins not allowed get 403
 /// on the hub.
 pub fn router(hub: &Hub, allow_origins: &[String]) -> Result<Router> {
+    router_with_hosts(hub, allow_origins, &[])
+}
+
+/// [`router`], answering only under IPs, localhost, this host's names and
+/// `allowed_hosts` when that is not empty.
+pub fn router_with_hosts(
+    hub: &Hub,
+    allow_origins: &[String],
+    allowed_hosts: &[String],
+) -> Result<Router> {
     let health = hub.clone();
-    let policy = Policy::public(allow_origins);
-    let check = policy.clone();
+    let policy = Policy::public(allow_origins, allowed_hosts);
+    let (check, hosts) = (policy.clone(), policy.clone());
     Ok(hub
         .routes()
         .layer(axum::middleware::from_fn(move |req, next| {
             origin::check_origin(check.clone(), req, next)
         }))
         .route("/healthz", get(move || async move { Json(health.stats()) }))
-        .layer(policy.cors()))
+        .layer(policy.cors())
+        .layer(axum::middleware::from_fn(move |req, next| {
+            origin::check_host(hosts.clone(), req, next)
+        })))
 }
 
 /// Loads or issues the server certificate.
@@ -131,7 +146,7 @@ pub async fn run(
         .local_addr()
         .context("cannot read the bound address")?;
     let hub = Hub::start(config.hub.clone()).await?;
-    let app = router(&hub, &config.allow_origins)?;
+    let app = router_with_hosts(&hub, &config.allow_origins, &config.allowed_hosts)?;
     let (local, network) = urls(addr, tls.is_some());
     let text = if config.json {
         serde_json::json!({"local": local, "network": network, "ws": "/ws", "socketio": "/socket.io/", "healthz": "/healthz"})

@@ -66,12 +66,18 @@ impl Policy {
         }
     }
 
-    /// `signal`: any origin, or only `allow_origins` when given; any host name.
-    pub fn public(allow_origins: &[String]) -> Self {
+    /// `signal`: any origin, or only `allow_origins` when given; any host name, or
+    /// with `allowed_hosts` only IPs, localhost, this host's names and those.
+    pub fn public(allow_origins: &[String], allowed_hosts: &[String]) -> Self {
+        let hosts = (!allowed_hosts.is_empty()).then(|| {
+            let mut h = host_names();
+            h.extend(allowed_hosts.iter().map(|h| h.trim().to_ascii_lowercase()));
+            Arc::new(h)
+        });
         Policy {
             own: None,
             allowed_origins: Arc::new(normalize(allow_origins)),
-            allowed_hosts: None,
+            allowed_hosts: hosts,
         }
     }
 
@@ -97,6 +103,11 @@ impl Policy {
             return false;
         }
         let (host, port) = split_host_port(rest);
+        let port = port.or(if scheme == "https" {
+            Some(443)
+        } else {
+            Some(80)
+        });
         if port != Some(own.port) {
             return false;
         }
@@ -320,12 +331,21 @@ mod tests {
     }
 
     #[test]
+    fn an_origin_without_a_port_has_its_schemes_default() {
+        let p = Policy::own(443, Arc::new(Vec::new), &[], &[]);
+        assert!(p.origin_allowed("https://localhost"));
+        assert!(!p.origin_allowed("http://localhost"));
+    }
+
+    #[test]
     fn signal_allows_any_origin_unless_told() {
-        let any = Policy::public(&[]);
+        let any = Policy::public(&[], &[]);
         assert!(any.any_origin());
         assert!(any.origin_allowed("https://evil.example"));
         assert!(any.host_allowed("anything.example"));
-        let listed = Policy::public(&["https://app.example".into()]);
+        let listed = Policy::public(&["https://app.example".into()], &["hub.test".into()]);
+        assert!(listed.host_allowed("hub.test:3000"));
+        assert!(!listed.host_allowed("evil.example"));
         assert!(listed.origin_allowed("https://app.example"));
         assert!(!listed.origin_allowed("https://evil.example"));
     }

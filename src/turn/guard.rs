@@ -4,10 +4,11 @@
 //!
 //! - **Bounded state.** The crate stores a nonce for every unauthenticated request and
 //!   never forgets one a client does not come back with: a flood of 20-byte requests
-//!   grew it without bound. Here the crate issues a nonce only when the guard asks it
-//!   for one (at most one in [`NONCE_REUSE`]); every other challenge (401, or 438 for a
-//!   nonce the crate does not know) is answered by the guard with that shared nonce, so
-//!   the crate's table gains a handful of entries an hour whatever arrives.
+//!   grew it without bound. Here no client request ever reaches the crate without a
+//!   nonce the guard knows. The guard asks the crate for a fresh nonce itself every
+//!   [`NONCE_REFRESH`], with a request of its own whose answer it keeps (it never goes
+//!   out), and answers every challenge (401, or 438 for a nonce it does not know) with
+//!   that nonce: the crate's table gains six entries an hour whatever arrives.
 //! - **No amplifier.** Requests without credentials are rate-limited per source
 //!   address; past the rate they are dropped unanswered.
 //! - **Peers.** CreatePermission, ChannelBind and Send to a peer the [`PeerPolicy`]
@@ -41,13 +42,13 @@ use webrtc::util::Conn;
 use super::policy::PeerPolicy;
 use crate::hub::ratelimit::TokenBucket;
 
-/// A nonce the crate issued is handed out for this long, then a fresh one is asked for.
-pub const NONCE_REUSE: Duration = Duration::from_secs(20 * 60);
-/// A nonce is accepted this long after it was issued (the crate forgets it at 60 min).
-const NONCE_ACCEPT: Duration = Duration::from_secs(50 * 60);
-/// While the crate is asked for a nonce, other challenges wait (are dropped; clients
-/// retransmit) at most this long.
-const NONCE_ASK_WAIT: Duration = Duration::from_secs(1);
+/// How often the guard asks the crate for a fresh nonce.
+pub const NONCE_REFRESH: Duration = Duration::from_secs(10 * 60);
+/// A nonce is accepted this long after it was issued (the crate forgets it at 60 min;
+/// the current and the previous one are kept, so at most two refreshes old).
+const NONCE_ACCEPT: Duration = Duration::from_secs(30 * 60);
+/// The source address of the guard's own requests to the crate; no real packet has it.
+pub const SELF_SOURCE: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 /// Unauthenticated requests a second from one address, sustained.
 pub const UNAUTH_RATE_PER_SEC: u32 = 20;
 /// Unauthenticated requests from one address in a burst.
@@ -94,13 +95,15 @@ pub struct TurnReport {
 struct Nonces {
     current: Option<(String, Instant)>,
     previous: Option<(String, Instant)>,
-    asking_since: Option<Instant>,
+    /// Transaction ids of the guard's own requests, whose answers are kept.
+    own: HashSet<[u8; 12]>,
 }
 
-/// Allocation bookkeeping: who holds which, keyed by (client address, listener address).
+/// Allocation bookkeeping: who holds which, keyed by (client address, listener address)
+/// (the crate's 5-tuple; UDP and TCP listeners share a port, so one key may hold two).
 #[derive(Default)]
 struct Allocs {
-    open: HashMap<(SocketAddr, SocketAddr), String>,
+    open: HashMap<(SocketAddr, SocketAddr), Vec<String>>,
     /// Allocate requests passed to the crate: transaction id to (client, user).
     pending: HashMap<[u8; 12], (SocketAddr, String)>,
 }
@@ -149,7 +152,7 @@ impl TurnGuard {
     /// The figures for `/healthz`.
     pub fn report(&self) -> TurnReport {
         TurnReport {
-            allocations: lock(&self.allocs).open.len(),
+            allocations: lock(&self.allocs).open.values().map(Vec::len).sum(),
             unauthenticated_dropped: self.unauth_dropped.load(Ordering::Relaxed),
             peers_refused: self.peers_refused.load(Ordering::Relaxed),
             quota_refused: self.quota_refused.load(Ordering::Relaxed),
@@ -158,7 +161,7 @@ impl TurnGuard {
     }
 
     /// A relayed address was handed out / given back.
-    pub fn relay_port(&self, port: u16, open: bool) {
+    fn relay_port(&self, port: u16, open: bool) {
         let mut ports = lock(&self.relay_ports);
         if open {
             ports.insert(port);
@@ -169,12 +172,43 @@ impl TurnGuard {
 
     /// An allocation ended (the crate's close notice).
     pub fn allocation_closed(&self, client: SocketAddr, listener: SocketAddr, relay: SocketAddr) {
-        lock(&self.allocs).open.remove(&(client, listener));
+        let mut allocs = lock(&self.allocs);
+        if let Some(users) = allocs.open.get_mut(&(client, listener)) {
+            users.pop();
+            if users.is_empty() {
+                allocs.open.remove(&(client, listener));
+            }
+        }
+        drop(allocs);
         self.relay_port(relay.port(), false);
     }
 
-    /// Decides what happens to a packet from `src` on the listener at `local`.
-    pub fn inbound(&self, pkt: &[u8], src: SocketAddr, local: SocketAddr) -> Inbound {
+    /// The guard's own request for a fresh nonce: an unauthenticated Allocate, to be
+    /// handed to the crate as if from [`SELF_SOURCE`]; its answer never goes out.
+    pub fn nonce_request(&self) -> Vec<u8> {
+        let tid = webrtc::stun::agent::TransactionId::new();
+        lock(&self.nonces).own.insert(tid.0);
+        let mut m = Message::new();
+        let setters: Vec<Box<dyn Setter>> = vec![
+            Box::new(tid),
+            Box::new(MessageType::new(METHOD_ALLOCATE, CLASS_REQUEST)),
+        ];
+        match m.build(&setters) {
+            Ok(()) => m.raw,
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Whether the crate has issued a nonce the guard can hand out.
+    pub fn has_nonce(&self) -> bool {
+        lock(&self.nonces).current.is_some()
+    }
+
+    /// Decides what happens to a packet from `src`.
+    pub fn inbound(&self, pkt: &[u8], src: SocketAddr) -> Inbound {
+        if src == SELF_SOURCE {
+            return Inbound::Drop;
+        }
         // ChannelData (first two bits 01) goes to a peer the crate bound after a
         // ChannelBind the guard let through.
         if pkt.first().is_none_or(|b| b & 0xC0 == 0x40) {
@@ -221,33 +255,33 @@ impl TurnGuard {
         } else if method == METHOD_ALLOCATE {
             let mut user = TextAttribute::new(ATTR_USERNAME, String::new());
             let _ = user.get_from(&m);
-            return self.admit_allocation(&m, src, local, user.text);
+            return self.admit_allocation(&m, src, user.text);
         }
         Inbound::Pass
     }
 
     /// Watches what the crate sends to `dst` from the listener at `local`: it learns
-    /// the nonce the crate issued and which allocations it granted.
-    pub fn outbound(&self, pkt: &[u8], dst: SocketAddr, local: SocketAddr) {
+    /// the nonce the crate issued, which allocations it granted and on which relay
+    /// ports. Returns false for the answer to the guard's own request, which is kept.
+    pub fn outbound(&self, pkt: &[u8], dst: SocketAddr, local: SocketAddr) -> bool {
         if pkt.first().is_none_or(|b| b & 0xC0 != 0) {
-            return; // ChannelData, or not STUN
+            return true; // ChannelData, or not STUN
         }
         let mut m = Message::new();
         m.raw = pkt.to_vec();
         if m.decode().is_err() {
-            return;
+            return true;
         }
         let class = m.typ.class;
-        if class == CLASS_ERROR_RESPONSE {
+        if dst == SELF_SOURCE || lock(&self.nonces).own.contains(&m.transaction_id.0) {
             let mut nonce = TextAttribute::new(ATTR_NONCE, String::new());
-            if nonce.get_from(&m).is_ok() {
-                let mut n = lock(&self.nonces);
-                if n.current.as_ref().is_none_or(|(c, _)| *c != nonce.text) {
-                    self.nonces_issued.fetch_add(1, Ordering::Relaxed);
-                    n.previous = n.current.replace((nonce.text, Instant::now()));
-                }
-                n.asking_since = None;
+            let mut n = lock(&self.nonces);
+            n.own.remove(&m.transaction_id.0);
+            if class == CLASS_ERROR_RESPONSE && nonce.get_from(&m).is_ok() {
+                self.nonces_issued.fetch_add(1, Ordering::Relaxed);
+                n.previous = n.current.replace((nonce.text, Instant::now()));
             }
+            return false;
         }
         if m.typ.method == METHOD_ALLOCATE
             && (class == CLASS_SUCCESS_RESPONSE || class == CLASS_ERROR_RESPONSE)
@@ -257,39 +291,43 @@ impl TurnGuard {
                 && class == CLASS_SUCCESS_RESPONSE
                 && client == dst
             {
-                allocs.open.insert((client, local), user);
+                allocs.open.entry((client, local)).or_default().push(user);
+                drop(allocs);
+                let mut relayed = turn::proto::relayaddr::RelayedAddress::default();
+                if relayed.get_from(&m).is_ok() {
+                    self.relay_port(relayed.port, true);
+                }
             }
         }
+        true
     }
 
-    fn admit_allocation(
-        &self,
-        m: &Message,
-        src: SocketAddr,
-        local: SocketAddr,
-        user: String,
-    ) -> Inbound {
+    fn admit_allocation(&self, m: &Message, src: SocketAddr, user: String) -> Inbound {
         let mut allocs = lock(&self.allocs);
-        if allocs.open.contains_key(&(src, local)) {
-            return Inbound::Pass; // a retransmission; the crate answers it
-        }
-        let refusal = if allocs.open.len() >= self.total_quota {
+        let total: usize = allocs.open.values().map(Vec::len).sum();
+        let of_user = allocs
+            .open
+            .values()
+            .flatten()
+            .filter(|u| **u == user)
+            .count();
+        let of_address: usize = allocs
+            .open
+            .iter()
+            .filter(|((c, _), _)| c.ip() == src.ip())
+            .map(|(_, users)| users.len())
+            .sum();
+        let refusal = if total >= self.total_quota {
             Some((
                 CODE_INSUFFICIENT_CAPACITY,
                 "the server's allocations are all taken (--total-quota)",
             ))
-        } else if allocs.open.values().filter(|u| **u == user).count() >= self.user_quota {
+        } else if of_user >= self.user_quota {
             Some((
                 CODE_ALLOC_QUOTA_REACHED,
                 "allocation quota of this user reached (--user-quota)",
             ))
-        } else if allocs
-            .open
-            .keys()
-            .filter(|(c, _)| c.ip() == src.ip())
-            .count()
-            >= self.user_quota
-        {
+        } else if of_address >= self.user_quota {
             Some((
                 CODE_ALLOC_QUOTA_REACHED,
                 "allocation quota of this address reached (--user-quota)",
@@ -310,26 +348,19 @@ impl TurnGuard {
         Inbound::Pass
     }
 
-    /// Answers a request that needs a (new) nonce: with the shared one, or by letting the
-    /// crate issue one when there is none fresh, or not at all while it is being asked.
+    /// Answers a request that needs a (new) nonce with the current one. Before the
+    /// crate has issued any (the first moments after start), the request is dropped:
+    /// no client request ever reaches the crate to make it issue one.
     fn challenge(&self, m: &Message, code: ErrorCode) -> Inbound {
-        let now = Instant::now();
-        let mut n = lock(&self.nonces);
-        if let Some((nonce, at)) = &n.current
-            && now.saturating_duration_since(*at) < NONCE_REUSE
-        {
-            let realm = self.realm.clone();
-            let nonce = nonce.clone();
-            drop(n);
-            return Inbound::Answer(error_response(m, code, "", Some((&nonce, &realm))));
+        let n = lock(&self.nonces);
+        match &n.current {
+            Some((nonce, _)) => {
+                let nonce = nonce.clone();
+                drop(n);
+                Inbound::Answer(error_response(m, code, "", Some((&nonce, &self.realm))))
+            }
+            None => Inbound::Drop,
         }
-        if n.asking_since
-            .is_some_and(|t| now.saturating_duration_since(t) < NONCE_ASK_WAIT)
-        {
-            return Inbound::Drop;
-        }
-        n.asking_since = Some(now);
-        Inbound::Pass
     }
 
     fn nonce_known(&self, nonce: &str) -> bool {
@@ -423,20 +454,40 @@ pub struct GuardedConn {
     inner: Arc<dyn Conn + Send + Sync>,
     guard: Arc<TurnGuard>,
     local: SocketAddr,
+    /// The guard's own requests to hand to the crate (one listener carries them).
+    own: Option<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Vec<u8>>>>,
 }
 
 impl GuardedConn {
-    /// Wraps `inner`.
+    /// Wraps `inner`; with `own`, it also hands the guard's own requests to the crate.
     pub fn new(
         inner: Arc<dyn Conn + Send + Sync>,
         guard: Arc<TurnGuard>,
+        own: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>,
     ) -> webrtc::util::Result<Self> {
         let local = inner.local_addr()?;
         Ok(GuardedConn {
             inner,
             guard,
             local,
+            own: own.map(tokio::sync::Mutex::new),
         })
+    }
+
+    async fn next(&self, buf: &mut [u8]) -> webrtc::util::Result<(usize, SocketAddr)> {
+        if let Some(own) = &self.own {
+            let mut own = own.lock().await;
+            tokio::select! {
+                biased;
+                Some(pkt) = own.recv() => {
+                    let n = pkt.len().min(buf.len());
+                    buf[..n].copy_from_slice(&pkt[..n]);
+                    return Ok((n, SELF_SOURCE));
+                }
+                r = self.inner.recv_from(buf) => return r,
+            }
+        }
+        self.inner.recv_from(buf).await
     }
 }
 
@@ -452,8 +503,11 @@ impl Conn for GuardedConn {
 
     async fn recv_from(&self, buf: &mut [u8]) -> webrtc::util::Result<(usize, SocketAddr)> {
         loop {
-            let (n, src) = self.inner.recv_from(buf).await?;
-            match self.guard.inbound(&buf[..n], src, self.local) {
+            let (n, src) = self.next(buf).await?;
+            if src == SELF_SOURCE && self.own.is_some() {
+                return Ok((n, src));
+            }
+            match self.guard.inbound(&buf[..n], src) {
                 Inbound::Pass => return Ok((n, src)),
                 Inbound::Drop => {}
                 Inbound::Answer(bytes) => {
@@ -470,7 +524,9 @@ impl Conn for GuardedConn {
     }
 
     async fn send_to(&self, buf: &[u8], target: SocketAddr) -> webrtc::util::Result<usize> {
-        self.guard.outbound(buf, target, self.local);
+        if !self.guard.outbound(buf, target, self.local) {
+            return Ok(buf.len()); // the answer to the guard's own request
+        }
         self.inner.send_to(buf, target).await
     }
 
@@ -488,32 +544,6 @@ impl Conn for GuardedConn {
 
     fn as_any(&self) -> &(dyn std::any::Any + Send + Sync) {
         self
-    }
-}
-
-/// The crate's relay address generator, telling the guard which ports are relayed
-/// addresses (a peer there is another client's relay, not a service of this host).
-pub struct TrackedRelays {
-    /// The generator that binds the sockets.
-    pub inner: Box<dyn turn::relay::RelayAddressGenerator + Send + Sync>,
-    /// The guard to tell.
-    pub guard: Arc<TurnGuard>,
-}
-
-#[async_trait::async_trait]
-impl turn::relay::RelayAddressGenerator for TrackedRelays {
-    fn validate(&self) -> Result<(), turn::Error> {
-        self.inner.validate()
-    }
-
-    async fn allocate_conn(
-        &self,
-        use_ipv4: bool,
-        requested_port: u16,
-    ) -> Result<(Arc<dyn Conn + Send + Sync>, SocketAddr), turn::Error> {
-        let (conn, addr) = self.inner.allocate_conn(use_ipv4, requested_port).await?;
-        self.guard.relay_port(addr.port(), true);
-        Ok((conn, addr))
     }
 }
 
@@ -547,46 +577,86 @@ mod tests {
     }
 
     #[test]
-    fn the_crate_is_asked_for_one_nonce_and_the_rest_are_shared() {
+    fn challenges_share_the_guards_nonce_and_floods_are_dropped() {
         let g = TurnGuard::new("r", PeerPolicy::default(), 10, 10);
         let (src, local) = (addr("10.0.0.9:5000"), addr("10.0.0.1:3478"));
         let alloc = request(METHOD_ALLOCATE, vec![]);
         assert_eq!(
-            g.inbound(&alloc, src, local),
-            Inbound::Pass,
-            "first: the crate issues"
-        );
-        assert_eq!(
-            g.inbound(&alloc, src, local),
+            g.inbound(&alloc, src),
             Inbound::Drop,
-            "while it is asked"
+            "no nonce yet: dropped, not passed"
         );
-        // The crate's 401 goes out with its nonce; the guard learns it.
+        // The guard's own request, and the crate's answer to it, which is kept.
+        let own = g.nonce_request();
         let mut m = Message::new();
-        m.raw = alloc.clone();
+        m.raw = own;
         m.decode().unwrap();
-        g.outbound(
-            &error_response(&m, CODE_UNAUTHORIZED, "", Some(("n1", "r"))),
-            src,
-            local,
-        );
+        let answer = error_response(&m, CODE_UNAUTHORIZED, "", Some(("n1", "r")));
+        assert!(!g.outbound(&answer, SELF_SOURCE, local), "never sent");
+        assert!(g.has_nonce());
         for _ in 0..40 {
-            match g.inbound(&alloc, src, local) {
+            match g.inbound(&alloc, src) {
                 Inbound::Answer(b) => assert_eq!(code_of(&b), 401),
                 other => panic!("{other:?}"),
             }
         }
         assert_eq!(g.report().nonces_issued, 1);
+        // A client's packet claiming the guard's own source is dropped.
+        assert_eq!(g.inbound(&alloc, SELF_SOURCE), Inbound::Drop);
         // Past the per-address rate, requests are dropped unanswered.
         let answered = (0..200)
-            .filter(|_| matches!(g.inbound(&alloc, src, local), Inbound::Answer(_)))
+            .filter(|_| matches!(g.inbound(&alloc, src), Inbound::Answer(_)))
             .count();
         assert!(answered < 60, "{answered}");
         assert!(g.report().unauthenticated_dropped > 100);
         // Another address is not held back.
         assert!(matches!(
-            g.inbound(&alloc, addr("10.0.0.10:5000"), local),
+            g.inbound(&alloc, addr("10.0.0.10:5000")),
             Inbound::Answer(_)
         ));
+    }
+
+    /// A signed request whose nonce the guard does not know (an expired one, say) is
+    /// answered 438 by the guard and never reaches the crate, whatever it asks for; with
+    /// a known nonce, a loopback peer gets 403.
+    #[test]
+    fn unknown_nonces_never_reach_the_crate() {
+        let g = TurnGuard::new("r", PeerPolicy::default(), 10, 10);
+        let own = g.nonce_request();
+        let mut m = Message::new();
+        m.raw = own;
+        m.decode().unwrap();
+        let local = addr("10.0.0.1:3478");
+        g.outbound(
+            &error_response(&m, CODE_UNAUTHORIZED, "", Some(("n1", "r"))),
+            SELF_SOURCE,
+            local,
+        );
+        let signed = |nonce: &str| {
+            let mut setters: Vec<Box<dyn Setter>> = vec![
+                Box::new(TransactionId::new()),
+                Box::new(MessageType::new(METHOD_CHANNEL_BIND, CLASS_REQUEST)),
+                Box::new(PeerAddress {
+                    ip: "127.0.0.1".parse().unwrap(),
+                    port: 6379,
+                }),
+                Box::new(TextAttribute::new(ATTR_NONCE, nonce.to_string())),
+            ];
+            setters.push(Box::new(TextAttribute::new(ATTR_USERNAME, "alice".into())));
+            let mut m = Message::new();
+            m.build(&setters).unwrap();
+            m.add(ATTR_MESSAGE_INTEGRITY, &[0u8; 20]);
+            m.write_length();
+            m.raw
+        };
+        let src = addr("10.0.0.9:5000");
+        match g.inbound(&signed("expired-nonce"), src) {
+            Inbound::Answer(b) => assert_eq!(code_of(&b), 438),
+            other => panic!("{other:?}"),
+        }
+        match g.inbound(&signed("n1"), src) {
+            Inbound::Answer(b) => assert_eq!(code_of(&b), 403),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -140,7 +140,7 @@ impl AuthHandler for Auth {
                 .unwrap_or_default()
                 .as_secs();
             if expiry < now {
-                tracing::info!(%src, username, "expired TURN REST credentials");
+                crate::info_limited!("TURN expired credentials", %src, username, "expired TURN REST credentials");
                 return Err(turn::Error::Other("expired credentials".into()));
             }
             return Ok(generate_auth_key(
@@ -149,7 +149,7 @@ impl AuthHandler for Auth {
                 &turn_rest_password(secret, username),
             ));
         }
-        tracing::info!(%src, username, "unknown TURN user");
+        crate::info_limited!("TURN unknown user", %src, username, "unknown TURN user");
         Err(turn::Error::Other("unknown user".into()))
     }
 }
@@ -258,32 +258,33 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
         g.total_quota,
     ));
     let relay = || {
-        Box::new(guard::TrackedRelays {
-            inner: Box::new(RelayAddressGeneratorRanges {
-                relay_address: relay_ip,
-                min_port: lo,
-                max_port: hi,
-                max_retries: RELAY_PORT_RETRIES,
-                address: config.bind.to_string(),
-                net: Arc::new(Net::new(None)),
-            }),
-            guard: guard.clone(),
+        Box::new(RelayAddressGeneratorRanges {
+            relay_address: relay_ip,
+            min_port: lo,
+            max_port: hi,
+            max_retries: RELAY_PORT_RETRIES,
+            address: config.bind.to_string(),
+            net: Arc::new(Net::new(None)),
         })
     };
-    let guarded = |conn: Arc<dyn webrtc::util::Conn + Send + Sync>| -> Result<_> {
+    let guarded = |conn: Arc<dyn webrtc::util::Conn + Send + Sync>,
+                   own: Option<tokio::sync::mpsc::Receiver<Vec<u8>>>|
+     -> Result<_> {
         let c: Arc<dyn webrtc::util::Conn + Send + Sync> = Arc::new(
-            guard::GuardedConn::new(conn, guard.clone())
+            guard::GuardedConn::new(conn, guard.clone(), own)
                 .map_err(|e| anyhow::anyhow!("cannot read a listener's address: {e}"))?,
         );
         Ok(c)
     };
+    // The guard's own nonce requests go to the crate through the UDP listener.
+    let (own_tx, own_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let mut conn_configs = vec![
         ConnConfig {
-            conn: guarded(Arc::new(socket))?,
+            conn: guarded(Arc::new(socket), Some(own_rx))?,
             relay_addr_generator: relay(),
         },
         ConnConfig {
-            conn: guarded(tcp.clone())?,
+            conn: guarded(tcp.clone(), None)?,
             relay_addr_generator: relay(),
         },
     ];
@@ -292,7 +293,7 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
         Some((mux, addr)) => {
             streams.push(mux.clone());
             conn_configs.push(ConnConfig {
-                conn: guarded(mux)?,
+                conn: guarded(mux, None)?,
                 relay_addr_generator: relay(),
             });
             Some(addr)
@@ -323,6 +324,23 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot start the TURN server: {e}"))?;
+    // A fresh nonce now and every NONCE_REFRESH, until the server closes.
+    let asker = guard.clone();
+    tokio::spawn(async move {
+        loop {
+            if own_tx.send(asker.nonce_request()).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(guard::NONCE_REFRESH).await;
+        }
+    });
+    let ready = tokio::time::Instant::now() + Duration::from_secs(2);
+    while !guard.has_nonce() && tokio::time::Instant::now() < ready {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    if !guard.has_nonce() {
+        tracing::warn!("the TURN server has issued no nonce yet; the first clients may retry");
+    }
     Ok(TurnServer {
         server,
         guard,
