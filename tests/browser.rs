@@ -62,6 +62,7 @@ fn calling_page_in_chromium() {
         "browser checks failed:\n{stdout}\n{stderr}"
     );
     for name in [
+        "join-notices",
         "two-pages-media",
         "stats-overlay",
         "chat-crosses",

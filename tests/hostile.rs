@@ -434,3 +434,35 @@ async fn socketio_reloads_free_their_connection_slots() {
     c.emit("join", serde_json::json!("after")).await;
     c.recv_event("joined").await;
 }
+
+/// Joins from one address are rate-limited whichever connection they come on: trying
+/// room names from many connections at once gets `rate-limited` past the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_per_address_are_rate_limited() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(NativeClient::connect(&hub.ws_url()).await);
+    }
+    let (mut joined, mut limited) = (0, 0);
+    for i in 0..60 {
+        let c = &mut clients[i % 4];
+        c.send(serde_json::json!({"type": "join", "room": format!("guess-{i}")}))
+            .await;
+        let v = c.recv().await;
+        match v["type"].as_str() {
+            Some("joined") => joined += 1,
+            Some("error") if v["code"] == "rate-limited" => {
+                assert!(v["message"].as_str().unwrap().contains("joins"), "{v}");
+                limited += 1
+            }
+            _ => panic!("{v}"),
+        }
+    }
+    assert!(
+        (30..=33).contains(&joined),
+        "{joined} joined, {limited} refused"
+    );
+    assert_eq!(joined + limited, 60);
+    assert!(hub.hub.limits().report().joins_refused >= 27);
+}

@@ -503,12 +503,13 @@ async fn https_and_plain_http_share_one_port() {
 #[tokio::test]
 async fn certificate_follows_the_lan_addresses_without_a_restart() {
     let sb = Sandbox::new();
-    let first: IpAddr = "192.0.2.41".parse().unwrap();
-    let second: IpAddr = "198.51.100.42".parse().unwrap();
+    // Private addresses (a new CA is name-constrained to such ranges).
+    let first: IpAddr = "10.0.2.41".parse().unwrap();
+    let second: IpAddr = "10.0.3.42".parse().unwrap();
     let run = start(&sb, vec![first]).await;
     let der = run.ca.cert_der.to_vec();
     // The TCP connection goes to 127.0.0.1; only certificate verification uses the
-    // documentation addresses, so no packet leaves the machine.
+    // other addresses, so no packet leaves the machine.
     assert!(
         https_request(run.addr, &first.to_string(), &der, &get_head("/healthz"))
             .await

@@ -33,6 +33,8 @@ pub struct Counters {
     pub rate_limited_frames: AtomicU64,
     /// Connections closed for flooding past the rate limit.
     pub closed_for_flooding: AtomicU64,
+    /// Joins refused by the per-address join rate.
+    pub joins_refused: AtomicU64,
 }
 
 /// A snapshot of [`Counters`] and the limits themselves.
@@ -56,6 +58,8 @@ pub struct LimitsReport {
     pub rate_limited_frames: u64,
     /// See [`Counters`].
     pub closed_for_flooding: u64,
+    /// See [`Counters`].
+    pub joins_refused: u64,
 }
 
 /// Why a connection was refused, with the status and the sentence for the client.
@@ -98,6 +102,24 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// Joins a second from one client address, sustained.
+pub const JOINS_PER_SEC: u32 = 5;
+/// Joins from one client address in a burst.
+pub const JOINS_BURST: u32 = 30;
+
+/// Takes a token of `ip`'s bucket in `table`, forgetting quiet addresses when the table
+/// is full.
+fn take(table: &Mutex<HashMap<IpAddr, TokenBucket>>, ip: IpAddr, rate: u32, burst: u32) -> bool {
+    let now = Instant::now();
+    let mut t = table.lock().unwrap_or_else(|p| p.into_inner());
+    if t.len() >= RATE_TABLE_MAX && !t.contains_key(&ip) {
+        t.retain(|_, b| now.saturating_duration_since(b.last()) < RATE_TABLE_IDLE);
+    }
+    t.entry(ip)
+        .or_insert_with(|| TokenBucket::new(rate, burst))
+        .take_at(now)
+}
+
 /// Open hub connections per client address and in all.
 pub struct ConnLimits {
     max_per_ip: usize,
@@ -105,6 +127,7 @@ pub struct ConnLimits {
     open: Mutex<HashMap<IpAddr, usize>>,
     total: AtomicUsize,
     rate: Mutex<HashMap<IpAddr, TokenBucket>>,
+    joins: Mutex<HashMap<IpAddr, TokenBucket>>,
     rate_per_sec: u32,
     rate_burst: u32,
     /// The counts `/healthz` reports.
@@ -127,6 +150,7 @@ impl ConnLimits {
             open: Mutex::new(HashMap::new()),
             total: AtomicUsize::new(0),
             rate: Mutex::new(HashMap::new()),
+            joins: Mutex::new(HashMap::new()),
             rate_per_sec,
             rate_burst: rate_burst.max(1),
             counters: Counters::default(),
@@ -149,20 +173,24 @@ impl ConnLimits {
                 .fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::PerAddress(ip, self.max_per_ip));
         }
-        let now = Instant::now();
-        let mut rate = self.rate.lock().unwrap_or_else(|p| p.into_inner());
-        if rate.len() >= RATE_TABLE_MAX {
-            rate.retain(|_, b| now.saturating_duration_since(b.last()) < RATE_TABLE_IDLE);
-        }
-        let ok = rate
-            .entry(ip)
-            .or_insert_with(|| TokenBucket::new(self.rate_per_sec, self.rate_burst))
-            .take_at(now);
-        if !ok {
+        if !take(&self.rate, ip, self.rate_per_sec, self.rate_burst) {
             self.counters.refused_rate.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::Rate(ip));
         }
         Ok(())
+    }
+
+    /// Whether a peer at `ip` may join a room now: joins from one address are
+    /// limited to [`JOINS_PER_SEC`] (bursts of [`JOINS_BURST`]), whichever connection
+    /// they come on, so nobody tries room names at the speed of many connections.
+    pub fn join_allowed(&self, ip: Option<IpAddr>) -> bool {
+        let Some(ip) = ip else { return true };
+        let ok = take(&self.joins, ip, JOINS_PER_SEC, JOINS_BURST);
+        if !ok {
+            self.counters.joins_refused.fetch_add(1, Ordering::Relaxed);
+            crate::info_limited!("joins refused", %ip, "refusing joins from an address past its join rate");
+        }
+        ok
     }
 
     /// Takes a place for a connection that was admitted; fails (and counts) when the
@@ -205,11 +233,19 @@ impl ConnLimits {
             queue_overflows: c.queue_overflows.load(Ordering::Relaxed),
             rate_limited_frames: c.rate_limited_frames.load(Ordering::Relaxed),
             closed_for_flooding: c.closed_for_flooding.load(Ordering::Relaxed),
+            joins_refused: c.joins_refused.load(Ordering::Relaxed),
         }
     }
 
     fn lock_open(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ConnGuard {
+    /// The client's address, when known.
+    pub fn ip(&self) -> Option<IpAddr> {
+        self.ip
     }
 }
 
@@ -322,6 +358,21 @@ mod tests {
             "other addresses are not held back"
         );
         assert_eq!(limits.report().refused_rate, 7);
+    }
+
+    #[test]
+    fn joins_per_address_are_rate_limited() {
+        let limits = ConnLimits::new(100, 100, 100, 100);
+        let ok = (0..100)
+            .filter(|_| limits.join_allowed(ip("10.0.0.1")))
+            .count();
+        assert!(
+            (JOINS_BURST as usize..=JOINS_BURST as usize + 2).contains(&ok),
+            "{ok}"
+        );
+        assert!(limits.join_allowed(ip("10.0.0.2")));
+        assert!(limits.join_allowed(None), "unknown address: not limited");
+        assert!(limits.report().joins_refused >= 68);
     }
 
     #[test]

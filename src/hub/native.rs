@@ -79,7 +79,7 @@ fn upgrade(hub: Hub, ws: WebSocketUpgrade, guard: ConnGuard) -> Response {
         .on_upgrade(move |socket| {
             let tasks = hub.tasks().clone();
             tasks.track_future(async move {
-                run(hub, socket).await;
+                run(hub, socket, guard.ip()).await;
                 drop(guard);
             })
         })
@@ -133,13 +133,13 @@ pub fn encode(event: &Event) -> String {
     }
 }
 
-async fn run(hub: Hub, socket: WebSocket) {
+async fn run(hub: Hub, socket: WebSocket, ip: Option<std::net::IpAddr>) {
     let id = PeerId::random();
     let span = tracing::debug_span!("ws", peer = %id);
-    serve_peer(hub, socket, id).instrument(span).await
+    serve_peer(hub, socket, id, ip).instrument(span).await
 }
 
-async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
+async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std::net::IpAddr>) {
     let cfg = hub.config().clone();
     let (tx, mut rx, mut overflow) = out_queue(cfg.max_queue_bytes);
     let sink = Arc::new(NativeSink(tx));
@@ -239,7 +239,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
                         }
                         refused_in_a_row = 0;
                         match msg {
-                            Message::Text(text) => handle(&hub, &id, &sink, text.as_str()).await,
+                            Message::Text(text) => handle(&hub, &id, &sink, text.as_str(), ip).await,
                             Message::Binary(_) => {
                                 sink.push(HubError::BadRequest("binary frames are not part of the protocol; send JSON text".into()).frame());
                             }
@@ -285,13 +285,22 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId) {
     tracing::debug!("disconnected");
 }
 
-async fn handle(hub: &Hub, id: &PeerId, sink: &NativeSink, text: &str) {
+async fn handle(
+    hub: &Hub,
+    id: &PeerId,
+    sink: &NativeSink,
+    text: &str,
+    ip: Option<std::net::IpAddr>,
+) {
     let rooms = hub.rooms();
     let result = match protocol::decode(text) {
         Err(e) => Err(e),
         Ok(ClientFrame::Ping) => {
             sink.push(r#"{"type":"pong"}"#.to_string());
             Ok(())
+        }
+        Ok(ClientFrame::Join { .. }) if !hub.limits().join_allowed(ip) => {
+            Err(HubError::JoinsRateLimited(super::limits::JOINS_PER_SEC))
         }
         Ok(ClientFrame::Join { room, meta }) => {
             rooms.join(id, room.clone(), meta).await.map(|peers| {

@@ -103,6 +103,9 @@ pub enum HubError {
     /// Over the frame rate limit.
     #[error("too many frames; at most {0} a second")]
     RateLimited(u32),
+    /// Over the rate of joins from one client address.
+    #[error("too many joins from this address; at most {0} a second")]
+    JoinsRateLimited(u32),
 }
 
 impl HubError {
@@ -114,7 +117,7 @@ impl HubError {
             HubError::NotInRoom => "not-in-room",
             HubError::UnknownPeer(_) => "unknown-peer",
             HubError::TooLarge(_) => "too-large",
-            HubError::RateLimited(_) => "rate-limited",
+            HubError::RateLimited(_) | HubError::JoinsRateLimited(_) => "rate-limited",
         }
     }
 

@@ -286,9 +286,8 @@ const CONNECT_ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// Registers the peer and its event handlers, before the client is told it is
 /// connected; refuses it past the connection caps.
 fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
-    let guard = hub
-        .limits()
-        .acquire(super::client_ip_parts(&socket.req_parts().extensions))?;
+    let ip = super::client_ip_parts(&socket.req_parts().extensions);
+    let guard = hub.limits().acquire(ip)?;
     let id = PeerId::from_string(socket.id.to_string());
     tracing::debug!(peer = %id, transport = ?socket.transport_type(), "socket.io connected");
     let (tx, rx, overflow) = out_queue(hub.config().max_queue_bytes);
@@ -359,7 +358,13 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
             let result = match room
                 .ok_or_else(|| HubError::BadRequest("join takes a room name or {room}".into()))
                 .and_then(RoomName::parse)
-            {
+                .and_then(|r| {
+                    if hub.limits().join_allowed(ip) {
+                        Ok(r)
+                    } else {
+                        Err(HubError::JoinsRateLimited(super::limits::JOINS_PER_SEC))
+                    }
+                }) {
                 Ok(room) => {
                     hub.rooms()
                         .join(&id, room, Arc::new(Value::Object(Map::new())))

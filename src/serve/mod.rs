@@ -707,7 +707,13 @@ fn reachable(bind: IpAddr, lan: &[IpAddr]) -> Vec<IpAddr> {
     }
 }
 
-/// A random room name for the printed links.
+/// Random characters in a generated room name: 13 of a 32-letter alphabet, 65 bits, so
+/// nobody on the network guesses their way into a call.
+pub const ROOM_RANDOM_CHARS: usize = 13;
+/// The tail's alphabet: lowercase letters and digits without i, l, o and 1.
+const ROOM_ALPHABET: &[u8; 32] = b"abcdefghjkmnpqrstuvwxyz023456789";
+
+/// A random room name for the printed links: two words to read, and a random tail.
 pub fn random_room() -> String {
     const WORDS: &[&str] = &[
         "amber", "brisk", "cedar", "delta", "ember", "fjord", "gale", "harbor", "iris", "jade",
@@ -715,7 +721,12 @@ pub fn random_room() -> String {
     ];
     let a = WORDS[rand::random_range(0..WORDS.len())];
     let b = WORDS[rand::random_range(0..WORDS.len())];
-    format!("{a}-{b}-{}", rand::random_range(10..100))
+    let bytes: [u8; ROOM_RANDOM_CHARS] = rand::random();
+    let tail: String = bytes
+        .iter()
+        .map(|b| ROOM_ALPHABET[usize::from(b % 32)] as char)
+        .collect();
+    format!("{a}-{b}-{tail}")
 }
 
 /// Validates `--dir` (hidden and key files refused).
@@ -787,4 +798,24 @@ pub fn systemd_unit(args: &str, caroot: &std::path::Path) -> String {
         .replace("{{ARGS}}", args)
         .replace("{{CAROOT}}", &caroot.display().to_string())
         .replace("{{USER}}", &user)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_rooms_carry_65_random_bits_and_are_valid_names() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let r = random_room();
+            assert!(RoomName::parse(&r).is_ok(), "{r}");
+            let tail = r.rsplit('-').next().unwrap();
+            assert_eq!(tail.len(), ROOM_RANDOM_CHARS, "{r}");
+            assert!(tail.bytes().all(|b| ROOM_ALPHABET.contains(&b)), "{r}");
+            assert!(seen.insert(tail.to_string()), "a repeat in 200: {r}");
+        }
+        // 13 characters of 32 letters: 65 bits.
+        assert!(ROOM_RANDOM_CHARS * 5 >= 64);
+    }
 }

@@ -118,6 +118,12 @@ async function checks () {
   try {
     const a = await open(context, 'call', 'Ann')
     const b = await open(context, 'call', 'Bob')
+    await check('join-notices', async () => {
+      const toasts = (p) => p.evaluate(() => [...document.querySelectorAll('.toast')].map((t) => t.textContent))
+      const atAnn = await until('Ann told Bob joined', async () => { const t = await toasts(a.page); return t.some((x) => x === 'Bob joined') && t })
+      const atBob = await until('Bob told who is here', async () => { const t = await toasts(b.page); return t.some((x) => x === 'In this call: Ann') && t })
+      return { atAnn, atBob }
+    })
     await check('two-pages-media', async () => {
       const [fa, fb] = await Promise.all([firstFrameMs(a), firstFrameMs(b)])
       const ma = await until('audio at Ann', async () => { const m = Object.values(await media(a.page)); return m.length === 1 && m[0].audio > 0 && m })
@@ -187,6 +193,7 @@ async function checks () {
       await c.page.click('#leave')
       for (const p of [a, b]) {
         await until(`${p.name} dropped Cid`, () => p.page.evaluate((id) => !window.rtcdev.peers.has(id) && !document.querySelector(`.tile[data-peer="${id}"]`), c.id))
+        await until(`${p.name} told Cid left`, () => p.page.evaluate(() => [...document.querySelectorAll('.toast')].some((t) => t.textContent === 'Cid left')))
       }
       await c.page.close()
       return {}

@@ -5,7 +5,7 @@ import { Signaling } from './signaling.js'
 import { Media } from './media.js'
 import { Peer } from './peers.js'
 import { summarize, format } from './stats.js'
-import { $, tile, removeTile, setBadges, notice, chatLine, eventLine, escapeHtml } from './ui.js'
+import { $, tile, removeTile, setBadges, notice, chatLine, eventLine, escapeHtml, toast } from './ui.js'
 
 const MAX_PEERS = 8
 // A peer whose signaling dropped but whose media still flows is kept this long for
@@ -29,9 +29,11 @@ const app = {
 window.rtcdev = app
 sessionStorage.setItem('rtcdev.clientId', app.clientId)
 
+// 13 characters of a 32-letter alphabet: 65 random bits, too many to guess.
 function randomRoom () {
-  const a = crypto.getRandomValues(new Uint32Array(1))[0].toString(36)
-  return `room-${a.slice(0, 6)}`
+  const alphabet = 'abcdefghjkmnpqrstuvwxyz023456789'
+  const bytes = crypto.getRandomValues(new Uint8Array(13))
+  return `room-${Array.from(bytes, (b) => alphabet[b % 32]).join('')}`
 }
 
 function log (text) {
@@ -125,10 +127,18 @@ async function start (room, name) {
     notice(app.media.error ? mediaHelp(app.media.error) : '')
   })
   sig.addEventListener('joined', ({ detail }) => {
+    const first = !app.joinedAt
     app.joinedAt = app.joinedAt || performance.now()
+    if (first && detail.peers.length) toast(`In this call: ${detail.peers.map((p) => displayName(p.meta, p.id)).join(', ')}`)
     for (const p of detail.peers) addPeer(p.id, p.meta, true)
   })
-  sig.addEventListener('peer-joined', ({ detail }) => addPeer(detail.id, detail.meta, false))
+  sig.addEventListener('peer-joined', ({ detail }) => {
+    // Every newcomer shows, by name: a room name is the only key to a call.
+    if (!(detail.meta && detail.meta.clientId && findByClientId(detail.meta.clientId))) {
+      toast(`${displayName(detail.meta, detail.id)} joined`)
+    }
+    addPeer(detail.id, detail.meta, false)
+  })
   sig.addEventListener('peer-left', ({ detail }) => peerLeft(detail.id))
   sig.addEventListener('signal', ({ detail }) => onSignal(detail.from, detail.data))
   sig.addEventListener('error', ({ detail }) => {
@@ -139,6 +149,11 @@ async function start (room, name) {
   sig.connect()
   wireControls()
   setInterval(refreshStats, 1000)
+}
+
+function displayName (meta, id) {
+  const name = meta && typeof meta.name === 'string' && meta.name.trim()
+  return name ? name.slice(0, 40) : `a guest (${String(id).slice(0, 6)})`
 }
 
 function findByClientId (clientId) {
@@ -218,6 +233,7 @@ function dropPeer (id) {
   peer.close()
   removeTile(id)
   log(`peer ${peer.meta.name || id} left`)
+  toast(`${displayName(peer.meta, id)} left`)
 }
 
 async function onSignal (from, data) {

@@ -60,6 +60,24 @@ export function notice (html) {
   n.hidden = false
 }
 
+// A short line over the call (who joined, who left) that fades after a few seconds;
+// read out by screen readers.
+export function toast (text) {
+  let box = $('toasts')
+  if (!box) {
+    box = document.createElement('div')
+    box.id = 'toasts'
+    box.setAttribute('aria-live', 'polite')
+    document.body.append(box)
+  }
+  const t = document.createElement('div')
+  t.className = 'toast'
+  t.textContent = text
+  box.append(t)
+  while (box.children.length > 4) box.firstChild.remove()
+  setTimeout(() => t.remove(), 6000)
+}
+
 function append (listId, text, cls) {
   const list = $(listId)
   const li = document.createElement('li')
