@@ -521,6 +521,7 @@ fn system_store_install_undoes_itself() {
         eprintln!("skipped: set RTCDEV_TEST_SYSTEM_TRUST=1 (as root) to change the system store");
         return;
     }
+    let _one_at_a_time = SYSTEM_STORE.lock().unwrap_or_else(|p| p.into_inner());
     let sb = Sandbox::new();
     struct Undo<'a>(&'a Sandbox);
     impl Drop for Undo<'_> {
@@ -553,6 +554,25 @@ fn system_store_install_undoes_itself() {
             .contains(&body)
     };
     assert!(has(), "the CA is in {bundle}");
+    // The anchor file is named from the CA's fingerprint.
+    let fp = sb
+        .tool("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(sb.path().join(".local/share/rtcdev/rootCA.pem"))
+        .output()
+        .unwrap();
+    let fp: String = String::from_utf8_lossy(&fp.stdout)
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_ascii_lowercase();
+    let anchor = format!(
+        "/usr/local/share/ca-certificates/rtcdev_CA_{}.crt",
+        &fp[..16]
+    );
+    assert!(std::path::Path::new(&anchor).exists(), "{anchor}");
     let again = sb
         .rtcdev()
         .env("RTCDEV_TRUST_STORES", "system")
@@ -568,4 +588,83 @@ fn system_store_install_undoes_itself() {
         .unwrap();
     assert!(stdout(&out).contains("now uninstalled"), "{}", stdout(&out));
     assert!(!has(), "the CA left {bundle}");
+}
+
+/// The system store's refresh tool does not take two runs at once.
+static SYSTEM_STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A CA whose subject says `O=../../../tmp/...` cannot steer the system store's write
+/// (as root) out of the anchors directory: the file is named from the fingerprint.
+#[test]
+fn a_crafted_ca_subject_cannot_choose_the_anchor_path() {
+    if std::env::var("RTCDEV_TEST_SYSTEM_TRUST").as_deref() != Ok("1") {
+        eprintln!("skipped: set RTCDEV_TEST_SYSTEM_TRUST=1 (as root) to change the system store");
+        return;
+    }
+    let _one_at_a_time = SYSTEM_STORE.lock().unwrap_or_else(|p| p.into_inner());
+    let sb = Sandbox::new();
+    let dir = sb.path().join("crafted");
+    std::fs::create_dir_all(&dir).unwrap();
+    let escape = format!("rtcdev-escape-{}", std::process::id());
+    let ok = sb
+        .tool("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args([
+            "-days",
+            "30",
+            "-subj",
+            &format!("/O=../../../../tmp/{escape}/CN=crafted"),
+        ])
+        .args([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign",
+        ])
+        .arg("-keyout")
+        .arg(dir.join("rootCA-key.pem"))
+        .arg("-out")
+        .arg(dir.join("rootCA.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = sb
+        .rtcdev()
+        .env("RTCDEV_TRUST_STORES", "system")
+        .arg("--ca-dir")
+        .arg(&dir)
+        .args(["cert", "--install"])
+        .output()
+        .unwrap();
+    let undo = sb
+        .rtcdev()
+        .env("RTCDEV_TRUST_STORES", "system")
+        .arg("--ca-dir")
+        .arg(&dir)
+        .args(["cert", "--uninstall"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(undo.status.success(), "{}{}", stdout(&undo), stderr(&undo));
+    let leaked: Vec<_> = std::fs::read_dir("/tmp")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(&escape))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "written outside the anchors directory: {leaked:?}"
+    );
 }

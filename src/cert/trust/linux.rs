@@ -58,11 +58,34 @@ impl SystemStore {
         )
     }
 
-    /// mkcert's file name for the CA ("mkcert_development_CA_123.crt"), so a CA shared
-    /// with mkcert is one file whichever tool installed it.
+    /// The CA's file in the anchors directory, named from its fingerprint, never from
+    /// anything in the certificate: a crafted subject cannot steer a write made as root.
     fn file(&self, ca: &Ca) -> PathBuf {
-        self.anchors
-            .join(format!("{}.crt", ca.nickname().replace(' ', "_")))
+        let hex = ca.fingerprint().replace(':', "").to_ascii_lowercase();
+        self.anchors.join(format!("rtcdev_CA_{}.crt", &hex[..16]))
+    }
+
+    /// mkcert's name for the same CA ("mkcert_development_CA_123.crt"), where an
+    /// earlier install (by mkcert or an older rtcdev) may have put it; only ever read or
+    /// removed when it holds this very CA, and only when the name is a plain file name.
+    fn legacy_file(&self, ca: &Ca) -> Option<PathBuf> {
+        let name = format!("{}.crt", ca.nickname().replace(' ', "_"));
+        let plain = !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+        plain.then(|| self.anchors.join(name))
+    }
+
+    /// Whether `path` holds this CA.
+    fn holds(path: &Path, ca: &Ca) -> Result<bool> {
+        match fs::read_to_string(path) {
+            Ok(text) => {
+                Ok(crate::cert::ca::first_pem_cert(&text).as_deref() == Some(ca.cert_der.as_ref()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
     }
 
     fn refresh(&self) -> Result<()> {
@@ -94,13 +117,12 @@ impl TrustStore for SystemStore {
     }
 
     fn check(&self, ca: &Ca) -> Result<bool> {
-        let path = self.file(ca);
-        match fs::read_to_string(&path) {
-            Ok(text) => {
-                Ok(crate::cert::ca::first_pem_cert(&text).as_deref() == Some(ca.cert_der.as_ref()))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        if Self::holds(&self.file(ca), ca)? {
+            return Ok(true);
+        }
+        match self.legacy_file(ca) {
+            Some(legacy) => Self::holds(&legacy, ca),
+            None => Ok(false),
         }
     }
 
@@ -114,8 +136,17 @@ impl TrustStore for SystemStore {
 
     fn uninstall(&self, ca: &Ca) -> Result<()> {
         require_root()?;
-        let path = self.file(ca);
-        fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+        let mut removed = false;
+        for path in std::iter::once(self.file(ca)).chain(self.legacy_file(ca)) {
+            if Self::holds(&path, ca)? {
+                fs::remove_file(&path)
+                    .with_context(|| format!("cannot remove {}", path.display()))?;
+                removed = true;
+            }
+        }
+        if !removed {
+            bail!("the CA is not in {}", self.anchors.display());
+        }
         self.refresh()
     }
 }
