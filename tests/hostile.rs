@@ -466,3 +466,33 @@ async fn joins_per_address_are_rate_limited() {
     assert_eq!(joined + limited, 60);
     assert!(hub.hub.limits().report().joins_refused >= 27);
 }
+
+/// On socket.io too, every event counts against the rate limit (events the hub does
+/// not know as well), and a peer that keeps flooding past it is disconnected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_floods_are_limited_and_cut_off() {
+    let hub = TestHub::start(HubConfig {
+        rate_per_sec: 1,
+        rate_burst: 5,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut c = common::SioClient::connect(&hub.http_url(), "websocket", "v4").await;
+    for i in 0..40 {
+        c.emit("bogus", serde_json::json!({ "n": i })).await;
+    }
+    let v = c.recv_event("error").await;
+    assert_eq!(v["data"]["code"], "rate-limited", "{v}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while hub.hub.stats().peers > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = hub.hub.limits().report();
+    assert_eq!(
+        hub.hub.stats().peers,
+        0,
+        "the flooding peer was disconnected: {r:?}"
+    );
+    assert_eq!(r.closed_for_flooding, 1, "{r:?}");
+    assert!(r.rate_limited_frames >= 20, "{r:?}");
+}

@@ -40,7 +40,7 @@ const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
 const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
 /// A connection that keeps sending this many bursts' worth of frames in a row past its
 /// rate limit is flooding, not bursting: it is closed (1008).
-const FLOOD_BURSTS: u32 = 4;
+pub(crate) const FLOOD_BURSTS: u32 = 4;
 
 /// The `/ws` route.
 pub fn routes(hub: Hub) -> Router {

@@ -316,25 +316,60 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
         }
     });
     let cfg = hub.config();
-    let bucket = Arc::new(Mutex::new(TokenBucket::new(
-        cfg.rate_per_sec,
-        cfg.rate_burst,
+    let bucket = Arc::new(Mutex::new((
+        TokenBucket::new(cfg.rate_per_sec, cfg.rate_burst),
+        0u32,
     )));
-    let rate = cfg.rate_per_sec;
+    let (rate, flood_after) = (
+        cfg.rate_per_sec,
+        cfg.rate_burst
+            .max(1)
+            .saturating_mul(super::native::FLOOD_BURSTS),
+    );
     let (err_sink, counted) = (sink.clone(), hub.clone());
-    // Every event spends a token; over the limit it is refused with an `error` event.
-    let allowed = move |_: &SocketRef| -> bool {
-        let ok = bucket.lock().unwrap_or_else(|p| p.into_inner()).take();
+    // Every event spends a token, whatever its name; over the limit it is refused with
+    // an `error` event (at most one a second), and a peer that keeps sending four
+    // bursts' worth past the limit is disconnected, as on the native front-end.
+    let last_error = Arc::new(Mutex::new(None::<std::time::Instant>));
+    let allowed = move |socket: &SocketRef| -> bool {
+        let counters = &counted.limits().counters;
+        let (ok, flooding) = {
+            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+            let ok = b.0.take();
+            b.1 = if ok { 0 } else { b.1 + 1 };
+            (ok, b.1 == flood_after)
+        };
         if !ok {
-            counted
-                .limits()
-                .counters
+            counters
                 .rate_limited_frames
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            err_sink.error(&HubError::RateLimited(rate));
+            let now = std::time::Instant::now();
+            let mut last = last_error.lock().unwrap_or_else(|p| p.into_inner());
+            if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                *last = Some(now);
+                err_sink.error(&HubError::RateLimited(rate));
+            }
+        }
+        if flooding {
+            counters
+                .closed_for_flooding
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            crate::info_limited!("closed for flooding", peer = %socket.id, "socket.io peer keeps sending past its rate limit; disconnecting");
+            // Deferred: the disconnect runs handlers, and this runs inside one.
+            let s = socket.clone();
+            tokio::spawn(async move {
+                let _ = s.disconnect();
+            });
         }
         ok
     };
+
+    // Events the hub does not know spend tokens too.
+    let a = allowed.clone();
+    socket.on_fallback(move |socket: SocketRef| {
+        a(&socket);
+        std::future::ready(())
+    });
 
     let order = InOrder::default();
     let (h, a, pid, o, k) = (
