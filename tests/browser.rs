@@ -73,6 +73,7 @@ fn calling_page_in_chromium() {
         "leaver-disappears",
         "hub-restart-survived",
         "constrained-ca-trusted",
+        "vite-hmr-through-proxy",
     ] {
         let r = results
             .iter()

@@ -258,6 +258,51 @@ async function checks () {
         lan.kill('SIGTERM')
       }
     })
+    // A real vite dev server behind `rtcdev serve --proxy`: the page loads through
+    // rtcdev's HTTPS, vite's HMR WebSocket goes through rtcdev too, and a stylesheet
+    // edited on disk reaches the open page as a hot update (no reload), on every URL
+    // rtcdev prints.
+    await check('vite-hmr-through-proxy', async () => {
+      const { createServer } = await import('vite')
+      const fs = await import('node:fs')
+      const path = await import('node:path')
+      const os = await import('node:os')
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rtcdev-vite-'))
+      fs.writeFileSync(path.join(dir, 'index.html'), '<!doctype html><title>vite app</title><p id="x">hello</p><script type="module" src="/main.js"></script>')
+      fs.writeFileSync(path.join(dir, 'main.js'), "import './style.css'\n")
+      const css = path.join(dir, 'style.css')
+      fs.writeFileSync(css, '#x { color: rgb(255, 0, 0); }\n')
+      const vite = await createServer({ root: dir, logLevel: 'silent', configFile: false, server: { host: '127.0.0.1', port: 5173, strictPort: true } })
+      await vite.listen()
+      const proxy = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', '8445', '--quiet', '--no-qr', '--proxy', 'http://127.0.0.1:5173'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      try {
+        await new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('proxy server did not start')), STEP_TIMEOUT_MS)
+          proxy.stdout.on('data', (d) => { if (String(d).includes('https://')) { clearTimeout(timer); resolve() } })
+        })
+        const seen = {}
+        let color = 0
+        for (const origin of ['https://localhost:8445', 'https://127.0.0.1:8445']) {
+          const page = await context.newPage()
+          await page.goto(`${origin}/`)
+          const colorOf = () => page.evaluate(() => getComputedStyle(document.getElementById('x')).color)
+          await until(`${origin}: the page's style`, async () => (await colorOf()) === 'rgb(255, 0, 0)' || (await colorOf()) === `rgb(0, 0, ${color})`)
+          await until(`${origin}: vite's HMR connected`, () => page.evaluate(() => performance.getEntriesByType('resource').some((r) => r.name.includes('/@vite/client'))))
+          await page.evaluate(() => { window.notReloaded = true })
+          color += 100
+          fs.writeFileSync(css, `#x { color: rgb(0, 0, ${color}); }\n`)
+          await until(`${origin}: the hot update`, async () => (await colorOf()) === `rgb(0, 0, ${color})`)
+          if (!(await page.evaluate(() => window.notReloaded === true))) throw new Error(`${origin}: the page reloaded instead of a hot update`)
+          seen[origin] = await colorOf()
+          await page.close()
+        }
+        return { seen }
+      } finally {
+        proxy.kill('SIGTERM')
+        await vite.close()
+        fs.rmSync(dir, { recursive: true, force: true })
+      }
+    })
   } finally {
     await browser.close()
   }
