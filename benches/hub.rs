@@ -170,6 +170,8 @@ fn rtcdev_process(bin: &str, redis: Option<&str>, cpu: usize) -> (Child, u16) {
             "100000",
             "--conn-rate",
             "100000",
+            "--join-rate",
+            "100000",
         ])
         .args(redis.map(|r| ["--redis", r]).into_iter().flatten())
         .env("RUST_LOG", "error")

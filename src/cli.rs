@@ -533,6 +533,11 @@ pub struct HubArgs {
     #[arg(long, default_value_t = hub::DEFAULT_CONN_RATE_PER_SEC, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub conn_rate: u32,
 
+    /// Joins a second one client address may make, over all its connections (bursts of
+    /// six times as many; more get a rate-limited error): nobody tries room names fast.
+    #[arg(long, default_value_t = hub::DEFAULT_JOIN_RATE, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub join_rate: u32,
+
     /// Share rooms with other hub processes through this Redis (redis://HOST:PORT[/DB]):
     /// any number of hubs behind a load balancer act as one.
     #[arg(long, value_name = "URL", env = "RTCDEV_REDIS", value_parser = parse_redis_url)]
@@ -621,6 +626,7 @@ impl HubArgs {
             max_conns_per_ip: self.max_conns_per_ip,
             max_conns: self.max_conns,
             conn_rate: (self.conn_rate, self.conn_rate.saturating_mul(4)),
+            join_rate: (self.join_rate, self.join_rate.saturating_mul(6)),
         }
     }
 }

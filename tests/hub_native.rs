@@ -379,6 +379,7 @@ async fn connections_that_vanish_leave_nothing_behind() {
     let hub = TestHub::start(HubConfig {
         max_conns_per_ip: 1000,
         conn_rate: (100_000, 100_000),
+        join_rate: (100_000, 100_000),
         ..HubConfig::default()
     })
     .await;

@@ -249,6 +249,7 @@ async fn join_emitted_before_connect_is_never_lost() {
     let hub = TestHub::start(HubConfig {
         max_conns_per_ip: 1000,
         conn_rate: (10_000, 10_000),
+        join_rate: (10_000, 10_000),
         ..HubConfig::default()
     })
     .await;

@@ -102,11 +102,6 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// Joins a second from one client address, sustained.
-pub const JOINS_PER_SEC: u32 = 5;
-/// Joins from one client address in a burst.
-pub const JOINS_BURST: u32 = 30;
-
 /// Takes a token of `ip`'s bucket in `table`, forgetting quiet addresses when the table
 /// is full.
 fn take(table: &Mutex<HashMap<IpAddr, TokenBucket>>, ip: IpAddr, rate: u32, burst: u32) -> bool {
@@ -130,8 +125,16 @@ pub struct ConnLimits {
     joins: Mutex<HashMap<IpAddr, TokenBucket>>,
     rate_per_sec: u32,
     rate_burst: u32,
+    join_rate: (u32, u32),
     /// The counts `/healthz` reports.
     pub counters: Counters,
+}
+
+impl ConnLimits {
+    /// Joins a second one address may make (sustained).
+    pub fn join_rate(&self) -> u32 {
+        self.join_rate.0
+    }
 }
 
 /// One open connection; dropping it frees its place.
@@ -141,9 +144,16 @@ pub struct ConnGuard {
 }
 
 impl ConnLimits {
-    /// At most `max_per_ip` connections from one address, `max_total` in all, and new
-    /// connections from one address at `rate_per_sec` (bursts of `rate_burst`).
-    pub fn new(max_per_ip: usize, max_total: usize, rate_per_sec: u32, rate_burst: u32) -> Self {
+    /// At most `max_per_ip` connections from one address, `max_total` in all, new
+    /// connections from one address at `rate_per_sec` (bursts of `rate_burst`), and
+    /// joins from one address at `join_rate` (a second, burst).
+    pub fn new(
+        max_per_ip: usize,
+        max_total: usize,
+        rate_per_sec: u32,
+        rate_burst: u32,
+        join_rate: (u32, u32),
+    ) -> Self {
         ConnLimits {
             max_per_ip: max_per_ip.max(1),
             max_total: max_total.max(1),
@@ -153,6 +163,7 @@ impl ConnLimits {
             joins: Mutex::new(HashMap::new()),
             rate_per_sec,
             rate_burst: rate_burst.max(1),
+            join_rate: (join_rate.0, join_rate.1.max(1)),
             counters: Counters::default(),
         }
     }
@@ -181,11 +192,11 @@ impl ConnLimits {
     }
 
     /// Whether a peer at `ip` may join a room now: joins from one address are
-    /// limited to [`JOINS_PER_SEC`] (bursts of [`JOINS_BURST`]), whichever connection
-    /// they come on, so nobody tries room names at the speed of many connections.
+    /// rate-limited whichever connection they come on, so nobody tries room names at
+    /// the speed of many connections.
     pub fn join_allowed(&self, ip: Option<IpAddr>) -> bool {
         let Some(ip) = ip else { return true };
-        let ok = take(&self.joins, ip, JOINS_PER_SEC, JOINS_BURST);
+        let ok = take(&self.joins, ip, self.join_rate.0, self.join_rate.1);
         if !ok {
             self.counters.joins_refused.fetch_add(1, Ordering::Relaxed);
             crate::info_limited!("joins refused", %ip, "refusing joins from an address past its join rate");
@@ -320,7 +331,7 @@ mod tests {
 
     #[test]
     fn caps_per_address_and_in_all() {
-        let limits = Arc::new(ConnLimits::new(2, 3, 1000, 1000));
+        let limits = Arc::new(ConnLimits::new(2, 3, 1000, 1000, (5, 30)));
         let a1 = limits.acquire(ip("10.0.0.1")).unwrap();
         let _a2 = limits.acquire(ip("10.0.0.1")).unwrap();
         assert_eq!(
@@ -348,7 +359,7 @@ mod tests {
 
     #[test]
     fn new_connections_per_address_are_rate_limited() {
-        let limits = ConnLimits::new(100, 100, 1, 3);
+        let limits = ConnLimits::new(100, 100, 1, 3, (5, 30));
         let ok = (0..10)
             .filter(|_| limits.admit(ip("10.0.0.1")).is_ok())
             .count();
@@ -362,14 +373,11 @@ mod tests {
 
     #[test]
     fn joins_per_address_are_rate_limited() {
-        let limits = ConnLimits::new(100, 100, 100, 100);
+        let limits = ConnLimits::new(100, 100, 100, 100, (5, 30));
         let ok = (0..100)
             .filter(|_| limits.join_allowed(ip("10.0.0.1")))
             .count();
-        assert!(
-            (JOINS_BURST as usize..=JOINS_BURST as usize + 2).contains(&ok),
-            "{ok}"
-        );
+        assert!((30..=32).contains(&ok), "{ok}");
         assert!(limits.join_allowed(ip("10.0.0.2")));
         assert!(limits.join_allowed(None), "unknown address: not limited");
         assert!(limits.report().joins_refused >= 68);

@@ -44,6 +44,8 @@ pub const DEFAULT_MAX_CONNS: usize = 2048;
 pub const DEFAULT_CONN_RATE_PER_SEC: u32 = 10;
 /// New hub connections from one address in a burst.
 pub const DEFAULT_CONN_RATE_BURST: u32 = 4 * DEFAULT_CONN_RATE_PER_SEC;
+/// Joins a second one client address may make, sustained (bursts of six times that).
+pub const DEFAULT_JOIN_RATE: u32 = 5;
 /// How long shutdown waits for connections to close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// WebSocket read buffer. Signaling frames are small; the 128 KiB default would
@@ -75,6 +77,8 @@ pub struct HubConfig {
     pub max_conns: usize,
     /// New connections a second from one address (sustained, burst).
     pub conn_rate: (u32, u32),
+    /// Joins a second from one address (sustained, burst).
+    pub join_rate: (u32, u32),
 }
 
 impl Default for HubConfig {
@@ -91,6 +95,7 @@ impl Default for HubConfig {
             max_conns_per_ip: DEFAULT_MAX_CONNS_PER_IP,
             max_conns: DEFAULT_MAX_CONNS,
             conn_rate: (DEFAULT_CONN_RATE_PER_SEC, DEFAULT_CONN_RATE_BURST),
+            join_rate: (DEFAULT_JOIN_RATE, 6 * DEFAULT_JOIN_RATE),
         }
     }
 }
@@ -165,6 +170,7 @@ impl Hub {
             config.max_conns,
             config.conn_rate.0,
             config.conn_rate.1,
+            config.join_rate,
         ));
         Hub {
             inner: Arc::new(HubInner {

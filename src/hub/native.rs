@@ -300,7 +300,7 @@ async fn handle(
             Ok(())
         }
         Ok(ClientFrame::Join { .. }) if !hub.limits().join_allowed(ip) => {
-            Err(HubError::JoinsRateLimited(super::limits::JOINS_PER_SEC))
+            Err(HubError::JoinsRateLimited(hub.limits().join_rate()))
         }
         Ok(ClientFrame::Join { room, meta }) => {
             rooms.join(id, room.clone(), meta).await.map(|peers| {

@@ -397,7 +397,7 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
                     if hub.limits().join_allowed(ip) {
                         Ok(r)
                     } else {
-                        Err(HubError::JoinsRateLimited(super::limits::JOINS_PER_SEC))
+                        Err(HubError::JoinsRateLimited(hub.limits().join_rate()))
                     }
                 }) {
                 Ok(room) => {
