@@ -31,6 +31,9 @@ use super::ratelimit::TokenBucket;
 /// bounded in bytes by `--max-queue` as the native front-end's is). When they are all
 /// taken the peer's queue waits; it overflows when the peer does not read.
 pub const SOCKETIO_MAX_BUFFERED_PACKETS: usize = 64;
+/// How long a peer disconnected for flooding keeps its connection for the error that
+/// says why to go out.
+const FLUSH_BEFORE_DISCONNECT: Duration = Duration::from_millis(250);
 /// How often a peer's queue retries while socketioxide's buffer for it is full.
 const FULL_RETRY: Duration = Duration::from_millis(5);
 /// A client must connect to the namespace this soon after its Engine.IO handshake.
@@ -110,6 +113,9 @@ enum Out {
     Room(Event),
     /// `joined` or `error`, already built.
     Emit(&'static str, Value),
+    /// Disconnect the peer once what was queued before has gone out (a flooding peer
+    /// still learns why).
+    Disconnect,
 }
 
 /// A socket.io peer's sink: a push onto the peer's queue, bounded in bytes. The
@@ -160,6 +166,13 @@ async fn forward(
             out = rx.recv() => out,
         };
         let Some(out) = out else { break false };
+        if let Out::Disconnect = out {
+            // socketioxide drops what it still holds for a socket it disconnects, and
+            // says nothing when that is written: give the error a moment to go out.
+            tokio::time::sleep(FLUSH_BEFORE_DISCONNECT).await;
+            let _ = socket.clone().disconnect();
+            break false;
+        }
         let sent = loop {
             let r = match &out {
                 Out::Room(Event::PeerJoined { id, .. }) => {
@@ -170,6 +183,7 @@ async fn forward(
                     socket.emit("message", &with_from(data, from))
                 }
                 Out::Emit(event, data) => socket.emit(*event, data),
+                Out::Disconnect => Ok(()),
             };
             match r {
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
@@ -355,11 +369,14 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
                 .closed_for_flooding
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             crate::info_limited!("closed for flooding", peer = %socket.id, "socket.io peer keeps sending past its rate limit; disconnecting");
-            // Deferred: the disconnect runs handlers, and this runs inside one.
-            let s = socket.clone();
-            tokio::spawn(async move {
-                let _ = s.disconnect();
-            });
+            // Through the peer's queue, behind the error that says why: the disconnect
+            // runs handlers, and this runs inside one.
+            if !err_sink.0.push(Out::Disconnect, 0) {
+                let s = socket.clone();
+                tokio::spawn(async move {
+                    let _ = s.disconnect();
+                });
+            }
         }
         ok
     };
