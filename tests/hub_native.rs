@@ -10,7 +10,7 @@ use rtcdev::hub::HubConfig;
 use rtcdev::ice::{IceConfig, TurnAuth};
 use serde_json::json;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn welcome_carries_id_and_ice_servers() {
     let config = HubConfig {
         ice: IceConfig {
@@ -45,7 +45,7 @@ async fn welcome_carries_id_and_ice_servers() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_signal_leave_in_one_room() {
     let hub = TestHub::start(HubConfig::default()).await;
     let mut a = NativeClient::connect(&hub.ws_url()).await;
@@ -120,7 +120,7 @@ fn c_id(joined: &serde_json::Value) -> String {
     joined["id"].as_str().unwrap().to_string()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_frames_get_errors_and_the_connection_stays() {
     let hub = TestHub::start(HubConfig::default()).await;
     let mut a = NativeClient::connect(&hub.ws_url()).await;
@@ -187,7 +187,7 @@ async fn bad_frames_get_errors_and_the_connection_stays() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_rooms_refuse_joins() {
     let hub = TestHub::start(HubConfig {
         max_peers_per_room: 2,
@@ -206,7 +206,7 @@ async fn full_rooms_refuse_joins() {
     c.join("small").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_frames_close_with_1009() {
     let hub = TestHub::start(HubConfig {
         max_frame_bytes: 16 * 1024,
@@ -237,7 +237,7 @@ async fn oversized_frames_close_with_1009() {
     assert_eq!(c.recv().await["type"], "pong");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floods_are_rate_limited() {
     let hub = TestHub::start(HubConfig {
         rate_per_sec: 10,
@@ -268,7 +268,7 @@ async fn floods_are_rate_limited() {
     assert_eq!(limited, 1, "one error per second, not one per frame");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_between_two_peers_is_kept() {
     let hub = TestHub::start(HubConfig {
         rate_per_sec: 100_000,
@@ -290,7 +290,7 @@ async fn order_between_two_peers_is_kept() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_does_not_read_is_closed_and_memory_stays_bounded() {
     let config = HubConfig {
         max_queue_bytes: 256 * 1024,
@@ -336,7 +336,7 @@ async fn a_peer_that_does_not_read_is_closed_and_memory_stays_bounded() {
     drop(sleeper);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_connections_are_dropped_after_the_heartbeat() {
     let hub = TestHub::start(HubConfig {
         heartbeat_timeout: Duration::from_millis(900),
@@ -364,7 +364,7 @@ async fn silent_connections_are_dropped_after_the_heartbeat() {
     drop(b);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_with_1001() {
     let mut hub = TestHub::start(HubConfig::default()).await;
     let mut a = NativeClient::connect(&hub.ws_url()).await;
@@ -373,7 +373,7 @@ async fn shutdown_closes_with_1001() {
     assert_eq!(code, Some(1001));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_vanish_leave_nothing_behind() {
     // 200 at once from one address: past the default per-address caps.
     let hub = TestHub::start(HubConfig {
@@ -406,4 +406,149 @@ async fn connections_that_vanish_leave_nothing_behind() {
     let mut c = NativeClient::connect(&hub.ws_url()).await;
     c.send(json!({"type": "ping"})).await;
     assert_eq!(c.recv().await["type"], "pong");
+}
+
+/// Many peers join a nearly full room at the same moment, each on its own connection
+/// and in parallel on a multi-threaded runtime: exactly the free places are taken, the
+/// rest get `room-full`, and every member's view agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_into_a_nearly_full_room() {
+    let hub = TestHub::start(HubConfig {
+        max_peers_per_room: 6,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut early = Vec::new();
+    for _ in 0..4 {
+        let mut c = NativeClient::connect(&hub.ws_url()).await;
+        c.join("crowd").await;
+        early.push(c);
+    }
+    // 12 newcomers for 2 places, all sending their join at once.
+    let mut newcomers = Vec::new();
+    for _ in 0..12 {
+        newcomers.push(NativeClient::connect(&hub.ws_url()).await);
+    }
+    let results = futures_util::future::join_all(newcomers.iter_mut().map(|c| async move {
+        c.send(json!({"type": "join", "room": "crowd"})).await;
+        c.recv().await
+    }))
+    .await;
+    let joined: Vec<_> = results.iter().filter(|v| v["type"] == "joined").collect();
+    let full = results
+        .iter()
+        .filter(|v| v["type"] == "error" && v["code"] == "room-full")
+        .count();
+    assert_eq!(joined.len(), 2, "{results:?}");
+    assert_eq!(full, 10, "{results:?}");
+    assert_eq!(hub.hub.stats().peers, 16);
+    // The second of the two saw the first, or the other way round: never neither.
+    let sizes: Vec<usize> = joined
+        .iter()
+        .map(|v| v["peers"].as_array().unwrap().len())
+        .collect();
+    let mut sorted = sizes.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![4, 5], "{sizes:?}");
+}
+
+/// Several senders to one receiver at once: each sender's messages arrive in the
+/// order it sent them (the per-pair promise), whatever the interleaving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_senders_keep_their_own_order() {
+    let hub = TestHub::start(HubConfig {
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut rx = NativeClient::connect(&hub.ws_url()).await;
+    rx.join("fan-in").await;
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        let mut s = NativeClient::connect(&hub.ws_url()).await;
+        s.join("fan-in").await;
+        senders.push(s);
+    }
+    const N: usize = 300;
+    let to = rx.id.clone();
+    let sends = senders.iter_mut().enumerate().map(|(k, s)| {
+        let to = to.clone();
+        async move {
+            for i in 0..N {
+                s.send(json!({"type": "signal", "to": to, "data": {"k": k, "i": i}}))
+                    .await;
+            }
+        }
+    });
+    let (_, got) = tokio::join!(futures_util::future::join_all(sends), async {
+        let mut next = std::collections::HashMap::new();
+        let mut count = 0;
+        while count < 4 * N {
+            let v = rx.recv().await;
+            if v["type"] != "signal" {
+                continue;
+            }
+            let from = v["from"].as_str().unwrap().to_string();
+            let i = v["data"]["i"].as_u64().unwrap();
+            let expect = next.entry(from.clone()).or_insert(0u64);
+            assert_eq!(i, *expect, "out of order from {from}");
+            *expect += 1;
+            count += 1;
+        }
+        count
+    });
+    assert_eq!(got, 4 * N);
+}
+
+/// A leave racing a stream of signals to the leaver: once `leave` is answered... the
+/// leaver gets nothing more from the room, and the sender is told it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_racing_signals_ends_delivery() {
+    let hub = TestHub::start(HubConfig {
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    let mut b = NativeClient::connect(&hub.ws_url()).await;
+    a.join("race").await;
+    b.join("race").await;
+    a.recv_type("peer-joined").await;
+    let b_id = b.id.clone();
+    let flood = async {
+        for i in 0..500 {
+            a.send(json!({"type": "signal", "to": b_id, "data": {"i": i}}))
+                .await;
+        }
+        a
+    };
+    let leave = async {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        b.send(json!({"type": "leave"})).await;
+        // The leave is not answered; a ping after it is, and it is queued behind
+        // everything the hub delivered to b before the leave.
+        b.send(json!({"type": "ping"})).await;
+        loop {
+            let v = b.recv().await;
+            if v["type"] == "pong" {
+                break;
+            }
+        }
+        b
+    };
+    let (mut a, mut b) = tokio::join!(flood, leave);
+    // From here on b is in no room: nothing more reaches it.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), b.recv_type("signal"))
+            .await
+            .is_err(),
+        "a signal reached a peer that had left"
+    );
+    // a learns b left, and a later signal to it is refused.
+    a.recv_type("peer-left").await;
+    a.send(json!({"type": "signal", "to": b_id, "data": {}}))
+        .await;
+    assert_eq!(a.recv_type("error").await["code"], "unknown-peer");
 }

@@ -52,17 +52,17 @@ async fn seed_flow(transport: &str) {
     a.close().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_events_over_websocket() {
     seed_flow("websocket").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_events_over_long_polling() {
     seed_flow("polling").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_v2_clients_connect_over_eio3() {
     let hub = TestHub::start(HubConfig::default()).await;
     let mut old = SioClient::connect(&hub.http_url(), "websocket", "v2").await;
@@ -79,7 +79,7 @@ async fn old_v2_clients_connect_over_eio3() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_and_socketio_peers_share_a_room() {
     let hub = TestHub::start(HubConfig::default()).await;
     let mut sio = SioClient::connect(&hub.http_url(), "websocket", "v4").await;
@@ -124,7 +124,7 @@ async fn native_and_socketio_peers_share_a_room() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socketio_messages_never_cross_rooms_and_errors_are_events() {
     let hub = TestHub::start(HubConfig::default()).await;
     let mut a = SioClient::connect(&hub.http_url(), "websocket", "v4").await;
@@ -147,7 +147,7 @@ async fn socketio_messages_never_cross_rooms_and_errors_are_events() {
     assert_eq!(next["event"], "newUserJoined", "{next}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_preflight_echoes_headers_never_star() {
     let hub = TestHub::start(HubConfig::default()).await;
     let out = tokio::process::Command::new("curl")
@@ -243,7 +243,7 @@ async fn node_json(script: &str, args: &[&str]) -> serde_json::Value {
 /// right behind the connect answer. Every such join must be answered (the hub sets a
 /// socket up before it answers the connect, not in a task racing the client), and once
 /// the clients are gone the hub holds no peer.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_emitted_before_connect_is_never_lost() {
     // 150 clients at once from one address: past the default per-address caps.
     let hub = TestHub::start(HubConfig {

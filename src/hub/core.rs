@@ -48,6 +48,17 @@ pub enum Event {
         /// Its id.
         id: PeerId,
     },
+    /// This peer is now in `room`, with `peers` already there (oldest first). Delivered
+    /// to the joiner itself, under the same lock that put it in the room, so it comes
+    /// before anything the room sends it afterwards.
+    Joined {
+        /// The joiner.
+        id: PeerId,
+        /// The room.
+        room: RoomName,
+        /// The peers already there.
+        peers: Arc<Vec<PeerInfo>>,
+    },
     /// A relayed message.
     Signal {
         /// The sender, set by the hub.
@@ -230,7 +241,7 @@ impl MemoryRooms {
         let others: Vec<PeerId> = members.clone();
         members.push(id.clone());
         if let Some(p) = st.peers.get_mut(id) {
-            p.room = Some(room);
+            p.room = Some(room.clone());
             p.meta = meta.clone();
         }
         let event = Event::PeerJoined {
@@ -247,7 +258,15 @@ impl MemoryRooms {
                 });
             }
         }
-        Ok(infos)
+        let infos = Arc::new(infos);
+        if let Some(p) = st.peers.get(id) {
+            p.sink.deliver(&Event::Joined {
+                id: id.clone(),
+                room,
+                peers: infos.clone(),
+            });
+        }
+        Ok(Arc::unwrap_or_clone(infos))
     }
 }
 
@@ -369,6 +388,7 @@ mod tests {
                 Event::PeerJoined { id, .. } => format!("joined {id}"),
                 Event::PeerLeft { id } => format!("left {id}"),
                 Event::Signal { from, data } => format!("signal {from} {data}"),
+                Event::Joined { .. } => return,
             };
             self.0.lock().unwrap().push(line);
         }
@@ -420,6 +440,33 @@ mod tests {
         assert_eq!(rb.take(), vec!["joined c"]);
         assert_eq!(rooms.stats().rooms, 1);
         assert_eq!(rooms.stats().peers, 3);
+    }
+
+    /// The joiner hears `Joined` before anything the room says to it afterwards.
+    #[test]
+    fn the_joiner_hears_joined_first() {
+        #[derive(Default)]
+        struct All(Mutex<Vec<String>>);
+        impl PeerSink for All {
+            fn deliver(&self, event: &Event) {
+                let line = match event {
+                    Event::Joined { room, peers, .. } => format!("in {room} with {}", peers.len()),
+                    Event::PeerJoined { id, .. } => format!("joined {id}"),
+                    _ => "other".into(),
+                };
+                self.0.lock().unwrap().push(line);
+            }
+        }
+        let rooms = MemoryRooms::new(16);
+        let (a, _) = peer(&rooms, "a");
+        rooms.join_now(&a, room("r"), meta()).unwrap();
+        let b = PeerId::from_string("b".into());
+        let rb = Arc::new(All::default());
+        rooms.connect(b.clone(), rb.clone());
+        rooms.join_now(&b, room("r"), meta()).unwrap();
+        let (c, _) = peer(&rooms, "c");
+        rooms.join_now(&c, room("r"), meta()).unwrap();
+        assert_eq!(*rb.0.lock().unwrap(), vec!["in r with 1", "joined c"]);
     }
 
     #[test]
@@ -497,8 +544,10 @@ mod tests {
     struct Reentrant(Arc<MemoryRooms>, PeerId);
 
     impl PeerSink for Reentrant {
-        fn deliver(&self, _: &Event) {
-            self.0.disconnect(&self.1);
+        fn deliver(&self, event: &Event) {
+            if let Event::PeerJoined { .. } = event {
+                self.0.disconnect(&self.1);
+            }
         }
     }
 

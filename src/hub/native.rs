@@ -111,6 +111,13 @@ pub fn encode(event: &Event) -> String {
                 meta
             )
         }
+        Event::Joined { id, room, peers } => serde_json::json!({
+            "type": "joined",
+            "room": room.as_str(),
+            "id": id.as_str(),
+            "peers": &**peers,
+        })
+        .to_string(),
         Event::PeerLeft { id } => format!(
             r#"{{"type":"peer-left","id":{}}}"#,
             json_string(id.as_str())
@@ -302,17 +309,8 @@ async fn handle(
         Ok(ClientFrame::Join { .. }) if !hub.limits().join_allowed(ip) => {
             Err(HubError::JoinsRateLimited(hub.limits().join_rate()))
         }
-        Ok(ClientFrame::Join { room, meta }) => {
-            rooms.join(id, room.clone(), meta).await.map(|peers| {
-                let frame = serde_json::json!({
-                    "type": "joined",
-                    "room": room.as_str(),
-                    "id": id.as_str(),
-                    "peers": peers,
-                });
-                sink.push(frame.to_string());
-            })
-        }
+        // The room core queues `joined` itself, ahead of anything the room says next.
+        Ok(ClientFrame::Join { room, meta }) => rooms.join(id, room, meta).await.map(|_| ()),
         Ok(ClientFrame::Leave) => rooms.leave(id),
         Ok(ClientFrame::Signal { to, data }) => rooms.signal(id, to.as_deref(), data),
     };

@@ -725,7 +725,7 @@ impl Rooms for RedisRooms {
                 p.seq = seq;
                 p.meta = meta;
             }
-            let others = local
+            let others: Vec<PeerInfo> = local
                 .rooms
                 .get(&room)
                 .map(|r| {
@@ -739,7 +739,15 @@ impl Rooms for RedisRooms {
                         .collect()
                 })
                 .unwrap_or_default();
-            Ok(others)
+            let others = Arc::new(others);
+            if let Some(p) = local.peers.get(id) {
+                p.sink.deliver(&Event::Joined {
+                    id: id.clone(),
+                    room: room.clone(),
+                    peers: others.clone(),
+                });
+            }
+            Ok(Arc::unwrap_or_clone(others))
         })
     }
 

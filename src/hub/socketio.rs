@@ -179,6 +179,11 @@ async fn forward(
                     socket.emit("newUserJoined", id.as_str())
                 }
                 Out::Room(Event::PeerLeft { id }) => socket.emit("userLeft", id.as_str()),
+                Out::Room(Event::Joined { id, peers, .. }) => {
+                    let mut ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
+                    ids.push(id.as_str());
+                    socket.emit("joined", &ids.join(","))
+                }
                 Out::Room(Event::Signal { from, data }) => {
                     socket.emit("message", &with_from(data, from))
                 }
@@ -425,12 +430,8 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
                 Err(e) => Err(e),
             };
             match result {
-                Ok(peers) => {
-                    let mut ids: Vec<String> =
-                        peers.into_iter().map(|p| p.id.to_string()).collect();
-                    ids.push(id.to_string());
-                    sink.emit("joined", Value::String(ids.join(",")));
-                }
+                // The room core queued `joined` itself, ahead of the room's next words.
+                Ok(_) => {}
                 Err(e) => sink.error(&e),
             }
         })
