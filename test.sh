@@ -39,9 +39,21 @@ if [ ! -d tests/js/node_modules ] || [ tests/js/package-lock.json -nt tests/js/n
   (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# As root, the system trust store test runs too; it removes what it adds.
-if [ "$(id -u)" = 0 ] && [ -d /usr/local/share/ca-certificates ]; then
-  export RTCDEV_TEST_SYSTEM_TRUST=1
+# As root (as CI runs), nothing is skipped: the system trust store test runs too (it
+# removes what it adds), and so does the browser test whatever RTCDEV_SKIP_BROWSER says.
+# Elsewhere, what is skipped is said here, where it shows.
+if [ "$(id -u)" = 0 ]; then
+  unset RTCDEV_SKIP_BROWSER
+  if [ -d /usr/local/share/ca-certificates ]; then
+    export RTCDEV_TEST_SYSTEM_TRUST=1
+  else
+    echo "test.sh: SKIPPED: the system trust store test (no /usr/local/share/ca-certificates)" >&2
+  fi
+else
+  echo "test.sh: SKIPPED: the system trust store test (needs root)" >&2
+  if [ "${RTCDEV_SKIP_BROWSER:-}" = 1 ]; then
+    echo "test.sh: SKIPPED: the browser test (RTCDEV_SKIP_BROWSER=1)" >&2
+  fi
 fi
 
 cargo fmt --check

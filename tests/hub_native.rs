@@ -296,6 +296,8 @@ async fn a_peer_that_does_not_read_is_closed_and_memory_stays_bounded() {
         max_queue_bytes: 256 * 1024,
         rate_per_sec: 100_000,
         rate_burst: 100_000,
+        // Far beyond the test: the heartbeat cannot be what drops the sleeper.
+        heartbeat_timeout: Duration::from_secs(600),
         ..HubConfig::default()
     };
     let hub = TestHub::start(config).await;
@@ -333,7 +335,34 @@ async fn a_peer_that_does_not_read_is_closed_and_memory_stays_bounded() {
         "{left}"
     );
     assert_eq!(hub.hub.stats().peers, 1, "only the writer is left");
-    drop(sleeper);
+    let r = hub.hub.limits().report();
+    assert_eq!(
+        r.queue_overflows, 1,
+        "dropped for its queue, not for anything else: {r:?}"
+    );
+    // What the sleeper finally reads ends with the hub's close, not with more frames:
+    // the queue stopped at its bound.
+    use futures_util::StreamExt;
+    let mut frames = 0usize;
+    let mut close = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(5), sleeper.ws.next()).await
+    {
+        match msg {
+            Ok(tokio_tungstenite::tungstenite::Message::Close(c)) => {
+                close = c.map(|c| u16::from(c.code));
+                break;
+            }
+            Ok(_) => frames += 1,
+            Err(_) => break,
+        }
+    }
+    assert!(
+        frames * 60 * 1024 < 16 * 1024 * 1024,
+        "{frames} frames reached it: unbounded"
+    );
+    if let Some(code) = close {
+        assert_eq!(code, 1008);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

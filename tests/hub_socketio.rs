@@ -279,3 +279,27 @@ async fn a_burst_of_messages_arrives_in_order() {
     }
     hub.assert_emptied().await;
 }
+
+/// socket.io clients joining a nearly full room all at once, over both transports, on
+/// a multi-threaded hub: exactly the free places are taken, the rest get `room-full`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_into_a_nearly_full_room() {
+    for transport in ["websocket", "polling"] {
+        let hub = TestHub::start(HubConfig {
+            max_peers_per_room: 6,
+            ..HubConfig::default()
+        })
+        .await;
+        let mut early = NativeClient::connect(&hub.ws_url()).await;
+        early.join("crowd").await;
+        let url = hub.http_url();
+        let v = node_json(
+            "join_at_once.mjs",
+            &[url.as_str(), transport, "12", "crowd"],
+        )
+        .await;
+        assert_eq!(v["joined"], json!(5), "{transport}: {v}");
+        assert_eq!(v["full"], json!(7), "{transport}: {v}");
+        hub.assert_emptied_but(1).await;
+    }
+}

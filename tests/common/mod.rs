@@ -205,6 +205,15 @@ impl TestHub {
         assert_eq!((stats.peers, stats.rooms), (0, 0));
     }
 
+    /// Waits (up to 10 s) until the hub holds `n` peers, then asserts it.
+    pub async fn assert_emptied_but(&self, n: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.hub.stats().peers > n && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(self.hub.stats().peers, n);
+    }
+
     /// Stops the server and waits for it.
     pub async fn stop(&mut self) {
         if let Some(stop) = self.stop.take() {
