@@ -104,12 +104,19 @@ async fn probe_passes_against_rtcdev_turn_and_names_failures() {
         "{turn:?}"
     );
     assert_eq!(turn.relay_echoes, Some(probe::RELAY_ECHOES));
-    assert!(turn.relay_rtt_ms.unwrap() < 100.0);
+    // A round trip was measured (no fixed bound: a loaded 2-core machine varies).
+    assert!(turn.relay_rtt_ms.unwrap() > 0.0);
 
     let wrong = probe_one(&format!("turn:{a}"), Some("alice"), Some("nope")).await;
     assert_eq!(wrong.servers[0].failure, Some("auth"), "{}", wrong.table());
     let unknown = probe_one(&format!("turn:{a}"), Some("mallory"), Some("pw")).await;
     assert_eq!(unknown.servers[0].verdict, "fail");
+    assert_eq!(
+        unknown.servers[0].failure,
+        Some("auth"),
+        "{}",
+        unknown.table()
+    );
     let no_creds = probe(
         vec![target(&format!("turn:{a}"), None, None)],
         Duration::from_secs(1),
@@ -234,10 +241,8 @@ async fn a_closed_port_is_unreachable_at_the_timeout() {
         "{}",
         report.table()
     );
-    assert!(
-        took >= Duration::from_millis(700) && took < Duration::from_millis(2500),
-        "{took:?}"
-    );
+    // Not before the timeout; after it, only as late as a loaded machine makes it.
+    assert!(took >= Duration::from_millis(700), "{took:?}");
     let dns = probe(
         vec![target("stun:no-such-host.invalid:3478", None, None)],
         Duration::from_secs(2),
@@ -491,7 +496,7 @@ async fn an_allocation_flood_is_refused_and_the_server_stays_up() {
         .await
         .unwrap();
     let mut held = Vec::new();
-    let mut refused = 0;
+    let (mut refused, mut timed_out) = (0, 0);
     for _ in 0..60 {
         let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let client = ::turn::client::Client::new(::turn::client::ClientConfig {
@@ -510,14 +515,23 @@ async fn an_allocation_flood_is_refused_and_the_server_stays_up() {
         client.listen().await.unwrap();
         match tokio::time::timeout(Duration::from_secs(3), client.allocate()).await {
             Ok(Ok(relay)) => held.push((client, relay)),
-            _ => {
+            Ok(Err(_)) => {
                 refused += 1;
+                let _ = client.close().await;
+            }
+            Err(_) => {
+                timed_out += 1;
                 let _ = client.close().await;
             }
         }
     }
     assert!(held.len() <= 20, "{} allocations on 20 ports", held.len());
-    assert!(refused >= 40, "{refused}");
+    assert!(held.len() >= 15, "the ports were used: {} held", held.len());
+    assert!(refused >= 40, "{refused} refused, {timed_out} unanswered");
+    assert_eq!(
+        timed_out, 0,
+        "every surplus allocation is refused, not ignored"
+    );
     for (client, relay) in held {
         use webrtc::util::Conn;
         let _ = relay.close().await;
