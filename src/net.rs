@@ -99,13 +99,13 @@ mod tests {
         let names = default_cert_names();
         assert_eq!(names[0].to_string(), "localhost");
         assert!(names.iter().any(|n| n.to_string() == "::1"));
-        assert!(
-            names
-                .iter()
-                .all(|n| !matches!(n, CertName::Ip(ip) if ip.is_loopback())
-                    || n.to_string().starts_with("127")
-                    || n.to_string() == "::1")
-        );
+        // Loopback: exactly 127.0.0.1 and ::1, each once.
+        let loopback: Vec<String> = names
+            .iter()
+            .filter(|n| matches!(n, CertName::Ip(ip) if ip.is_loopback()))
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(loopback, vec!["127.0.0.1", "::1"]);
     }
 
     #[test]

@@ -121,3 +121,59 @@ fn san_strings(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<B
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<CertName> {
+        list.iter().map(|n| CertName::parse(n).unwrap()).collect()
+    }
+
+    fn leaf_der(key: &CertifiedKey) -> Vec<u8> {
+        key.cert[0].as_ref().to_vec()
+    }
+
+    /// The cache is reused while it covers the same names with 30+ days left, and
+    /// reissued when the names change, when it runs short, or when it is corrupt.
+    #[test]
+    fn reused_while_it_fits_reissued_when_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _) = Ca::load_or_create(dir.path()).unwrap();
+        let a = names(&["localhost", "127.0.0.1", "10.0.0.5"]);
+
+        let (first, origin) = leaf_for(&ca, &a).unwrap();
+        assert_eq!(origin, LeafOrigin::Issued);
+        let (again, origin) = leaf_for(&ca, &a).unwrap();
+        assert_eq!(origin, LeafOrigin::Cached);
+        assert_eq!(leaf_der(&again), leaf_der(&first), "the same certificate");
+
+        // New names (a new network): a new certificate, then that one is cached.
+        let b = names(&["localhost", "127.0.0.1", "10.0.0.6"]);
+        let (moved, origin) = leaf_for(&ca, &b).unwrap();
+        assert_eq!(origin, LeafOrigin::Issued);
+        assert_ne!(leaf_der(&moved), leaf_der(&first));
+        assert_eq!(leaf_for(&ca, &b).unwrap().1, LeafOrigin::Cached);
+
+        // Under 30 days left: renewed.
+        let short = ca
+            .issue(&LeafRequest {
+                names: b.clone(),
+                days: 20,
+                client: false,
+            })
+            .unwrap();
+        std::fs::write(
+            cache_path(&ca),
+            format!("{}{}", short.cert_pem, short.key_pem),
+        )
+        .unwrap();
+        let (renewed, origin) = leaf_for(&ca, &b).unwrap();
+        assert_eq!(origin, LeafOrigin::Issued);
+        assert_ne!(leaf_der(&renewed), short.cert_der.as_ref());
+
+        // A corrupt cache file is replaced, not fatal.
+        std::fs::write(cache_path(&ca), "not a certificate").unwrap();
+        assert_eq!(leaf_for(&ca, &b).unwrap().1, LeafOrigin::Issued);
+    }
+}
