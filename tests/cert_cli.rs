@@ -517,11 +517,9 @@ fn nss_install_and_uninstall_in_a_temp_home() {
 /// (RTCDEV_TEST_SYSTEM_TRUST=1, which ./test.sh sets when it runs as root).
 #[test]
 fn system_store_install_undoes_itself() {
-    if std::env::var("RTCDEV_TEST_SYSTEM_TRUST").as_deref() != Ok("1") {
-        eprintln!("skipped: set RTCDEV_TEST_SYSTEM_TRUST=1 (as root) to change the system store");
+    let Some(_one_at_a_time) = system_store() else {
         return;
-    }
-    let _one_at_a_time = SYSTEM_STORE.lock().unwrap_or_else(|p| p.into_inner());
+    };
     let sb = Sandbox::new();
     struct Undo<'a>(&'a Sandbox);
     impl Drop for Undo<'_> {
@@ -593,15 +591,23 @@ fn system_store_install_undoes_itself() {
 /// The system store's refresh tool does not take two runs at once.
 static SYSTEM_STORE: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// The system store to test against, one test at a time; `None` (the test skips, and
+/// says so) unless RTCDEV_TEST_SYSTEM_TRUST=1, which ./test.sh sets as root.
+fn system_store() -> Option<std::sync::MutexGuard<'static, ()>> {
+    if std::env::var("RTCDEV_TEST_SYSTEM_TRUST").as_deref() != Ok("1") {
+        eprintln!("SKIPPED: set RTCDEV_TEST_SYSTEM_TRUST=1 (as root) to change the system store");
+        return None;
+    }
+    Some(SYSTEM_STORE.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
 /// A CA whose subject says `O=../../../tmp/...` cannot steer the system store's write
 /// (as root) out of the anchors directory: the file is named from the fingerprint.
 #[test]
 fn a_crafted_ca_subject_cannot_choose_the_anchor_path() {
-    if std::env::var("RTCDEV_TEST_SYSTEM_TRUST").as_deref() != Ok("1") {
-        eprintln!("skipped: set RTCDEV_TEST_SYSTEM_TRUST=1 (as root) to change the system store");
+    let Some(_one_at_a_time) = system_store() else {
         return;
-    }
-    let _one_at_a_time = SYSTEM_STORE.lock().unwrap_or_else(|p| p.into_inner());
+    };
     let sb = Sandbox::new();
     let dir = sb.path().join("crafted");
     std::fs::create_dir_all(&dir).unwrap();

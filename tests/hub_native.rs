@@ -270,17 +270,8 @@ async fn floods_are_rate_limited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn order_between_two_peers_is_kept() {
-    let hub = TestHub::start(HubConfig {
-        rate_per_sec: 100_000,
-        rate_burst: 100_000,
-        ..HubConfig::default()
-    })
-    .await;
-    let mut a = NativeClient::connect(&hub.ws_url()).await;
-    let mut b = NativeClient::connect(&hub.ws_url()).await;
-    a.join("order").await;
-    b.join("order").await;
-    a.recv_type("peer-joined").await;
+    let hub = common::unlimited_hub().await;
+    let (mut a, mut b) = common::native_pair(&hub, "order").await;
     for i in 0..2000 {
         a.send(json!({"type": "signal", "to": b.id, "data": i}))
             .await;
@@ -485,12 +476,7 @@ async fn concurrent_joins_into_a_nearly_full_room() {
 /// order it sent them (the per-pair promise), whatever the interleaving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn several_senders_keep_their_own_order() {
-    let hub = TestHub::start(HubConfig {
-        rate_per_sec: 100_000,
-        rate_burst: 100_000,
-        ..HubConfig::default()
-    })
-    .await;
+    let hub = common::unlimited_hub().await;
     let mut rx = NativeClient::connect(&hub.ws_url()).await;
     rx.join("fan-in").await;
     let mut senders = Vec::new();
@@ -534,17 +520,8 @@ async fn several_senders_keep_their_own_order() {
 /// leaver gets nothing more from the room, and the sender is told it is gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leave_racing_signals_ends_delivery() {
-    let hub = TestHub::start(HubConfig {
-        rate_per_sec: 100_000,
-        rate_burst: 100_000,
-        ..HubConfig::default()
-    })
-    .await;
-    let mut a = NativeClient::connect(&hub.ws_url()).await;
-    let mut b = NativeClient::connect(&hub.ws_url()).await;
-    a.join("race").await;
-    b.join("race").await;
-    a.recv_type("peer-joined").await;
+    let hub = common::unlimited_hub().await;
+    let (mut a, mut b) = common::native_pair(&hub, "race").await;
     let b_id = b.id.clone();
     let flood = async {
         for i in 0..500 {

@@ -498,21 +498,7 @@ async fn an_allocation_flood_is_refused_and_the_server_stays_up() {
     let mut held = Vec::new();
     let (mut refused, mut timed_out) = (0, 0);
     for _ in 0..60 {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let client = ::turn::client::Client::new(::turn::client::ClientConfig {
-            stun_serv_addr: server.addr.to_string(),
-            turn_serv_addr: server.addr.to_string(),
-            username: "alice".into(),
-            password: "pw".into(),
-            realm: String::new(),
-            software: String::new(),
-            rto_in_ms: 0,
-            conn: std::sync::Arc::new(socket),
-            vnet: None,
-        })
-        .await
-        .unwrap();
-        client.listen().await.unwrap();
+        let client = common::turn_client(server.addr, "alice", "pw").await;
         match tokio::time::timeout(Duration::from_secs(3), client.allocate()).await {
             Ok(Ok(relay)) => held.push((client, relay)),
             Ok(Err(_)) => {

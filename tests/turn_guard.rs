@@ -27,22 +27,7 @@ fn config(relay: (u16, u16), guard: GuardConfig) -> TurnConfig {
 }
 
 async fn client(server: SocketAddr, user: &str) -> ::turn::client::Client {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let c = ::turn::client::Client::new(::turn::client::ClientConfig {
-        stun_serv_addr: server.to_string(),
-        turn_serv_addr: server.to_string(),
-        username: user.into(),
-        password: "pw".into(),
-        realm: String::new(),
-        software: String::new(),
-        rto_in_ms: 0,
-        conn: std::sync::Arc::new(socket),
-        vnet: None,
-    })
-    .await
-    .unwrap();
-    c.listen().await.unwrap();
-    c
+    common::turn_client(server, user, "pw").await
 }
 
 /// Sends one datagram to `peer` through a fresh allocation: the server's answer to the

@@ -585,3 +585,48 @@ pub fn nginx_t(sb: &Sandbox, site: &str) {
         .unwrap();
     assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
 }
+
+/// A webrtc-rs TURN client on its own UDP socket, listening, for `server` with
+/// `user`/`pass` (the long-term credentials).
+pub async fn turn_client(
+    server: std::net::SocketAddr,
+    user: &str,
+    pass: &str,
+) -> turn::client::Client {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let c = turn::client::Client::new(turn::client::ClientConfig {
+        stun_serv_addr: server.to_string(),
+        turn_serv_addr: server.to_string(),
+        username: user.into(),
+        password: pass.into(),
+        realm: String::new(),
+        software: String::new(),
+        rto_in_ms: 0,
+        conn: std::sync::Arc::new(socket),
+        vnet: None,
+    })
+    .await
+    .unwrap();
+    c.listen().await.unwrap();
+    c
+}
+
+/// A hub whose rate limits a test that sends fast does not meet.
+pub async fn unlimited_hub() -> TestHub {
+    TestHub::start(rtcdev::hub::HubConfig {
+        rate_per_sec: 100_000,
+        rate_burst: 100_000,
+        ..rtcdev::hub::HubConfig::default()
+    })
+    .await
+}
+
+/// Two native peers in `room`, the first told the second arrived.
+pub async fn native_pair(hub: &TestHub, room: &str) -> (NativeClient, NativeClient) {
+    let mut a = NativeClient::connect(&hub.ws_url()).await;
+    let mut b = NativeClient::connect(&hub.ws_url()).await;
+    a.join(room).await;
+    b.join(room).await;
+    a.recv_type("peer-joined").await;
+    (a, b)
+}
