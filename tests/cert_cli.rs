@@ -72,18 +72,7 @@ fn default_names_cover_localhost_and_the_host() {
     assert!(out.status.success(), "{}", stderr(&out));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // The CA's fingerprint, as openssl has it.
-    let fp = sb
-        .tool("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-        .arg(sb.path().join(".local/share/rtcdev/rootCA.pem"))
-        .output()
-        .unwrap();
-    let fp = String::from_utf8_lossy(&fp.stdout)
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .to_string();
+    let fp = openssl_fingerprint(&sb, &sb.path().join(".local/share/rtcdev/rootCA.pem"));
     assert_eq!(report["ca"]["fingerprint_sha256"], fp.as_str(), "{report}");
 
     // A new CA is name-constrained: openssl verifies its leaves for local names, and it
@@ -553,17 +542,7 @@ fn system_store_install_undoes_itself() {
     };
     assert!(has(), "the CA is in {bundle}");
     // The anchor file is named from the CA's fingerprint.
-    let fp = sb
-        .tool("openssl")
-        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-        .arg(sb.path().join(".local/share/rtcdev/rootCA.pem"))
-        .output()
-        .unwrap();
-    let fp: String = String::from_utf8_lossy(&fp.stdout)
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
+    let fp = openssl_fingerprint(&sb, &sb.path().join(".local/share/rtcdev/rootCA.pem"))
         .replace(':', "")
         .to_ascii_lowercase();
     let anchor = format!(
@@ -673,4 +652,16 @@ fn a_crafted_ca_subject_cannot_choose_the_anchor_path() {
         leaked.is_empty(),
         "written outside the anchors directory: {leaked:?}"
     );
+}
+
+/// `openssl x509 -fingerprint -sha256` of a certificate file: `AB:CD:…`.
+fn openssl_fingerprint(sb: &Sandbox, pem: &std::path::Path) -> String {
+    let out = sb
+        .tool("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+        .arg(pem)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim().rsplit('=').next().unwrap().to_string()
 }

@@ -704,22 +704,14 @@ async fn proxy_headers_come_from_the_connection_not_the_client() {
             "version 1.1"
         };
         assert!(text.ends_with(want), "{version}: {text}");
-        assert!(
-            text.contains(&format!("host: localhost:{port}")),
-            "{version}: {text}"
-        );
-        assert!(
-            text.contains("x-forwarded-for: 127.0.0.1"),
-            "{version}: {text}"
-        );
-        assert!(
-            text.contains(&format!("x-forwarded-host: localhost:{port}")),
-            "{version}: {text}"
-        );
-        assert!(
-            text.contains("x-forwarded-proto: https"),
-            "{version}: {text}"
-        );
+        for set in [
+            format!("host: localhost:{port}"),
+            "x-forwarded-for: 127.0.0.1".to_string(),
+            format!("x-forwarded-host: localhost:{port}"),
+            "x-forwarded-proto: https".to_string(),
+        ] {
+            assert!(text.contains(&set), "{version}: {set} missing: {text}");
+        }
         for claim in [
             "6.6.6.6",
             "evil.example",

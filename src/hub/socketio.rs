@@ -298,6 +298,16 @@ impl InOrder {
     }
 }
 
+/// What every event handler of one socket works with.
+#[derive(Clone)]
+struct Peer {
+    hub: Hub,
+    id: PeerId,
+    sink: Arc<SioSink>,
+    /// Spends a rate token; false (with an `error` queued) when over the limit.
+    allowed: Arc<dyn Fn(&SocketRef) -> bool + Send + Sync>,
+}
+
 /// How long after its connect middleware a socket must be connected; one that is not
 /// failed its connect answer and is forgotten.
 const CONNECT_ANSWER_GRACE: Duration = Duration::from_secs(1);
@@ -394,15 +404,20 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     });
 
     let order = InOrder::default();
-    let (h, a, pid, o, k) = (
-        hub.clone(),
-        allowed.clone(),
-        id.clone(),
-        order.clone(),
-        sink.clone(),
-    );
+    let peer = Peer {
+        hub: hub.clone(),
+        id: id.clone(),
+        sink: sink.clone(),
+        allowed: Arc::new(allowed),
+    };
+    let (p, o) = (peer.clone(), order.clone());
     socket.on("join", move |socket: SocketRef, Data::<Value>(data)| {
-        let (hub, allowed, id, sink) = (h.clone(), a.clone(), pid.clone(), k.clone());
+        let Peer {
+            hub,
+            id,
+            sink,
+            allowed,
+        } = p.clone();
         o.then(async move {
             if !allowed(&socket) {
                 return;
@@ -429,23 +444,22 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
                 }
                 Err(e) => Err(e),
             };
-            match result {
-                // The room core queued `joined` itself, ahead of the room's next words.
-                Ok(_) => {}
-                Err(e) => sink.error(&e),
+            // On success the room core has queued `joined` itself, ahead of the room's
+            // next words.
+            if let Err(e) = result {
+                sink.error(&e);
             }
         })
     });
 
-    let (h, a, pid, o, k) = (
-        hub.clone(),
-        allowed.clone(),
-        id.clone(),
-        order.clone(),
-        sink.clone(),
-    );
+    let (p, o) = (peer.clone(), order.clone());
     socket.on("leave", move |socket: SocketRef| {
-        let (hub, allowed, id, sink) = (h.clone(), a.clone(), pid.clone(), k.clone());
+        let Peer {
+            hub,
+            id,
+            sink,
+            allowed,
+        } = p.clone();
         o.now(move || {
             if allowed(&socket)
                 && let Err(e) = hub.rooms().leave(&id)
@@ -455,15 +469,14 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
         })
     });
 
-    let (h, a, pid, o, k) = (
-        hub.clone(),
-        allowed.clone(),
-        id.clone(),
-        order.clone(),
-        sink.clone(),
-    );
+    let (p, o) = (peer, order.clone());
     socket.on("message", move |socket: SocketRef, Data::<Value>(data)| {
-        let (hub, allowed, id, sink) = (h.clone(), a.clone(), pid.clone(), k.clone());
+        let Peer {
+            hub,
+            id,
+            sink,
+            allowed,
+        } = p.clone();
         o.now(move || {
             if !allowed(&socket) {
                 return;
