@@ -46,7 +46,7 @@ pub enum Command {
     Signal(SignalArgs),
     /// Check STUN/TURN servers: mapped and relayed addresses, credentials, data across the relay.
     Probe(ProbeArgs),
-    /// A local STUN/TURN server (UDP) for testing relay paths.
+    /// A local STUN/TURN server (UDP, TCP, TLS) for testing relay paths.
     Turn(TurnArgs),
 }
 
