@@ -665,3 +665,92 @@ fn openssl_fingerprint(sb: &Sandbox, pem: &std::path::Path) -> String {
     let text = String::from_utf8_lossy(&out.stdout);
     text.trim().rsplit('=').next().unwrap().to_string()
 }
+
+/// What the README promises of a certificate, read back with openssl: the key is 0600,
+/// leaves are ECDSA P-256 for 825 days from an hour ago, the CA has pathlen 0, and
+/// `--p12-file` writes where it is told.
+#[test]
+fn leaves_and_the_ca_are_what_the_readme_says() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.rtcdev()
+        .args([
+            "cert",
+            "--cert-file",
+            "leaf.pem",
+            "--key-file",
+            "leaf-key.pem",
+            "app.test",
+        ])
+        .assert()
+        .success();
+    let mode = std::fs::metadata(sb.path().join("leaf-key.pem"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = |args: &[&str], file: &str| {
+        let out = sb
+            .tool("openssl")
+            .args(args)
+            .arg(sb.path().join(file))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let leaf = text(&["x509", "-noout", "-text", "-in"], "leaf.pem");
+    assert!(
+        leaf.contains("prime256v1") || leaf.contains("P-256"),
+        "{leaf}"
+    );
+    let dates = text(
+        &["x509", "-noout", "-startdate", "-enddate", "-in"],
+        "leaf.pem",
+    );
+    let field = |name: &str| {
+        let v = dates
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_string();
+        time::PrimitiveDateTime::parse(
+            &v.replace(" GMT", ""),
+            &time::macros::format_description!(
+                "[month repr:short] [day padding:space] [hour]:[minute]:[second] [year]"
+            ),
+        )
+        .unwrap()
+        .assume_utc()
+    };
+    let (start, end) = (field("notBefore="), field("notAfter="));
+    let now = time::OffsetDateTime::now_utc();
+    let back = now - start;
+    assert!(
+        back >= time::Duration::minutes(59) && back <= time::Duration::minutes(62),
+        "{back}"
+    );
+    let days = (end - now).whole_days();
+    assert!((824..=825).contains(&days), "{days} days");
+    let ca = text(
+        &["x509", "-noout", "-text", "-in"],
+        ".local/share/rtcdev/rootCA.pem",
+    );
+    assert!(ca.contains("CA:TRUE, pathlen:0"), "{ca}");
+
+    sb.rtcdev()
+        .args(["cert", "--p12-file", "out/bundle.p12", "app.test"])
+        .assert()
+        .failure()
+        .stderr(predicates::str::contains("does not exist"));
+    std::fs::create_dir(sb.path().join("out")).unwrap();
+    sb.rtcdev()
+        .args(["cert", "--p12-file", "out/bundle.p12", "app.test"])
+        .assert()
+        .success();
+    let mode = std::fs::metadata(sb.path().join("out/bundle.p12"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the bundle holds the key");
+}

@@ -613,6 +613,30 @@ fn probe_cli_usage_and_input_errors() {
         .stderr(predicates::str::contains(
             "cannot read --ice-servers missing.json",
         ));
+    // A server that does not answer: exit 1, the `unreachable` class, at --timeout.
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let started = Instant::now();
+    let out = sb
+        .rtcdev()
+        .args([
+            "probe",
+            "--json",
+            "--timeout",
+            "1s",
+            "--stun",
+            &format!("stun:{addr}"),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the timeout was waited for"
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["servers"][0]["failure"], "unreachable", "{v}");
 }
 
 #[tokio::test]

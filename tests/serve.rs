@@ -875,3 +875,39 @@ async fn embedded_turn_server_is_in_config_json_and_relays() {
             .any(|r| r.relay_echoes == Some(rtcdev::probe::RELAY_ECHOES))
     );
 }
+
+/// Ctrl-C or SIGTERM on `serve`: an open WebSocket (over TLS) gets close 1001, and the
+/// server then ends cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_websockets_with_1001() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let sb = Sandbox::new();
+    let mut run = start(&sb, vec![]).await;
+    let port = run.addr.port();
+    let connector = tokio_rustls::TlsConnector::from(common::client_config(&run.ca.cert_der));
+    let tls = connector
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tokio::net::TcpStream::connect(run.addr).await.unwrap(),
+        )
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://localhost:{port}/ws"), tls)
+        .await
+        .unwrap();
+    let _ = run.stop.take().unwrap().send(());
+    let mut code = None;
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        if let Message::Close(c) = msg {
+            code = c.map(|c| u16::from(c.code));
+            break;
+        }
+    }
+    assert_eq!(code, Some(1001), "going away");
+    tokio::time::timeout(Duration::from_secs(15), &mut run.task)
+        .await
+        .expect("the server ended")
+        .unwrap()
+        .unwrap();
+}
