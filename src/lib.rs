@@ -1,18 +1,21 @@
 //! rtcdev: everything a local WebRTC call needs in one binary.
 //!
-//! Modules:
-//! - [`cert`]: the local CA (mkcert-compatible), leaf certificates, PKCS#12, rustls
-//!   configuration and trust stores.
-//! - [`net`]: LAN address discovery and URL building.
-//! - [`hub`]: the signaling hub (room core, native WebSocket and socket.io front-ends).
-//! - [`ice`]: ICE server lists and TURN REST credentials.
-//! - [`serve`]: `rtcdev serve`, the HTTPS front door (page, hub, onboarding, QR).
+//! The commands, one module each:
+//! - [`cert`]: `rtcdev cert`, the local CA (mkcert-compatible, name-constrained), leaves,
+//!   PKCS#12, rustls configuration and trust stores.
+//! - [`serve`]: `rtcdev serve`, the HTTPS front door (page, hub, onboarding, QR, proxy).
 //! - [`signal`]: `rtcdev signal`, the hub alone.
-//! - [`server`]: listener, TLS/HTTP sniffing, CORS and shutdown shared by both.
-//! - [`qr`]: QR codes for the terminal and SVG.
 //! - [`probe`]: `rtcdev probe`, STUN/TURN checks with a relay echo (webrtc-rs).
-//! - [`turn`]: `rtcdev turn`, a STUN/TURN server (webrtc-rs turn crate).
+//! - [`turn`]: `rtcdev turn`, a STUN/TURN server (webrtc-rs turn crate) behind a guard.
+//!
+//! The parts they share:
 //! - [`cli`]: the command line and its conversion into configs.
+//! - [`hub`]: the signaling hub (room core, native WebSocket and socket.io front-ends,
+//!   limits, Redis rooms).
+//! - [`server`]: listener, TLS/HTTP sniffing, origins and hosts, shutdown.
+//! - [`ice`]: ICE server lists, TURN REST credentials, STUN/TURN over streams.
+//! - [`net`]: LAN address discovery and URL building.
+//! - [`qr`]: QR codes for the terminal and SVG.
 
 #![forbid(unsafe_code)]
 
@@ -26,5 +29,4 @@ pub mod qr;
 pub mod serve;
 pub mod server;
 pub mod signal;
-pub mod stream_conn;
 pub mod turn;

@@ -554,7 +554,7 @@ async fn open_conn(
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     if url.scheme != "turns" && url.scheme != "stuns" {
-        return Ok(Arc::new(crate::stream_conn::StreamConn::new(
+        return Ok(Arc::new(crate::ice::stream::StreamConn::new(
             tcp, local, server,
         )));
     }
@@ -587,7 +587,7 @@ async fn open_conn(
     };
     let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
     match tokio::time::timeout(timeout, handshake).await {
-        Ok(Ok(tls)) => Ok(Arc::new(crate::stream_conn::StreamConn::new(
+        Ok(Ok(tls)) => Ok(Arc::new(crate::ice::stream::StreamConn::new(
             tls, local, server,
         ))),
         Ok(Err(e)) => Err(Box::new(Row::fail(

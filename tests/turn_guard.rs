@@ -184,7 +184,7 @@ async fn silent_tcp_and_tls_connections_are_closed() {
     let server = turn::start(&cfg).await.unwrap();
     let tls_addr = server.tls_addr.unwrap();
 
-    let limit = rtcdev::stream_conn::FIRST_MESSAGE_TIMEOUT + Duration::from_secs(5);
+    let limit = rtcdev::ice::stream::FIRST_MESSAGE_TIMEOUT + Duration::from_secs(5);
     let started = Instant::now();
     let mut tcp = Vec::new();
     for _ in 0..20 {
@@ -214,7 +214,7 @@ async fn silent_tcp_and_tls_connections_are_closed() {
     assert_eq!(n, 0);
     assert!(
         started.elapsed()
-            >= rtcdev::stream_conn::FIRST_MESSAGE_TIMEOUT - Duration::from_millis(500),
+            >= rtcdev::ice::stream::FIRST_MESSAGE_TIMEOUT - Duration::from_millis(500),
         "closed for silence, not at once"
     );
     server.close().await;

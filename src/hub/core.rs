@@ -2,7 +2,7 @@
 //! Transport-agnostic: front-ends register a [`PeerSink`] per connection.
 //!
 //! [`Rooms`] is the seam for scaling out: [`MemoryRooms`] keeps everything in this
-//! process; a Redis pub/sub implementation can keep membership in Redis and fan events
+//! process; [`super::redis_rooms::RedisRooms`] keeps membership in Redis and fans events
 //! out to the hub processes that hold the recipients, with the front-ends unchanged.
 //!
 //! # The locking rule

@@ -159,7 +159,7 @@ pub struct TurnServer {
     server: Server,
     /// Its guard: figures for `/healthz`.
     pub guard: Arc<guard::TurnGuard>,
-    streams: Vec<Arc<crate::stream_conn::StreamMux>>,
+    streams: Vec<Arc<crate::ice::stream::StreamMux>>,
     /// The UDP address it listens on (and TCP, same port).
     pub addr: SocketAddr,
     /// The TLS address, when TURN over TLS is on.
@@ -214,7 +214,7 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
             Err(e) => return Err(in_use("TCP", tcp_addr, e)),
         }
     };
-    let tcp = crate::stream_conn::StreamMux::start(tcp, None)
+    let tcp = crate::ice::stream::StreamMux::start(tcp, None)
         .context("cannot read the TCP listener's address")?;
     let tls = match &config.tls {
         Some((port, server_config)) => {
@@ -224,7 +224,7 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
                 .map_err(|e| in_use("TLS (TCP)", tls_addr, e))?;
             let tls_local = l.local_addr().context("cannot read the TLS address")?;
             let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
-            let mux = crate::stream_conn::StreamMux::start(l, Some(acceptor))
+            let mux = crate::ice::stream::StreamMux::start(l, Some(acceptor))
                 .context("cannot start the TLS listener")?;
             Some((mux, tls_local))
         }

@@ -28,7 +28,7 @@ const MAX_FRAME: usize = 65_535 + 20;
 const PER_CONN_QUEUE: usize = 256;
 /// Messages from all connections waiting for the server.
 const INBOX: usize = 4096;
-/// A TLS handshake or first message must come within this.
+/// A TLS handshake must finish within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections one listener holds at once.
 const MAX_CONNECTIONS: usize = 4096;

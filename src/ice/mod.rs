@@ -1,5 +1,9 @@
-//! ICE server lists as browsers take them (`RTCIceServer`), STUN/TURN URL parsing, and
-//! TURN REST credentials (coturn's `use-auth-secret` scheme).
+//! What `serve`, `probe` and `turn` share about ICE servers: the lists as browsers take
+//! them (`RTCIceServer`), TURN REST credentials (coturn's `use-auth-secret` scheme), and
+//! STUN/TURN over TCP and TLS ([`stream`], RFC 6062 framing). STUN/TURN URLs are parsed
+//! in [`crate::probe`] (`IceUrl`).
+
+pub mod stream;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
