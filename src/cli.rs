@@ -323,7 +323,7 @@ impl NginxArgs {
             .key
             .clone()
             .unwrap_or_else(|| PathBuf::from("/etc/ssl/rtcdev/key.pem"));
-        Some(crate::serve::nginx_site(
+        Some(crate::serve::deploy::nginx_site(
             port,
             upstream_https,
             &cert,
@@ -355,7 +355,7 @@ impl ServeArgs {
             if let Some(room) = &self.room {
                 args.push_str(&format!(" --room {room}"));
             }
-            return Ok(ServeTask::Print(crate::serve::systemd_unit(
+            return Ok(ServeTask::Print(crate::serve::deploy::systemd_unit(
                 &args,
                 &location.dir,
             )));
