@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{NativeClient, SioClient, TestHub};
 use rtcdev::hub::HubConfig;
 use serde_json::json;
@@ -258,7 +260,10 @@ async fn join_emitted_before_connect_is_never_lost() {
         let v = node_json("join_at_once.mjs", &[url.as_str(), transport, "150"]).await;
         assert_eq!(v["joined"], json!(150), "{transport}: {v}");
     }
-    hub.assert_emptied().await;
+    // A polling client whose process exits before its close packet is sent is reaped
+    // by the heartbeat: on a loaded machine a few are.
+    hub.assert_emptied_within(rtcdev::hub::DEFAULT_HEARTBEAT_TIMEOUT + Duration::from_secs(10))
+        .await;
 }
 
 /// A burst of `message`s from one official socket.io client (a peer's ICE candidates)

@@ -197,7 +197,13 @@ impl TestHub {
     /// Waits (up to 10 s) until the hub holds no peer, then asserts it holds no peer and
     /// no room: every connection that went away was cleaned up.
     pub async fn assert_emptied(&self) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        self.assert_emptied_within(std::time::Duration::from_secs(10))
+            .await
+    }
+
+    /// [`TestHub::assert_emptied`], waiting up to `limit`.
+    pub async fn assert_emptied_within(&self, limit: std::time::Duration) {
+        let deadline = std::time::Instant::now() + limit;
         while self.hub.stats().peers > 0 && std::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
