@@ -548,15 +548,7 @@ async fn certificate_follows_the_lan_addresses_without_a_restart() {
     );
 
     // An open connection keeps working across the swap.
-    let connector = tokio_rustls::TlsConnector::from(common::client_config(&der));
-    let tcp = tokio::net::TcpStream::connect(run.addr).await.unwrap();
-    let mut open = connector
-        .connect(
-            rustls_pki_types::ServerName::try_from(first.to_string()).unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let mut open = common::tls_connect(run.addr, &first.to_string(), &der).await;
 
     *run.lan.lock().unwrap() = vec![second];
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -613,14 +605,7 @@ async fn garbage_and_half_open_connections_do_not_hurt() {
     );
     // Written while the answer is read, so the server's early 431 (and its close) is
     // seen even if the rest of the write then fails.
-    let connector = tokio_rustls::TlsConnector::from(common::client_config(&der));
-    let tls = connector
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tokio::net::TcpStream::connect(run.addr).await.unwrap(),
-        )
-        .await
-        .unwrap();
+    let tls = common::tls_connect(run.addr, "localhost", &der).await;
     let (mut rd, mut wr) = tokio::io::split(tls);
     let (_, answer) = tokio::join!(
         async move {
@@ -780,15 +765,7 @@ async fn proxy_forwards_http_and_websocket_upgrades() {
     assert!(res.text().contains("uptime_secs"));
 
     // wss:// through rtcdev to the upstream's ws://.
-    let connector = tokio_rustls::TlsConnector::from(common::client_config(&der));
-    let tcp = tokio::net::TcpStream::connect(run.addr).await.unwrap();
-    let tls = connector
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap();
+    let tls = common::tls_connect(run.addr, "localhost", &der).await;
     let (mut ws, resp) =
         tokio_tungstenite::client_async(format!("wss://localhost:{}/hmr", run.addr.port()), tls)
             .await
@@ -885,14 +862,7 @@ async fn shutdown_closes_websockets_with_1001() {
     let sb = Sandbox::new();
     let mut run = start(&sb, vec![]).await;
     let port = run.addr.port();
-    let connector = tokio_rustls::TlsConnector::from(common::client_config(&run.ca.cert_der));
-    let tls = connector
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tokio::net::TcpStream::connect(run.addr).await.unwrap(),
-        )
-        .await
-        .unwrap();
+    let tls = common::tls_connect(run.addr, "localhost", &run.ca.cert_der).await;
     let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://localhost:{port}/ws"), tls)
         .await
         .unwrap();

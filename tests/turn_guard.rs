@@ -190,14 +190,7 @@ async fn silent_tcp_and_tls_connections_are_closed() {
     for _ in 0..20 {
         tcp.push(tokio::net::TcpStream::connect(server.addr).await.unwrap());
     }
-    let connector = tokio_rustls::TlsConnector::from(common::client_config(&ca.cert_der));
-    let mut tls_conn = connector
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tokio::net::TcpStream::connect(tls_addr).await.unwrap(),
-        )
-        .await
-        .expect("TLS handshake");
+    let mut tls_conn = common::tls_connect(tls_addr, "localhost", &ca.cert_der).await;
     for s in tcp.iter_mut() {
         let mut buf = [0u8; 16];
         let n = tokio::time::timeout(limit, s.read(&mut buf))

@@ -539,6 +539,23 @@ pub fn client_config(ca_der: &[u8]) -> std::sync::Arc<rustls::ClientConfig> {
     )
 }
 
+/// A TLS connection to `addr`, verifying the certificate for `server_name` against
+/// `ca_der`.
+pub async fn tls_connect(
+    addr: std::net::SocketAddr,
+    server_name: &str,
+    ca_der: &[u8],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(client_config(ca_der));
+    connector
+        .connect(
+            rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap(),
+            tokio::net::TcpStream::connect(addr).await.unwrap(),
+        )
+        .await
+        .expect("TLS handshake")
+}
+
 /// An HTTPS request to `addr`, verifying the certificate for `server_name` against `ca_der`.
 pub async fn https_request(
     addr: std::net::SocketAddr,
