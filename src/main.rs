@@ -38,6 +38,13 @@ fn init_tracing(verbose: u8) {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Signal(_) | Command::Turn(_)
+    ) {
+        // Before anything else: a signal during start-up still gets a graceful close.
+        rtcdev::server::watch_signals_now();
+    }
     match cli.command {
         Command::Cert(args) => {
             let json = args.json;

@@ -181,27 +181,52 @@ pub const TEST_HOOK_HANG_SHUTDOWN: &str = "RTCDEV_TEST_HOOK_HANG_SHUTDOWN";
 /// gracefully before it exits anyway; a second one exits at once.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
-    {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if watch_signals(tx).is_ok() {
-            let _ = rx.await;
-            return;
-        }
+    if let Some(mut first) = watch_signals() {
+        let _ = first.wait_for(|signalled| *signalled).await;
+        return;
     }
     let _ = tokio::signal::ctrl_c().await;
 }
 
+/// Starts watching Ctrl-C and SIGTERM now, before anything else runs: a signal that
+/// arrives between start-up and the first `shutdown_signal().await` is not lost (the
+/// default action would kill the process without a graceful close). `serve`, `signal`
+/// and `turn` call it first thing; [`shutdown_signal`] calls it too.
+pub fn watch_signals_now() {
+    #[cfg(unix)]
+    let _ = watch_signals();
+}
+
 #[cfg(unix)]
-fn watch_signals(first: tokio::sync::oneshot::Sender<()>) -> io::Result<()> {
+fn watch_signals() -> Option<tokio::sync::watch::Receiver<bool>> {
+    use std::sync::OnceLock;
+    static FIRST: OnceLock<Option<tokio::sync::watch::Receiver<bool>>> = OnceLock::new();
+    FIRST
+        .get_or_init(|| {
+            let (tx, rx) = tokio::sync::watch::channel(false);
+            match spawn_signal_thread(tx) {
+                Ok(()) => Some(rx),
+                Err(e) => {
+                    tracing::warn!(%e, "cannot watch signals on a thread of their own");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+#[cfg(unix)]
+fn spawn_signal_thread(first: tokio::sync::watch::Sender<bool>) -> io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     std::thread::Builder::new()
         .name("rtcdev-signals".into())
         .spawn(move || {
-            let mut first = Some(first);
+            let mut seen = false;
             for _ in signals.forever() {
-                if let Some(first) = first.take() {
-                    let _ = first.send(());
+                if !seen {
+                    seen = true;
+                    let _ = first.send(true);
                     std::thread::spawn(|| {
                         std::thread::sleep(SHUTDOWN_DEADLINE);
                         eprintln!(
