@@ -42,7 +42,7 @@ pub enum Command {
     Cert(CertArgs),
     /// The calling page and the hub on one trusted HTTPS origin, with LAN URLs and a QR code.
     Serve(ServeArgs),
-    /// The signaling hub alone (a drop-in for the seed article's socket.io server).
+    /// The signaling hub alone (a drop-in for a typical socket.io signaling server).
     Signal(SignalArgs),
     /// Check STUN/TURN servers: mapped and relayed addresses, credentials, data across the relay.
     Probe(ProbeArgs),
@@ -424,7 +424,7 @@ impl ServeArgs {
 /// `rtcdev signal`.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Endpoints: /ws (native protocol), /socket.io/ (socket.io v2-v4 clients), /healthz.\nExamples:\n  rtcdev signal                     http://0.0.0.0:3000, like the article's server.js\n  rtcdev signal --tls               HTTPS with a certificate from the local CA"
+    after_help = "Endpoints: /ws (native protocol), /socket.io/ (socket.io v2-v4 clients), /healthz.\nExamples:\n  rtcdev signal                     http://0.0.0.0:3000, like a socket.io server.js\n  rtcdev signal --tls               HTTPS with a certificate from the local CA"
 )]
 pub struct SignalArgs {
     /// Port to listen on (0: any free port).

@@ -1,5 +1,5 @@
 //! `rtcdev signal`: the hub alone on one port, plain HTTP/WS by default (a drop-in for
-//! the seed article's socket.io server on port 3000), HTTPS with a certificate.
+//! a plain socket.io signaling server on port 3000), HTTPS with a certificate.
 
 use std::future::Future;
 use std::net::SocketAddr;

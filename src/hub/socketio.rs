@@ -1,4 +1,4 @@
-//! The socket.io front-end at `/socket.io/`: the seed article's events (`join`, `joined`,
+//! The socket.io front-end at `/socket.io/`: the usual call events (`join`, `joined`,
 //! `newUserJoined`, `leave`, `userLeft`, `message`) over the same room core, so
 //! socket.io and native peers share rooms. Engine.IO and socket.io framing are
 //! socketioxide's.
@@ -60,7 +60,7 @@ pub fn routes(hub: Hub) -> Router {
     // Everything is set up in a connect middleware: socketioxide awaits it before it
     // answers the client's connect, while a connect handler runs as a separate task
     // after the answer has gone out. A client that emits `join` the moment it is
-    // connected (the article's page does) could otherwise have its event arrive before
+    // connected (typical call pages do) could otherwise have its event arrive before
     // the handler had registered `join`, and the event would be dropped.
     let handler = async || {};
     io.ns(
