@@ -83,6 +83,24 @@ impl Refusal {
     }
 }
 
+impl axum::response::IntoResponse for Refusal {
+    /// The status, the sentence, `Retry-After`, and `Connection: close`: a refused
+    /// client holds nothing here, not even its connection.
+    fn into_response(self) -> axum::response::Response {
+        let mut res = (self.status(), format!("{self}\n")).into_response();
+        let h = res.headers_mut();
+        h.insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("5"),
+        );
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+        res
+    }
+}
+
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -128,13 +146,6 @@ pub struct ConnLimits {
     join_rate: (u32, u32),
     /// The counts `/healthz` reports.
     pub counters: Counters,
-}
-
-impl ConnLimits {
-    /// Joins a second one address may make (sustained).
-    pub fn join_rate(&self) -> u32 {
-        self.join_rate.0
-    }
 }
 
 /// One open connection; dropping it frees its place.
@@ -229,6 +240,11 @@ impl ConnLimits {
             limits: self.clone(),
             ip,
         })
+    }
+
+    /// Joins a second one address may make (sustained).
+    pub fn join_rate(&self) -> u32 {
+        self.join_rate.0
     }
 
     /// Figures for `/healthz`.

@@ -291,18 +291,7 @@ async fn admit(
             .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")));
     if opens && let Err(refusal) = hub.limits().admit(client_ip(&req)) {
         crate::info_limited!("hub connection refused", %refusal, "refusing a hub connection");
-        let mut res = (refusal.status(), format!("{refusal}\n")).into_response();
-        let h = res.headers_mut();
-        h.insert(
-            http::header::RETRY_AFTER,
-            http::HeaderValue::from_static("5"),
-        );
-        // A refused client holds nothing here, not even its connection.
-        h.insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
-        return res;
+        return refusal.into_response();
     }
     next.run(req).await
 }

@@ -17,7 +17,7 @@ use super::core::{Event, PeerSink};
 use super::limits::ConnGuard;
 use super::protocol::{self, ClientFrame, HubError, PeerId, json_string};
 use super::queue::{QueueTx, out_queue};
-use super::ratelimit::TokenBucket;
+use super::ratelimit::{FrameLimit, Verdict};
 
 /// Close code: going away (server shutdown).
 pub const CLOSE_GOING_AWAY: u16 = 1001;
@@ -35,12 +35,6 @@ const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_BATCH_FRAMES: usize = 64;
 /// Bytes tungstenite gathers before writing to the socket; `flush` writes sooner.
 const WS_WRITE_BUFFER_BYTES: usize = 16 * 1024;
-/// At most one `rate-limited` error frame per this interval, so a flood does not
-/// turn into a flood of errors.
-const RATE_ERROR_INTERVAL: Duration = Duration::from_secs(1);
-/// A connection that keeps sending this many bursts' worth of frames in a row past its
-/// rate limit is flooding, not bursting: it is closed (1008).
-pub(crate) const FLOOD_BURSTS: u32 = 4;
 
 /// The `/ws` route.
 pub fn routes(hub: Hub) -> Router {
@@ -61,7 +55,7 @@ pub fn routes(hub: Hub) -> Router {
                 // the connection.
                 match hub.limits().acquire(ip) {
                     Ok(guard) => upgrade(hub, ws, guard),
-                    Err(refusal) => (refusal.status(), format!("{refusal}\n")).into_response(),
+                    Err(refusal) => refusal.into_response(),
                 }
             }
         }),
@@ -161,10 +155,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std:
     });
     sink.push(welcome.to_string());
 
-    let mut bucket = TokenBucket::new(cfg.rate_per_sec, cfg.rate_burst);
-    let mut last_rate_error: Option<Instant> = None;
-    // Frames refused in a row by the rate limit.
-    let mut refused_in_a_row: u32 = 0;
+    let mut limit = FrameLimit::new(cfg.rate_per_sec, cfg.rate_burst);
     let counters = &hub.limits().counters;
     let mut last_seen = Instant::now();
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_timeout / 3);
@@ -230,21 +221,22 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std:
                         }
                         // Every frame a client sends spends a token, pings and binary
                         // frames too.
-                        if !bucket.take_at(now) {
-                            counters.rate_limited_frames.fetch_add(1, Ordering::Relaxed);
-                            refused_in_a_row += 1;
-                            if refused_in_a_row >= cfg.rate_burst.max(1).saturating_mul(FLOOD_BURSTS) {
+                        match limit.check(now) {
+                            Verdict::Pass => {}
+                            Verdict::Refused { tell } => {
+                                counters.rate_limited_frames.fetch_add(1, Ordering::Relaxed);
+                                if tell {
+                                    sink.push(HubError::RateLimited(cfg.rate_per_sec).frame());
+                                }
+                                continue;
+                            }
+                            Verdict::Flooding => {
+                                counters.rate_limited_frames.fetch_add(1, Ordering::Relaxed);
                                 counters.closed_for_flooding.fetch_add(1, Ordering::Relaxed);
                                 crate::info_limited!("closed for flooding", peer = %id, "peer keeps sending past its rate limit; closing");
                                 break Some((CLOSE_POLICY, "rate limit exceeded"));
                             }
-                            if last_rate_error.is_none_or(|t| now.duration_since(t) >= RATE_ERROR_INTERVAL) {
-                                last_rate_error = Some(now);
-                                sink.push(HubError::RateLimited(cfg.rate_per_sec).frame());
-                            }
-                            continue;
                         }
-                        refused_in_a_row = 0;
                         match msg {
                             Message::Text(text) => handle(&hub, &id, &sink, text.as_str(), ip).await,
                             Message::Binary(_) => {

@@ -25,7 +25,7 @@ use super::core::{Event, PeerSink};
 use super::limits::{ConnGuard, Refusal};
 use super::protocol::{HubError, PeerId, RoomName};
 use super::queue::{Overflow, QueueRx, QueueTx, out_queue};
-use super::ratelimit::TokenBucket;
+use super::ratelimit::{FrameLimit, Verdict};
 
 /// Packets socketioxide holds for one peer (on top of rtcdev's own queue, which is
 /// bounded in bytes by `--max-queue` as the native front-end's is). When they are all
@@ -345,41 +345,26 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
         }
     });
     let cfg = hub.config();
-    let bucket = Arc::new(Mutex::new((
-        TokenBucket::new(cfg.rate_per_sec, cfg.rate_burst),
-        0u32,
-    )));
-    let (rate, flood_after) = (
-        cfg.rate_per_sec,
-        cfg.rate_burst
-            .max(1)
-            .saturating_mul(super::native::FLOOD_BURSTS),
-    );
+    let limit = Mutex::new(FrameLimit::new(cfg.rate_per_sec, cfg.rate_burst));
+    let rate = cfg.rate_per_sec;
     let (err_sink, counted) = (sink.clone(), hub.clone());
-    // Every event spends a token, whatever its name; over the limit it is refused with
-    // an `error` event (at most one a second), and a peer that keeps sending four
-    // bursts' worth past the limit is disconnected, as on the native front-end.
-    let last_error = Arc::new(Mutex::new(None::<std::time::Instant>));
+    // Every event spends a token, whatever its name: the native front-end's rule
+    // (`FrameLimit`), with a socket.io disconnect for a flood.
     let allowed = move |socket: &SocketRef| -> bool {
         let counters = &counted.limits().counters;
-        let (ok, flooding) = {
-            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
-            let ok = b.0.take();
-            b.1 = if ok { 0 } else { b.1 + 1 };
-            (ok, b.1 == flood_after)
-        };
-        if !ok {
+        let verdict = limit
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .check(std::time::Instant::now());
+        if verdict != Verdict::Pass {
             counters
                 .rate_limited_frames
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let now = std::time::Instant::now();
-            let mut last = last_error.lock().unwrap_or_else(|p| p.into_inner());
-            if last.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
-                *last = Some(now);
-                err_sink.error(&HubError::RateLimited(rate));
-            }
         }
-        if flooding {
+        if let Verdict::Refused { tell: true } = verdict {
+            err_sink.error(&HubError::RateLimited(rate));
+        }
+        if verdict == Verdict::Flooding {
             counters
                 .closed_for_flooding
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -393,9 +378,10 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
                 });
             }
         }
-        ok
+        verdict == Verdict::Pass
     };
 
+    let allowed: Arc<dyn Fn(&SocketRef) -> bool + Send + Sync> = Arc::new(allowed);
     // Events the hub does not know spend tokens too.
     let a = allowed.clone();
     socket.on_fallback(move |socket: SocketRef| {
@@ -408,7 +394,7 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
         hub: hub.clone(),
         id: id.clone(),
         sink: sink.clone(),
-        allowed: Arc::new(allowed),
+        allowed,
     };
     let (p, o) = (peer.clone(), order.clone());
     socket.on("join", move |socket: SocketRef, Data::<Value>(data)| {
