@@ -264,8 +264,14 @@ impl TurnGuard {
     /// the nonce the crate issued, which allocations it granted and on which relay
     /// ports. Returns false for the answer to the guard's own request, which is kept.
     pub fn outbound(&self, pkt: &[u8], dst: SocketAddr, local: SocketAddr) -> bool {
-        if pkt.first().is_none_or(|b| b & 0xC0 != 0) {
-            return true; // ChannelData, or not STUN
+        // Only Allocate answers matter here (the guard's own request is an Allocate
+        // too); relayed data (Data indications, ChannelData) passes without a copy or
+        // a decode.
+        let [b0, b1, ..] = *pkt else { return true };
+        let mut typ = MessageType::default();
+        typ.read_value(u16::from_be_bytes([b0, b1]));
+        if b0 & 0xC0 != 0 || typ.method != METHOD_ALLOCATE {
+            return true;
         }
         let mut m = Message::new();
         m.raw = pkt.to_vec();
@@ -273,19 +279,19 @@ impl TurnGuard {
             return true;
         }
         let class = m.typ.class;
-        if dst == SELF_SOURCE || lock(&self.nonces).own.contains(&m.transaction_id.0) {
-            let mut nonce = TextAttribute::new(ATTR_NONCE, String::new());
-            let mut n = lock(&self.nonces);
-            n.own.remove(&m.transaction_id.0);
-            if class == CLASS_ERROR_RESPONSE && nonce.get_from(&m).is_ok() {
-                self.nonces_issued.fetch_add(1, Ordering::Relaxed);
-                n.previous = n.current.replace((nonce.text, Instant::now()));
-            }
-            return false;
-        }
-        if m.typ.method == METHOD_ALLOCATE
-            && (class == CLASS_SUCCESS_RESPONSE || class == CLASS_ERROR_RESPONSE)
         {
+            let mut n = lock(&self.nonces);
+            let own = n.own.remove(&m.transaction_id.0);
+            if dst == SELF_SOURCE || own {
+                let mut nonce = TextAttribute::new(ATTR_NONCE, String::new());
+                if class == CLASS_ERROR_RESPONSE && nonce.get_from(&m).is_ok() {
+                    self.nonces_issued.fetch_add(1, Ordering::Relaxed);
+                    n.previous = n.current.replace((nonce.text, Instant::now()));
+                }
+                return false;
+            }
+        }
+        if class == CLASS_SUCCESS_RESPONSE || class == CLASS_ERROR_RESPONSE {
             let mut allocs = lock(&self.allocs);
             if let Some((client, user)) = allocs.pending.remove(&m.transaction_id.0)
                 && class == CLASS_SUCCESS_RESPONSE
