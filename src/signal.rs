@@ -88,9 +88,9 @@ pub fn load_tls(source: &TlsSource) -> Result<Arc<rustls::ServerConfig>> {
         }
         TlsSource::LocalCa(location) => {
             let (ca, _) = Ca::load_or_create(&location.dir)?;
-            let mut names = net::default_cert_names();
-            if let Some(c) = &ca.constraints {
-                names.retain(|n| c.permits(n));
+            let (names, left_out) = ca.permitted(&net::default_cert_names());
+            for n in &left_out {
+                tracing::warn!(name = %n, "left out of the certificate: the local CA is name-constrained to local names");
             }
             let leaf = ca.issue(&LeafRequest {
                 names,

@@ -302,6 +302,15 @@ impl Ca {
         format!("{} {}", self.organization, self.serial)
     }
 
+    /// `names` split into those this CA may vouch for and those its name constraints
+    /// leave out (none for an unconstrained CA), each in the order given.
+    pub fn permitted(&self, names: &[CertName]) -> (Vec<CertName>, Vec<CertName>) {
+        names
+            .iter()
+            .cloned()
+            .partition(|n| self.constraints.as_ref().is_none_or(|c| c.permits(n)))
+    }
+
     /// The certificate's SHA-256 fingerprint (see [`fingerprint_sha256`]).
     pub fn fingerprint(&self) -> String {
         fingerprint_sha256(&self.cert_der)
@@ -313,12 +322,8 @@ impl Ca {
             bail!("a certificate needs at least one name");
         }
         if let Some(c) = &self.constraints {
-            let outside: Vec<String> = req
-                .names
-                .iter()
-                .filter(|n| !c.permits(n))
-                .map(|n| n.to_string())
-                .collect();
+            let (_, outside) = self.permitted(&req.names);
+            let outside: Vec<String> = outside.iter().map(ToString::to_string).collect();
             if !outside.is_empty() {
                 bail!(
                     "the local CA is name-constrained to local development names ({}), so it \

@@ -359,20 +359,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
 /// the CA may not vouch for (a public LAN address, say), each named on stderr, and the
 /// default file names counted again. `None` when nothing changes.
 fn permitted_defaults(ca: &Ca, issue: &IssueConfig) -> Option<IssueConfig> {
-    let c = ca.constraints.as_ref()?;
-    if !issue.defaults || issue.names.iter().all(|n| c.permits(n)) {
+    let (kept, left_out) = ca.permitted(&issue.names);
+    if !issue.defaults || left_out.is_empty() {
         return None;
     }
+    for n in &left_out {
+        eprintln!("rtcdev: {n} left out: the name-constrained CA can only vouch for local names");
+    }
     let mut out = issue.clone();
-    out.names.retain(|n| {
-        let ok = c.permits(n);
-        if !ok {
-            eprintln!(
-                "rtcdev: {n} left out: the name-constrained CA can only vouch for local names"
-            );
-        }
-        ok
-    });
+    out.names = kept;
     let (old_cert, old_key, old_p12) = default_paths(&issue.names, issue.client);
     let (cert, key, p12) = default_paths(&out.names, issue.client);
     if out.cert_file == old_cert {

@@ -34,24 +34,11 @@ pub enum LeafOrigin {
 pub fn leaf_for(ca: &Ca, names: &[CertName]) -> Result<(CertifiedKey, LeafOrigin)> {
     // A name-constrained CA cannot vouch for a public address (a global IPv6 one, say):
     // that address is left out, with a note, rather than failing the whole certificate.
-    let kept: Vec<CertName>;
-    let names = match &ca.constraints {
-        Some(c) if names.iter().any(|n| !c.permits(n)) => {
-            kept = names
-                .iter()
-                .filter(|n| {
-                    let ok = c.permits(n);
-                    if !ok {
-                        tracing::warn!(name = %n, "left out of the certificate: the local CA is name-constrained to local names");
-                    }
-                    ok
-                })
-                .cloned()
-                .collect();
-            &kept[..]
-        }
-        _ => names,
-    };
+    let (kept, left_out) = ca.permitted(names);
+    for n in &left_out {
+        tracing::warn!(name = %n, "left out of the certificate: the local CA is name-constrained to local names");
+    }
+    let names = &kept[..];
     let path = cache_path(ca);
     if let Some(key) = cached(ca, names, &path) {
         return Ok((key, LeafOrigin::Cached));

@@ -230,17 +230,19 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
         }
         None => None,
     };
+    let lan = net::lan_addresses();
     let relay_ip = config.external_ip.unwrap_or_else(|| {
         if config.bind.is_unspecified() {
-            net::lan_addresses()
-                .into_iter()
+            lan.iter()
+                .copied()
                 .find(IpAddr::is_ipv4)
                 .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
         } else {
             config.bind
         }
     });
-    let mut own = net::lan_addresses();
+    // This host's addresses, which the peer rules keep relays away from.
+    let mut own = lan;
     own.push(relay_ip);
     if !config.bind.is_unspecified() {
         own.push(config.bind);
