@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::{Json, Router};
 
@@ -63,17 +64,12 @@ pub fn router_with_hosts(
 ) -> Result<Router> {
     let health = hub.clone();
     let policy = Policy::public(allow_origins, allowed_hosts);
-    let (check, hosts) = (policy.clone(), policy.clone());
     Ok(hub
         .routes()
-        .layer(axum::middleware::from_fn(move |req, next| {
-            origin::check_origin(check.clone(), req, next)
-        }))
+        .layer(from_fn_with_state(policy.clone(), origin::check_origin))
         .route("/healthz", get(move || async move { Json(health.stats()) }))
         .layer(policy.cors())
-        .layer(axum::middleware::from_fn(move |req, next| {
-            origin::check_host(hosts.clone(), req, next)
-        })))
+        .layer(from_fn_with_state(policy, origin::check_host)))
 }
 
 /// Loads or issues the server certificate.

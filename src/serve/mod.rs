@@ -244,15 +244,14 @@ pub fn router(
             }
         })
         .layer(CompressionLayer::new());
-    let check = policy.clone();
     let hub = state
         .inner
         .hub
         .routes()
-        .layer(middleware::from_fn(move |req, next| {
-            origin::check_origin(check.clone(), req, next)
-        }));
-    let hosts = policy.clone();
+        .layer(middleware::from_fn_with_state(
+            policy.clone(),
+            origin::check_origin,
+        ));
     let app = Router::new()
         .route("/config.json", get(config_json))
         .route("/qr.svg", get(qr_svg))
@@ -266,9 +265,7 @@ pub fn router(
         .layer(policy.cors())
         .merge(content)
         .layer(middleware::from_fn_with_state(state, plain_http_guard))
-        .layer(middleware::from_fn(move |req, next| {
-            origin::check_host(hosts.clone(), req, next)
-        }));
+        .layer(middleware::from_fn_with_state(policy, origin::check_host));
     Ok(app)
 }
 

@@ -15,7 +15,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
@@ -149,7 +149,7 @@ impl Policy {
 
 /// 403 for a request under a host name the server does not answer to (DNS
 /// rebinding), before anything else sees it.
-pub async fn check_host(policy: Policy, req: Request, next: Next) -> Response {
+pub async fn check_host(State(policy): State<Policy>, req: Request, next: Next) -> Response {
     let host = req
         .uri()
         .authority()
@@ -176,7 +176,7 @@ pub async fn check_host(policy: Policy, req: Request, next: Next) -> Response {
 /// 403 for a request from a page of an origin that may not use the hub (WebSocket
 /// upgrades and socket.io's requests carry the page's `Origin`). Requests without an
 /// `Origin` (not from a browser page) pass.
-pub async fn check_origin(policy: Policy, req: Request, next: Next) -> Response {
+pub async fn check_origin(State(policy): State<Policy>, req: Request, next: Next) -> Response {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let text = origin.to_str().unwrap_or("");
         if !policy.origin_allowed(text) {
