@@ -67,7 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             ServeTask::Run(config) => {
-                runtime()?.block_on(rtcdev::serve::run(
+                run_server(rtcdev::serve::run(
                     *config,
                     rtcdev::server::shutdown_signal(),
                 ))?;
@@ -77,7 +77,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Probe(args) => runtime()?.block_on(probe(args, cli.ca_dir)),
         Command::Turn(args) => {
             let (config, json, _generated) = args.into_config(cli.ca_dir)?;
-            runtime()?.block_on(rtcdev::turn::run(
+            run_server(rtcdev::turn::run(
                 config,
                 json,
                 rtcdev::server::shutdown_signal(),
@@ -91,13 +91,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             let config = args.into_config(cli.ca_dir)?;
-            runtime()?.block_on(rtcdev::signal::run(
+            run_server(rtcdev::signal::run(
                 config,
                 rtcdev::server::shutdown_signal(),
             ))?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Runs a server to its end, giving freed heap back to the system as it goes.
+fn run_server(server: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let trimmer = tokio::spawn(rtcdev::server::heap::trim_periodically());
+        let result = server.await;
+        trimmer.abort();
+        result
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -2,6 +2,7 @@
 //! plain HTTP (sniffing the first byte), origins and hosts ([`origin`]), and graceful
 //! shutdown.
 
+pub mod heap;
 pub mod origin;
 
 use std::future::Future;
