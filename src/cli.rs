@@ -11,11 +11,12 @@ use clap::{Args, Parser, Subcommand};
 use crate::cert::ca::{CaLocation, DEFAULT_LEAF_DAYS};
 use crate::cert::command::{CertConfig, CertTask, IssueConfig};
 use crate::cert::names::{default_paths, parse_names};
+use crate::cert::tls::TlsSource;
 use crate::cert::trust::StoreKind;
 use crate::hub::{self, HubConfig};
 use crate::ice::{IceConfig, TurnAuth};
-use crate::serve::{Content, QrMode, ServeConfig, TlsChoice};
-use crate::signal::{SignalConfig, TlsSource};
+use crate::serve::{Content, QrMode, ServeConfig};
+use crate::signal::SignalConfig;
 
 /// Everything a local WebRTC call needs, in one binary.
 #[derive(Debug, Parser)]
@@ -194,10 +195,10 @@ impl TurnArgs {
         let tls = match self.tls_port {
             Some(port) => {
                 let source = match (self.cert, self.key) {
-                    (Some(cert), Some(key)) => crate::signal::TlsSource::Files { cert, key },
-                    _ => crate::signal::TlsSource::LocalCa(CaLocation::resolve(ca_dir.as_deref())?),
+                    (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+                    _ => TlsSource::LocalCa(CaLocation::resolve(ca_dir.as_deref())?),
                 };
-                Some((port, crate::signal::load_tls(&source)?))
+                Some((port, source))
             }
             None => None,
         };
@@ -373,8 +374,8 @@ impl ServeArgs {
             (None, None) => Content::Bundled,
         };
         let tls = match (self.listen.cert, self.listen.key) {
-            (Some(cert), Some(key)) => TlsChoice::Files { cert, key },
-            _ => TlsChoice::LocalCa(location),
+            (Some(cert), Some(key)) => TlsSource::Files { cert, key },
+            _ => TlsSource::LocalCa(location),
         };
         let rest_ttl = Duration::from_secs(self.ice.turn_ttl);
         let (ice, embedded) = self.ice.into_config()?;
@@ -695,6 +696,7 @@ impl SignalArgs {
             allowed_hosts: self.listen.allowed_host,
             hub: self.hub.into_config(ice),
             json: self.json,
+            banner: true,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! LAN address discovery and URL building.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::cert::CertName;
 
@@ -23,6 +23,35 @@ pub fn lan_addresses() -> Vec<IpAddr> {
     });
     addrs.sort_by_key(|a| a.is_ipv6());
     addrs
+}
+
+/// The LAN addresses a device can reach a server on, given the address it listens on:
+/// for an unspecified address every LAN address of its family (`[::]` takes IPv4 too,
+/// `0.0.0.0` no IPv6), for a loopback address none, otherwise the address itself.
+pub fn reachable(bind: IpAddr, lan: &[IpAddr]) -> Vec<IpAddr> {
+    if bind.is_unspecified() {
+        lan.iter()
+            .copied()
+            .filter(|ip| ip.is_ipv4() || bind.is_ipv6())
+            .collect()
+    } else if bind.is_loopback() {
+        Vec::new()
+    } else {
+        vec![bind]
+    }
+}
+
+/// The addresses to give out for a server listening on `bind`: a loopback address
+/// first when clients on this machine can use one, then [`reachable`].
+pub fn server_hosts(bind: IpAddr, lan: &[IpAddr]) -> Vec<IpAddr> {
+    let mut hosts = match bind {
+        IpAddr::V4(v4) if v4.is_unspecified() => vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        IpAddr::V6(v6) if v6.is_unspecified() => vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        ip if ip.is_loopback() => vec![ip],
+        _ => Vec::new(),
+    };
+    hosts.extend(reachable(bind, lan));
+    hosts
 }
 
 /// Whether an address is one a LAN peer could reach us on.
@@ -75,6 +104,47 @@ pub fn url_host(ip: &IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn reachable_follows_the_bind_address_and_its_family() {
+        let lan = ips(&["192.168.1.20", "10.0.0.5", "2001:db8::7"]);
+        assert_eq!(
+            reachable("0.0.0.0".parse().unwrap(), &lan),
+            ips(&["192.168.1.20", "10.0.0.5"])
+        );
+        assert_eq!(reachable("::".parse().unwrap(), &lan), lan);
+        assert!(reachable("127.0.0.1".parse().unwrap(), &lan).is_empty());
+        assert!(reachable("::1".parse().unwrap(), &lan).is_empty());
+        assert_eq!(
+            reachable("10.0.0.5".parse().unwrap(), &lan),
+            ips(&["10.0.0.5"])
+        );
+    }
+
+    #[test]
+    fn server_hosts_put_a_loopback_address_first() {
+        let lan = ips(&["192.168.1.20", "2001:db8::7"]);
+        assert_eq!(
+            server_hosts("0.0.0.0".parse().unwrap(), &lan),
+            ips(&["127.0.0.1", "192.168.1.20"])
+        );
+        assert_eq!(
+            server_hosts("::".parse().unwrap(), &lan),
+            ips(&["127.0.0.1", "192.168.1.20", "2001:db8::7"])
+        );
+        assert_eq!(
+            server_hosts("127.0.0.2".parse().unwrap(), &lan),
+            ips(&["127.0.0.2"])
+        );
+        assert_eq!(
+            server_hosts("192.168.1.20".parse().unwrap(), &lan),
+            ips(&["192.168.1.20"])
+        );
+    }
 
     #[test]
     fn filters_addresses_phones_cannot_reach() {

@@ -3,34 +3,16 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::{Json, Router};
 
-use crate::cert::CaLocation;
-use crate::cert::ca::{Ca, LeafRequest};
-use crate::cert::tls::{self, SwappableCert};
+use crate::cert::tls::TlsSource;
 use crate::hub::{Hub, HubConfig};
 use crate::net;
 use crate::server::origin::{self, Policy};
-
-/// Where `signal` gets a certificate, if it serves HTTPS.
-#[derive(Debug, Clone)]
-pub enum TlsSource {
-    /// PEM files given by the user.
-    Files {
-        /// Certificate chain.
-        cert: PathBuf,
-        /// Private key.
-        key: PathBuf,
-    },
-    /// A leaf issued now by the local CA for localhost and the LAN addresses.
-    LocalCa(CaLocation),
-}
 
 /// Everything `rtcdev signal` needs.
 #[derive(Debug, Clone)]
@@ -47,6 +29,8 @@ pub struct SignalConfig {
     pub hub: HubConfig,
     /// Print the URLs as JSON.
     pub json: bool,
+    /// Print the URLs at start (off for a hub run inside another program or a test).
+    pub banner: bool,
 }
 
 /// The hub's routes plus `/healthz`, with CORS; pages of origins not allowed get 403
@@ -72,37 +56,6 @@ pub fn router_with_hosts(
         .layer(from_fn_with_state(policy, origin::check_host)))
 }
 
-/// Loads or issues the server certificate.
-pub fn load_tls(source: &TlsSource) -> Result<Arc<rustls::ServerConfig>> {
-    let key = match source {
-        TlsSource::Files { cert, key } => {
-            let cert_pem = std::fs::read(cert)
-                .with_context(|| format!("cannot read the certificate {}", cert.display()))?;
-            let key_pem = std::fs::read(key)
-                .with_context(|| format!("cannot read the key {}", key.display()))?;
-            tls::certified_key_from_pem(&cert_pem, &key_pem, &cert.display().to_string())?
-        }
-        TlsSource::LocalCa(location) => {
-            let (ca, _) = Ca::load_or_create(&location.dir)?;
-            let (names, left_out) = ca.permitted(&net::default_cert_names());
-            for n in &left_out {
-                tracing::warn!(name = %n, "left out of the certificate: the local CA is name-constrained to local names");
-            }
-            let leaf = ca.issue(&LeafRequest {
-                names,
-                days: crate::cert::ca::DEFAULT_LEAF_DAYS,
-                client: false,
-            })?;
-            tls::certified_key_from_pem(
-                leaf.cert_pem.as_bytes(),
-                leaf.key_pem.as_bytes(),
-                "the issued leaf",
-            )?
-        }
-    };
-    Ok(Arc::new(tls::server_config(SwappableCert::new(key))?))
-}
-
 /// The URLs a user can reach the hub on.
 pub fn urls(addr: SocketAddr, https: bool) -> (Vec<String>, Vec<String>) {
     let scheme = if https { "https" } else { "http" };
@@ -117,31 +70,55 @@ pub fn urls(addr: SocketAddr, https: bool) -> (Vec<String>, Vec<String>) {
     } else {
         Vec::new()
     };
-    let network = if addr.ip().is_unspecified() {
-        net::lan_addresses()
-            .iter()
-            .filter(|ip| ip.is_ipv4() == addr.is_ipv4() || addr.is_ipv6())
-            .map(|ip| format!("{scheme}://{}:{port}", net::url_host(ip)))
-            .collect()
-    } else if addr.ip().is_loopback() {
-        Vec::new()
-    } else {
-        vec![format!("{scheme}://{}:{port}", net::url_host(&addr.ip()))]
-    };
+    let network = net::reachable(addr.ip(), &net::lan_addresses())
+        .iter()
+        .map(|ip| format!("{scheme}://{}:{port}", net::url_host(ip)))
+        .collect();
     (local, network)
 }
 
-/// Runs the hub until `shutdown`.
+/// Binds `config.addr`, starts a hub from `config.hub` and runs it until `shutdown`.
 pub async fn run(
     config: SignalConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let tls = config.tls.as_ref().map(load_tls).transpose()?;
+    // The certificate first: a bad file is reported before the port is taken.
+    let tls = config
+        .tls
+        .as_ref()
+        .map(TlsSource::server_config)
+        .transpose()?;
     let listener = crate::server::bind(config.addr)?;
+    let hub = Hub::start(config.hub.clone()).await?;
+    serve_on(listener, hub, tls, &config, shutdown).await
+}
+
+/// Serves `hub` on a listener the caller bound (tests bind 127.0.0.1:0 and keep the
+/// hub to look into) until `shutdown`. `config.addr` and `config.hub` are [`run`]'s.
+pub async fn run_on(
+    listener: std::net::TcpListener,
+    hub: Hub,
+    config: &SignalConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let tls = config
+        .tls
+        .as_ref()
+        .map(TlsSource::server_config)
+        .transpose()?;
+    serve_on(listener, hub, tls, config, shutdown).await
+}
+
+async fn serve_on(
+    listener: std::net::TcpListener,
+    hub: Hub,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    config: &SignalConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let addr = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    let hub = Hub::start(config.hub.clone()).await?;
     let app = router_with_hosts(&hub, &config.allow_origins, &config.allowed_hosts)?;
     let (local, network) = urls(addr, tls.is_some());
     let text = if config.json {
@@ -170,6 +147,8 @@ pub async fn run(
         }
         t + "\n"
     };
-    crate::server::print_stdout(&text);
+    if config.banner {
+        crate::server::print_stdout(&text);
+    }
     crate::server::serve(listener, app, tls, Some(hub), shutdown).await
 }

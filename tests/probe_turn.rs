@@ -128,10 +128,10 @@ async fn probe_passes_against_rtcdev_turn_and_names_failures() {
 }
 
 /// TLS for a TURN server: a leaf for localhost from a CA made in `ca_dir`.
-fn tls_from_new_ca(ca_dir: &std::path::Path) -> std::sync::Arc<rustls::ServerConfig> {
+fn tls_from_new_ca(ca_dir: &std::path::Path) -> rtcdev::cert::tls::TlsSource {
     rtcdev::cert::tls::install_default_provider();
     let location = rtcdev::cert::CaLocation::resolve(Some(ca_dir)).unwrap();
-    rtcdev::signal::load_tls(&rtcdev::signal::TlsSource::LocalCa(location)).unwrap()
+    rtcdev::cert::tls::TlsSource::LocalCa(location)
 }
 
 #[tokio::test]

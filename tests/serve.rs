@@ -11,9 +11,10 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use common::{Sandbox, get_head, http_request, https_request};
+use rtcdev::cert::tls::TlsSource;
 use rtcdev::cert::{Ca, CaLocation, CaSource};
 use rtcdev::hub::{Hub, HubConfig};
-use rtcdev::serve::{self, AppState, CaInfo, Content, QrMode, ServeConfig, TlsChoice};
+use rtcdev::serve::{self, AppState, CaInfo, Content, QrMode, ServeConfig};
 use rtcdev::server::Scheme;
 use tower::ServiceExt;
 
@@ -434,7 +435,7 @@ async fn start_full(
         port_explicit: true,
         room: "test-room".into(),
         content,
-        tls: TlsChoice::LocalCa(CaLocation {
+        tls: TlsSource::LocalCa(CaLocation {
             dir: sb.ca_dir(),
             source: CaSource::Explicit,
         }),

@@ -127,7 +127,7 @@ fn a_taken_default_port_moves_to_the_next() {
         port_explicit: false,
         room: "r".into(),
         content: rtcdev::serve::Content::Bundled,
-        tls: rtcdev::serve::TlsChoice::Files {
+        tls: rtcdev::cert::tls::TlsSource::Files {
             cert: "x".into(),
             key: "y".into(),
         },

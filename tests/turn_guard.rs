@@ -192,7 +192,7 @@ async fn silent_tcp_and_tls_connections_are_closed() {
     let sb = Sandbox::new();
     rtcdev::cert::tls::install_default_provider();
     let location = rtcdev::cert::CaLocation::resolve(Some(&sb.ca_dir())).unwrap();
-    let tls = rtcdev::signal::load_tls(&rtcdev::signal::TlsSource::LocalCa(location)).unwrap();
+    let tls = rtcdev::cert::tls::TlsSource::LocalCa(location);
     let (ca, _) = rtcdev::cert::ca::Ca::load_or_create(&sb.ca_dir()).unwrap();
     let mut cfg = config((54300, 54350), GuardConfig::default());
     cfg.tls = Some((0, tls));

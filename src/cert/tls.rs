@@ -2,6 +2,7 @@
 //! swapped while the server runs.
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -11,6 +12,62 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::CaLocation;
+use super::ca::{Ca, DEFAULT_LEAF_DAYS, LeafRequest};
+
+/// Where a server's certificate comes from, for every command that serves TLS.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files given by the user (`--cert`, `--key`).
+    Files {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// Private key of the leaf.
+        key: PathBuf,
+    },
+    /// A leaf issued by the local CA (created if missing) for localhost, the host name
+    /// and the LAN addresses.
+    LocalCa(CaLocation),
+}
+
+impl TlsSource {
+    /// A server configuration over a fresh certificate: the files read now, or a leaf
+    /// issued now for this machine's names (names the CA's constraints leave out are
+    /// logged). `serve` keeps its own cached, renewed leaf instead.
+    pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
+        let key = match self {
+            TlsSource::Files { cert, key } => certified_key_from_files(cert, key)?,
+            TlsSource::LocalCa(location) => {
+                let (ca, _) = Ca::load_or_create(&location.dir)?;
+                let (names, left_out) = ca.permitted(&crate::net::default_cert_names());
+                for n in &left_out {
+                    tracing::warn!(name = %n, "left out of the certificate: the local CA is name-constrained to local names");
+                }
+                let leaf = ca.issue(&LeafRequest {
+                    names,
+                    days: DEFAULT_LEAF_DAYS,
+                    client: false,
+                })?;
+                certified_key_from_pem(
+                    leaf.cert_pem.as_bytes(),
+                    leaf.key_pem.as_bytes(),
+                    "the issued leaf",
+                )?
+            }
+        };
+        Ok(Arc::new(server_config(SwappableCert::new(key))?))
+    }
+}
+
+/// Reads a PEM certificate chain and its key from files; errors name the file.
+pub fn certified_key_from_files(cert: &Path, key: &Path) -> Result<CertifiedKey> {
+    let cert_pem = std::fs::read(cert)
+        .with_context(|| format!("cannot read the certificate {}", cert.display()))?;
+    let key_pem =
+        std::fs::read(key).with_context(|| format!("cannot read the key {}", key.display()))?;
+    certified_key_from_pem(&cert_pem, &key_pem, &cert.display().to_string())
+}
 
 /// The one crypto provider of the process: ring (webrtc-rs and rcgen use it too).
 pub fn provider() -> Arc<CryptoProvider> {

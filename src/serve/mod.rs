@@ -27,9 +27,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tower_http::compression::CompressionLayer;
 
-use crate::cert::CaLocation;
 use crate::cert::ca::Ca;
-use crate::cert::tls::{self, SwappableCert};
+use crate::cert::tls::{self, SwappableCert, TlsSource};
 use crate::hub::protocol::{PeerId, RoomName};
 use crate::hub::{Hub, HubConfig};
 use crate::net;
@@ -44,20 +43,6 @@ pub const PORT_TRIES: u16 = 10;
 pub const LAN_POLL_INTERVAL: Duration = Duration::from_secs(5);
 /// Paths plain HTTP serves; everything else there redirects to HTTPS.
 const PLAIN_HTTP_PATHS: &[&str] = &["/join", "/ca.pem", "/ca.mobileconfig", "/healthz"];
-
-/// Where the HTTPS certificate comes from.
-#[derive(Debug, Clone)]
-pub enum TlsChoice {
-    /// Issued (and cached) by the local CA, following the LAN addresses.
-    LocalCa(CaLocation),
-    /// Files given by the user.
-    Files {
-        /// Certificate chain, PEM.
-        cert: PathBuf,
-        /// Private key, PEM.
-        key: PathBuf,
-    },
-}
 
 /// What `/` and other unknown paths serve.
 #[derive(Debug, Clone)]
@@ -103,7 +88,7 @@ pub struct ServeConfig {
     /// What `/` serves.
     pub content: Content,
     /// The certificate.
-    pub tls: TlsChoice,
+    pub tls: TlsSource,
     /// Hub limits and ICE servers.
     pub hub: HubConfig,
     /// Origins besides its own whose pages may use the hub and `/config.json`.
@@ -535,7 +520,7 @@ pub async fn run_on(
         .context("cannot read the bound address")?;
     let lan = (config.lan)();
     let (certs, ca, ca_info) = match &config.tls {
-        TlsChoice::LocalCa(location) => {
+        TlsSource::LocalCa(location) => {
             let (ca, outcome) = Ca::load_or_create(&location.dir)?;
             if outcome == crate::cert::CaOutcome::Created && !config.quiet {
                 crate::server::print_stdout(&format!(
@@ -553,14 +538,11 @@ pub async fn run_on(
             };
             (SwappableCert::new(key), Some(ca), Some(info))
         }
-        TlsChoice::Files { cert, key } => {
-            let cert_pem = std::fs::read(cert)
-                .with_context(|| format!("cannot read the certificate {}", cert.display()))?;
-            let key_pem = std::fs::read(key)
-                .with_context(|| format!("cannot read the key {}", key.display()))?;
-            let ck = tls::certified_key_from_pem(&cert_pem, &key_pem, &cert.display().to_string())?;
-            (SwappableCert::new(ck), None, None)
-        }
+        TlsSource::Files { cert, key } => (
+            SwappableCert::new(tls::certified_key_from_files(cert, key)?),
+            None,
+            None,
+        ),
     };
     let tls_config = Arc::new(tls::server_config(certs.clone())?);
     let mut hub_config = config.hub.clone();
@@ -579,7 +561,7 @@ pub async fn run_on(
         config.content.clone(),
         addr.port(),
         config.room.clone(),
-        reachable(addr.ip(), &lan),
+        net::reachable(addr.ip(), &lan),
     );
     let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
     let u = urls(addr, &state);
@@ -625,26 +607,10 @@ async fn start_embedded_turn(
         }
         Err(e) => return Err(e),
     };
-    let port = server.addr.port();
-    let hosts = if server.addr.ip().is_unspecified() {
-        let mut h: Vec<IpAddr> = lan.iter().copied().filter(IpAddr::is_ipv4).collect();
-        h.push(IpAddr::from([127, 0, 0, 1]));
-        h
-    } else {
-        vec![server.addr.ip()]
-    };
-    for h in &hosts {
-        hub.ice
-            .stun
-            .push(format!("stun:{}:{port}", net::url_host(h)));
-        hub.ice
-            .turn
-            .push(format!("turn:{}:{port}?transport=udp", net::url_host(h)));
-    }
-    hub.ice.turn_auth = Some(crate::ice::TurnAuth::Secret {
-        secret: config.secret.clone().unwrap_or_default(),
-        ttl: config.rest_ttl,
-    });
+    let ice = server.ice_config(lan);
+    hub.ice.stun.extend(ice.stun);
+    hub.ice.turn.extend(ice.turn);
+    hub.ice.turn_auth = ice.turn_auth;
     tracing::info!(addr = %server.addr, "embedded TURN server running");
     Ok(server)
 }
@@ -674,7 +640,7 @@ async fn watch_lan(
         match certs::leaf_for(&ca, &net::cert_names_for(&now)) {
             Ok((key, _)) => {
                 certs.swap(key);
-                state.set_lan(reachable(config.bind, &now));
+                state.set_lan(net::reachable(config.bind, &now));
                 tracing::info!(addresses = ?now, "LAN addresses changed; new certificate in use");
                 if !config.quiet && !config.json {
                     let port = state.inner.port;
@@ -691,17 +657,6 @@ async fn watch_lan(
             }
             Err(e) => tracing::warn!(%e, "cannot issue a certificate for the new LAN addresses"),
         }
-    }
-}
-
-/// The LAN addresses a peer can reach us on, given what we listen on.
-fn reachable(bind: IpAddr, lan: &[IpAddr]) -> Vec<IpAddr> {
-    if bind.is_unspecified() {
-        lan.to_vec()
-    } else if bind.is_loopback() {
-        Vec::new()
-    } else {
-        vec![bind]
     }
 }
 

@@ -19,7 +19,8 @@ use turn::server::Server;
 use turn::server::config::{ConnConfig, ServerConfig};
 use webrtc::util::vnet::net::Net;
 
-use crate::ice::{IceServer, turn_rest_password};
+use crate::cert::tls::TlsSource;
+use crate::ice::{IceConfig, IceServer, TurnAuth, turn_rest_password};
 use crate::net;
 
 /// The STUN/TURN port unless told otherwise (RFC 8489).
@@ -47,8 +48,9 @@ pub struct TurnConfig {
     pub external_ip: Option<IpAddr>,
     /// Relay port range.
     pub relay_ports: (u16, u16),
-    /// TURN over TLS (`turns:`): the port and the server's TLS configuration.
-    pub tls: Option<(u16, Arc<rustls::ServerConfig>)>,
+    /// TURN over TLS (`turns:`): the port and where its certificate comes from (loaded
+    /// when the server starts).
+    pub tls: Option<(u16, TlsSource)>,
     /// Peer rules and quotas.
     pub guard: GuardConfig,
     /// How long the TURN REST credentials it hands out (with `secret`) stay valid.
@@ -166,9 +168,30 @@ pub struct TurnServer {
     pub tls_addr: Option<SocketAddr>,
     /// The address relayed candidates carry.
     pub relay_ip: IpAddr,
+    /// The credentials clients get: the first user's, or REST ones from the secret.
+    auth: Option<TurnAuth>,
 }
 
 impl TurnServer {
+    /// The ICE servers a page should use to reach this server from a device that sees
+    /// this machine's `lan` addresses: STUN and TURN over UDP on each address it can be
+    /// reached on, with its credentials.
+    pub fn ice_config(&self, lan: &[IpAddr]) -> IceConfig {
+        let port = self.addr.port();
+        let hosts = net::server_hosts(self.addr.ip(), lan);
+        IceConfig {
+            stun: hosts
+                .iter()
+                .map(|h| format!("stun:{}:{port}", net::url_host(h)))
+                .collect(),
+            turn: hosts
+                .iter()
+                .map(|h| format!("turn:{}:{port}?transport=udp", net::url_host(h)))
+                .collect(),
+            turn_auth: self.auth.clone(),
+        }
+    }
+
     /// Stops the server.
     pub async fn close(self) {
         for s in &self.streams {
@@ -217,13 +240,14 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
     let tcp = crate::ice::stream::StreamMux::start(tcp, None)
         .context("cannot read the TCP listener's address")?;
     let tls = match &config.tls {
-        Some((port, server_config)) => {
+        Some((port, source)) => {
+            let server_config = source.server_config()?;
             let tls_addr = SocketAddr::new(config.bind, *port);
             let l = tokio::net::TcpListener::bind(tls_addr)
                 .await
                 .map_err(|e| in_use("TLS (TCP)", tls_addr, e))?;
             let tls_local = l.local_addr().context("cannot read the TLS address")?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(server_config.clone());
+            let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
             let mux = crate::ice::stream::StreamMux::start(l, Some(acceptor))
                 .context("cannot start the TLS listener")?;
             Some((mux, tls_local))
@@ -350,6 +374,17 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
         addr: local,
         tls_addr,
         relay_ip,
+        auth: match (config.users.first(), &config.secret) {
+            (Some((username, password)), _) => Some(TurnAuth::Static {
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            (None, Some(secret)) => Some(TurnAuth::Secret {
+                secret: secret.clone(),
+                ttl: config.rest_ttl,
+            }),
+            (None, None) => None,
+        },
     })
 }
 
@@ -367,13 +402,7 @@ pub struct TurnUrls {
 
 /// URLs for every address the server is reachable on.
 pub fn urls(addr: SocketAddr, config: &TurnConfig, tls_addr: Option<SocketAddr>) -> TurnUrls {
-    let hosts: Vec<IpAddr> = if addr.ip().is_unspecified() {
-        let mut v = net::lan_addresses();
-        v.insert(0, IpAddr::V4(Ipv4Addr::LOCALHOST));
-        v
-    } else {
-        vec![addr.ip()]
-    };
+    let hosts = net::server_hosts(addr.ip(), &net::lan_addresses());
     let port = addr.port();
     let stun: Vec<String> = hosts
         .iter()

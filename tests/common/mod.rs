@@ -166,18 +166,24 @@ impl TestHub {
     pub async fn start(config: rtcdev::hub::HubConfig) -> Self {
         let listener = rtcdev::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
-        let hub = rtcdev::hub::Hub::start(config).await.expect("hub");
-        let app = rtcdev::signal::router(&hub, &[]).unwrap();
+        let hub = rtcdev::hub::Hub::start(config.clone()).await.expect("hub");
+        let config = rtcdev::signal::SignalConfig {
+            addr,
+            tls: None,
+            allow_origins: Vec::new(),
+            allowed_hosts: Vec::new(),
+            hub: config,
+            json: false,
+            banner: false,
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(rtcdev::server::serve(
-            listener,
-            app,
-            None,
-            Some(hub.clone()),
-            async move {
+        let served = hub.clone();
+        let task = tokio::spawn(async move {
+            rtcdev::signal::run_on(listener, served, &config, async move {
                 let _ = stopped.await;
-            },
-        ));
+            })
+            .await
+        });
         TestHub {
             addr,
             hub,
