@@ -413,23 +413,14 @@ struct Running {
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn start(sb: &Sandbox, lan: Vec<IpAddr>) -> Running {
-    start_with(sb, lan, Content::Bundled).await
-}
-
-async fn start_with(sb: &Sandbox, lan: Vec<IpAddr>, content: Content) -> Running {
-    start_full(sb, lan, content, None).await
-}
-
-async fn start_full(
+/// A serve config on 127.0.0.1 with the sandbox's CA, quiet, no QR.
+fn test_config(
     sb: &Sandbox,
-    lan: Vec<IpAddr>,
     content: Content,
     embedded_turn: Option<rtcdev::turn::TurnConfig>,
-) -> Running {
-    let lan = Arc::new(Mutex::new(lan));
-    let source = lan.clone();
-    let config = ServeConfig {
+    lan: Arc<dyn Fn() -> Vec<IpAddr> + Send + Sync>,
+) -> ServeConfig {
+    ServeConfig {
         bind: "127.0.0.1".parse().unwrap(),
         port: 0,
         port_explicit: true,
@@ -446,9 +437,33 @@ async fn start_full(
         quiet: true,
         json: false,
         lan_poll: Duration::from_millis(100),
-        lan: Arc::new(move || source.lock().unwrap().clone()),
+        lan,
         embedded_turn,
-    };
+    }
+}
+
+async fn start(sb: &Sandbox, lan: Vec<IpAddr>) -> Running {
+    start_with(sb, lan, Content::Bundled).await
+}
+
+async fn start_with(sb: &Sandbox, lan: Vec<IpAddr>, content: Content) -> Running {
+    start_full(sb, lan, content, None).await
+}
+
+async fn start_full(
+    sb: &Sandbox,
+    lan: Vec<IpAddr>,
+    content: Content,
+    embedded_turn: Option<rtcdev::turn::TurnConfig>,
+) -> Running {
+    let lan = Arc::new(Mutex::new(lan));
+    let source = lan.clone();
+    let config = test_config(
+        sb,
+        content,
+        embedded_turn,
+        Arc::new(move || source.lock().unwrap().clone()),
+    );
     let listener = rtcdev::server::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -881,4 +896,40 @@ async fn shutdown_closes_websockets_with_1001() {
         .expect("the server ended")
         .unwrap()
         .unwrap();
+}
+
+#[test]
+fn a_taken_default_port_falls_back_at_most_ten_ports() {
+    let sb = Sandbox::new();
+    // A run of twelve free ports to play with.
+    let base = (20000..60000u16)
+        .step_by(97)
+        .find(|&p| (p..p + 12).all(|q| std::net::TcpListener::bind(("127.0.0.1", q)).is_ok()))
+        .expect("twelve free ports in a row");
+    let mut config = test_config(&sb, Content::Bundled, None, Arc::new(Vec::new));
+    config.port = base;
+    config.port_explicit = false;
+    let mut held: Vec<std::net::TcpListener> = (base..=base + serve::PORT_TRIES)
+        .map(|p| std::net::TcpListener::bind(("127.0.0.1", p)).unwrap())
+        .collect();
+    let err = format!("{:#}", serve::bind(&config).unwrap_err());
+    assert!(
+        err.contains(&format!(
+            "ports {base} to {} are all in use",
+            base + serve::PORT_TRIES
+        )),
+        "{err}"
+    );
+    // The last one it may try is taken when free.
+    held.pop();
+    let l = serve::bind(&config).expect("the tenth port after the default");
+    assert_eq!(l.local_addr().unwrap().port(), base + serve::PORT_TRIES);
+    drop(l);
+    // A port the user chose is not swapped for another.
+    config.port_explicit = true;
+    let err = format!("{:#}", serve::bind(&config).unwrap_err());
+    assert!(
+        err.contains(&format!("port {base} on 127.0.0.1 is in use")),
+        "{err}"
+    );
 }
