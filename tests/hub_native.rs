@@ -1,5 +1,5 @@
 //! The native protocol end to end: a real WebSocket client against the hub served on
-//! 127.0.0.1:0, every rule and limit of shared/PROTOCOL.md (short limits where needed).
+//! 127.0.0.1:0, every rule and limit of docs/PROTOCOL.md (short limits where needed).
 
 mod common;
 

@@ -1,5 +1,5 @@
-//! The socket.io front-end with the official socket.io-client (node): every event of the
-//! seed article, both transports, a v2 (EIO3) client, and rooms mixed with native peers.
+//! The socket.io front-end with the official socket.io-client (node): every event of a
+//! two-party call page, both transports, a v2 (EIO3) client, and rooms mixed with native peers.
 
 mod common;
 
@@ -9,7 +9,7 @@ use common::{NativeClient, SioClient, TestHub};
 use rtcdev::hub::HubConfig;
 use serde_json::json;
 
-async fn seed_flow(transport: &str) {
+async fn call_flow(transport: &str) {
     let hub = TestHub::start(HubConfig::default()).await;
     let url = hub.http_url();
     let mut a = SioClient::connect(&url, transport, "v4").await;
@@ -55,13 +55,13 @@ async fn seed_flow(transport: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_events_over_websocket() {
-    seed_flow("websocket").await;
+async fn call_events_over_websocket() {
+    call_flow("websocket").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_events_over_long_polling() {
-    seed_flow("polling").await;
+async fn call_events_over_long_polling() {
+    call_flow("polling").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,4 +307,188 @@ async fn concurrent_joins_into_a_nearly_full_room() {
         assert_eq!(v["full"], json!(7), "{transport}: {v}");
         hub.assert_emptied_but(1).await;
     }
+}
+
+/// An Engine.IO v4 client over WebSocket with nothing between the test and the wire,
+/// connected to the main namespace.
+struct RawEio {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Pings seen while connecting, answered or not.
+    pings: usize,
+}
+
+impl RawEio {
+    /// Connects; pings that come before the namespace's answer get a pong if `answer`.
+    async fn connect(hub: &TestHub, answer: bool) -> Self {
+        let url = format!("ws://{}/socket.io/?EIO=4&transport=websocket", hub.addr);
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        let mut c = RawEio { ws, pings: 0 };
+        let open = c.next().await.expect("an open packet");
+        assert!(open.starts_with("0{"), "{open}");
+        c.send("40").await;
+        // The first ping may come before the namespace's answer.
+        loop {
+            let p = c.next().await.expect("a namespace connect");
+            if p == "2" {
+                c.pings += 1;
+                if answer {
+                    c.send("3").await;
+                }
+                continue;
+            }
+            assert!(p.starts_with("40"), "{p}");
+            return c;
+        }
+    }
+
+    async fn send(&mut self, text: &str) {
+        use futures_util::SinkExt;
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .unwrap();
+    }
+
+    /// The next text packet, or `None` once the server closed the connection.
+    async fn next(&mut self) -> Option<String> {
+        use futures_util::StreamExt;
+        loop {
+            match tokio::time::timeout(common::WAIT, self.ws.next())
+                .await
+                .expect("a packet or a close in time")
+            {
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) => {
+                    return Some(t.to_string());
+                }
+                Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) | None => {
+                    return None;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) => return None,
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_peers_that_do_not_answer_pings_are_dropped() {
+    let hub = TestHub::start(HubConfig {
+        heartbeat_timeout: Duration::from_secs(2),
+        ..HubConfig::default()
+    })
+    .await;
+    let mut alive = RawEio::connect(&hub, true).await;
+    let connected = tokio::time::Instant::now();
+    let mut silent = RawEio::connect(&hub, false).await;
+    assert_eq!(hub.hub.limits().report().connections, 2);
+    // Three heartbeats' worth: the one that answers "2" with "3" stays; the other is
+    // closed after its first unanswered ping.
+    let answerer = tokio::spawn(async move {
+        let mut pings = 0;
+        let until = tokio::time::Instant::now() + Duration::from_secs(6);
+        while tokio::time::Instant::now() < until {
+            match tokio::time::timeout_at(until, alive.next()).await {
+                Ok(Some(p)) if p == "2" => {
+                    pings += 1;
+                    alive.send("3").await;
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => return (pings, false, alive),
+                Err(_) => break,
+            }
+        }
+        (pings, true, alive)
+    });
+    let mut silent_pings = silent.pings;
+    loop {
+        match silent.next().await {
+            Some(p) if p == "2" => silent_pings += 1,
+            Some(_) => {}
+            None => break,
+        }
+    }
+    let closed_after = connected.elapsed();
+    assert!(silent_pings >= 1, "closed after an unanswered ping");
+    assert!(closed_after < Duration::from_secs(4), "{closed_after:?}");
+    // `_alive` is held open until the count below.
+    let (pings, still_open, _alive) = answerer.await.unwrap();
+    assert!(still_open, "the peer that answers pings stays");
+    assert!(pings >= 3, "{pings} pings in 6 s with a 2 s heartbeat");
+    assert_eq!(hub.hub.limits().report().connections, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_socketio_payloads_end_the_connection() {
+    let hub = TestHub::start(HubConfig {
+        max_frame_bytes: 1024,
+        ..HubConfig::default()
+    })
+    .await;
+    // WebSocket: a message under the limit is relayed, one over it closes the socket.
+    let mut big = RawEio::connect(&hub, true).await;
+    let mut other = RawEio::connect(&hub, true).await;
+    big.send(r#"42["join","big"]"#).await;
+    other.send(r#"42["join","big"]"#).await;
+    let small = format!(r#"42["message",{{"pad":"{}"}}]"#, "x".repeat(500));
+    big.send(&small).await;
+    loop {
+        let p = other.next().await.expect("the small message");
+        if p.starts_with(r#"42["message""#) {
+            assert!(p.contains(&"x".repeat(500)));
+            break;
+        }
+    }
+    let large = format!(r#"42["message",{{"pad":"{}"}}]"#, "x".repeat(2000));
+    big.send(&large).await;
+    while let Some(p) = big.next().await {
+        assert!(!p.contains(&"x".repeat(2000)), "not relayed back: {p}");
+    }
+    // The other peer is told it left and never gets the oversized message.
+    loop {
+        let p = other.next().await.expect("userLeft");
+        assert!(!p.contains(&"x".repeat(2000)));
+        if p.starts_with(r#"42["userLeft""#) {
+            break;
+        }
+    }
+
+    // Long-polling: a POST over the limit is refused and the session ends.
+    let addr = hub.addr;
+    let open = common::http_request(
+        addr,
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let body = open.text();
+    let sid = body.split(r#""sid":""#).nth(1).unwrap().split('"').next().unwrap().to_string();
+    let post = |payload: String| {
+        format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{payload}",
+            payload.len()
+        )
+    };
+    assert_eq!(common::http_request(addr, &post("40".into())).await.status, 200);
+    let refused = common::http_request(addr, &post(large.clone())).await;
+    assert!(
+        refused.status == 413 || refused.status == 400,
+        "{} {}",
+        refused.status,
+        refused.text()
+    );
+    let after = common::http_request(
+        addr,
+        &format!(
+            "GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert!(
+        after.status == 400 || after.text().contains('1'),
+        "the session is over: {} {}",
+        after.status,
+        after.text()
+    );
+    hub.assert_emptied_but(1).await;
 }

@@ -89,10 +89,22 @@ async fn router_serves_page_config_qr_health_and_ca() {
     )
     .await;
     assert_eq!(s, StatusCode::NOT_MODIFIED);
-    let (s, h, _) = call(&app, get("/js/app.js")).await;
+    let (s, h, plain_js) = call(&app, get("/js/app.js")).await;
     assert_eq!(s, StatusCode::OK);
     assert!(h["content-type"].to_str().unwrap().contains("javascript"));
     assert_eq!(call(&app, get("/nope.js")).await.0, StatusCode::NOT_FOUND);
+    // Brotli when the browser offers it (browsers do over HTTPS), smaller and the same
+    // bytes once decoded.
+    let req = Request::get("/js/app.js")
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .body(Body::empty())
+        .unwrap();
+    let (_, h, br) = call(&app, req).await;
+    assert_eq!(h["content-encoding"], "br");
+    assert!(br.len() < plain_js.len() / 2, "{} of {}", br.len(), plain_js.len());
+    let mut decoded = Vec::new();
+    brotli_decompressor::BrotliDecompress(&mut &br[..], &mut decoded).unwrap();
+    assert_eq!(decoded, plain_js);
 
     let (s, _, body) = call(&app, get("/config.json")).await;
     assert_eq!(s, StatusCode::OK);

@@ -1,4 +1,4 @@
-//! The native front-end: `GET /ws`, one JSON object per text frame (shared/PROTOCOL.md).
+//! The native front-end: `GET /ws`, one JSON object per text frame (docs/PROTOCOL.md).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -25,8 +25,6 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close code: message too big.
 pub const CLOSE_TOO_BIG: u16 = 1009;
-/// Close code: unsupported data (binary frames).
-pub const CLOSE_PROTOCOL: u16 = 1002;
 /// The close reason for a peer whose queue overflowed.
 const QUEUE_FULL: &str = "send queue full: the peer does not read";
 /// How long a close frame may take to go out before the connection is just dropped.

@@ -1,4 +1,4 @@
-//! The native wire protocol (shared/PROTOCOL.md): frame types, error codes, id and room
+//! The native wire protocol (docs/PROTOCOL.md): frame types, error codes, id and room
 //! name rules, and the decoder. Decoding never panics; bad input is a [`HubError`].
 
 use std::fmt;
