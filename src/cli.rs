@@ -146,10 +146,10 @@ pub struct TurnGuardArgs {
     #[arg(long, value_name = "CIDR", value_parser = crate::turn::policy::parse_net, value_delimiter = ',')]
     pub deny_peer: Vec<ipnet::IpNet>,
     /// Allocations one user name, and one client address, may hold (more: 486).
-    #[arg(long, default_value_t = crate::turn::guard::DEFAULT_USER_QUOTA, value_name = "N")]
+    #[arg(long, default_value_t = crate::turn::guard::DEFAULT_USER_QUOTA, value_name = "N", value_parser = positive_usize())]
     pub user_quota: usize,
     /// Allocations the server holds in all (more: 508).
-    #[arg(long, default_value_t = crate::turn::guard::DEFAULT_TOTAL_QUOTA, value_name = "N")]
+    #[arg(long, default_value_t = crate::turn::guard::DEFAULT_TOTAL_QUOTA, value_name = "N", value_parser = positive_usize())]
     pub total_quota: usize,
 }
 
@@ -403,7 +403,7 @@ impl ServeArgs {
             room,
             content,
             tls,
-            hub: self.hub.into_config(ice),
+            hub: self.hub.into_config(ice)?,
             allow_origins: self.listen.allow_origin,
             allowed_hosts: self.listen.allowed_host,
             qr: if self.qr {
@@ -496,24 +496,26 @@ pub struct ListenArgs {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Hub limits")]
 pub struct HubArgs {
-    /// Largest frame a peer may send, in bytes (larger: WebSocket close 1009).
-    #[arg(long, default_value_t = hub::DEFAULT_MAX_FRAME_BYTES, value_name = "BYTES")]
+    /// Largest frame a peer may send, in bytes, 1024 to 16 MiB (larger: WebSocket close
+    /// 1009).
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_FRAME_BYTES, value_name = "BYTES", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1024..=16 * 1024 * 1024), |n| n as usize))]
     pub max_frame: usize,
 
-    /// Peers a room holds.
-    #[arg(long, default_value_t = hub::DEFAULT_MAX_PEERS_PER_ROOM, value_name = "N")]
+    /// Peers a room holds (2 to 256).
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_PEERS_PER_ROOM, value_name = "N", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(2..=256), |n| n as usize))]
     pub room_size: usize,
 
     /// Sustained frames a second per connection.
-    #[arg(long, default_value_t = hub::DEFAULT_RATE_PER_SEC, value_name = "N")]
+    #[arg(long, default_value_t = hub::DEFAULT_RATE_PER_SEC, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub rate: u32,
 
     /// Frames a connection may send in a burst.
-    #[arg(long, default_value_t = hub::DEFAULT_RATE_BURST, value_name = "N")]
+    #[arg(long, default_value_t = hub::DEFAULT_RATE_BURST, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: u32,
 
-    /// Bytes queued for a peer that does not read before it is disconnected (close 1008).
-    #[arg(long, default_value_t = hub::DEFAULT_MAX_QUEUE_BYTES, value_name = "BYTES")]
+    /// Bytes queued for a peer that does not read before it is disconnected (close 1008);
+    /// at least --max-frame.
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_QUEUE_BYTES, value_name = "BYTES", value_parser = positive_usize())]
     pub max_queue: usize,
 
     /// Seconds of silence (no frame, no pong) after which a connection is dropped.
@@ -522,11 +524,11 @@ pub struct HubArgs {
 
     /// Hub connections one client address may hold (WebSocket and socket.io together;
     /// more get HTTP 429).
-    #[arg(long, default_value_t = hub::DEFAULT_MAX_CONNS_PER_IP, value_name = "N", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_CONNS_PER_IP, value_name = "N", value_parser = positive_usize())]
     pub max_conns_per_ip: usize,
 
     /// Hub connections in all (more get HTTP 503).
-    #[arg(long, default_value_t = hub::DEFAULT_MAX_CONNS, value_name = "N", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize))]
+    #[arg(long, default_value_t = hub::DEFAULT_MAX_CONNS, value_name = "N", value_parser = positive_usize())]
     pub max_conns: usize,
 
     /// New hub connections a second one client address may open (bursts of four times
@@ -612,15 +614,27 @@ pub struct IceArgs {
     pub turn_ttl: u64,
 }
 
+/// A count of at least one, as a `usize`.
+fn positive_usize() -> impl clap::builder::TypedValueParser<Value = usize> {
+    clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1..), |n| n as usize)
+}
+
 impl HubArgs {
-    /// The hub configuration.
-    pub fn into_config(self, ice: IceConfig) -> HubConfig {
-        HubConfig {
-            max_frame_bytes: self.max_frame.max(1024),
-            max_peers_per_room: self.room_size.max(1),
+    /// The hub configuration; a queue smaller than one frame is an error.
+    pub fn into_config(self, ice: IceConfig) -> Result<HubConfig> {
+        if self.max_queue < self.max_frame {
+            bail!(
+                "--max-queue {} is smaller than --max-frame {}: a peer could not be sent one frame",
+                self.max_queue,
+                self.max_frame
+            );
+        }
+        Ok(HubConfig {
+            max_frame_bytes: self.max_frame,
+            max_peers_per_room: self.room_size,
             rate_per_sec: self.rate,
             rate_burst: self.burst,
-            max_queue_bytes: self.max_queue.max(self.max_frame),
+            max_queue_bytes: self.max_queue,
             heartbeat_timeout: Duration::from_secs(self.heartbeat),
             ice,
             redis: self.redis,
@@ -628,7 +642,7 @@ impl HubArgs {
             max_conns: self.max_conns,
             conn_rate: (self.conn_rate, self.conn_rate.saturating_mul(4)),
             join_rate: (self.join_rate, self.join_rate.saturating_mul(6)),
-        }
+        })
     }
 }
 
@@ -694,7 +708,7 @@ impl SignalArgs {
             tls,
             allow_origins: self.listen.allow_origin,
             allowed_hosts: self.listen.allowed_host,
-            hub: self.hub.into_config(ice),
+            hub: self.hub.into_config(ice)?,
             json: self.json,
             banner: true,
         })

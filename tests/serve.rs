@@ -101,7 +101,12 @@ async fn router_serves_page_config_qr_health_and_ca() {
         .unwrap();
     let (_, h, br) = call(&app, req).await;
     assert_eq!(h["content-encoding"], "br");
-    assert!(br.len() < plain_js.len() / 2, "{} of {}", br.len(), plain_js.len());
+    assert!(
+        br.len() < plain_js.len() / 2,
+        "{} of {}",
+        br.len(),
+        plain_js.len()
+    );
     let mut decoded = Vec::new();
     brotli_decompressor::BrotliDecompress(&mut &br[..], &mut decoded).unwrap();
     assert_eq!(decoded, plain_js);
@@ -894,7 +899,27 @@ async fn shutdown_closes_websockets_with_1001() {
     let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://localhost:{port}/ws"), tls)
         .await
         .unwrap();
-    let _ = run.stop.take().unwrap().send(());
+    // A socket.io peer on the same port, connected to the main namespace.
+    let tls = common::tls_connect(run.addr, "localhost", &run.ca.cert_der).await;
+    let (mut sio, _) = tokio_tungstenite::client_async(
+        format!("wss://localhost:{port}/socket.io/?EIO=4&transport=websocket"),
+        tls,
+    )
+    .await
+    .unwrap();
+    let text = |m: Option<Result<Message, _>>| match m {
+        Some(Ok(Message::Text(t))) => Some(t.to_string()),
+        _ => None,
+    };
+    let open = text(sio.next().await).expect("an open packet");
+    assert!(open.starts_with("0{"), "{open}");
+    futures_util::SinkExt::send(&mut sio, Message::text("40"))
+        .await
+        .unwrap();
+    let connected = text(sio.next().await).expect("a namespace connect");
+    assert!(connected.starts_with("40"), "{connected}");
+
+    run.stop.take().unwrap().send(()).unwrap();
     let mut code = None;
     while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
         if let Message::Close(c) = msg {
@@ -903,6 +928,17 @@ async fn shutdown_closes_websockets_with_1001() {
         }
     }
     assert_eq!(code, Some(1001), "going away");
+    // The socket.io peer is told it is disconnected (a namespace disconnect or an
+    // Engine.IO close) before its connection ends.
+    let mut told = Vec::new();
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout(Duration::from_secs(10), sio.next()).await {
+        match msg {
+            Message::Text(t) if t.as_str() == "41" || t.as_str() == "1" => told.push(t.to_string()),
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    assert!(!told.is_empty(), "a disconnect packet before the close");
     tokio::time::timeout(Duration::from_secs(15), &mut run.task)
         .await
         .expect("the server ended")

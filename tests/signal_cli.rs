@@ -204,3 +204,32 @@ fn printed_nginx_site_for_a_tls_signal_server_proxies_https() {
         "{site}"
     );
 }
+
+#[test]
+fn hub_limits_out_of_range_are_errors_not_quietly_changed() {
+    let sb = Sandbox::new();
+    for (args, says) in [
+        (&["--room-size", "1"][..], "--room-size"),
+        (&["--room-size", "100000"][..], "--room-size"),
+        (&["--max-frame", "100"][..], "--max-frame"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--burst", "0"][..], "--burst"),
+        (&["--max-conns", "0"][..], "--max-conns"),
+        (
+            &["--max-frame", "65536", "--max-queue", "4096"][..],
+            "--max-queue 4096 is smaller than --max-frame 65536",
+        ),
+    ] {
+        let out = sb
+            .rtcdev()
+            .args(["signal", "--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .timeout(std::time::Duration::from_secs(10))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
