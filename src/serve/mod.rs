@@ -3,37 +3,29 @@
 //! follows the LAN addresses without a restart.
 
 pub mod assets;
+mod banner;
 pub mod certs;
 pub mod deploy;
 pub mod onboarding;
 pub mod proxy;
+mod routes;
 
-use std::collections::HashMap;
+pub use banner::Urls;
+pub use routes::{AppState, CaInfo, router};
+
 use std::future::Future;
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
-use tower_http::compression::CompressionLayer;
 
 use crate::cert::ca::Ca;
 use crate::cert::tls::{self, SwappableCert, TlsSource};
-use crate::hub::protocol::{PeerId, RoomName};
 use crate::hub::{Hub, HubConfig};
 use crate::net;
-use crate::server::Scheme;
-use crate::server::origin::{self, Policy};
 
 /// The port `serve` listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8443;
@@ -41,8 +33,6 @@ pub const DEFAULT_PORT: u16 = 8443;
 pub const PORT_TRIES: u16 = 10;
 /// How often the LAN addresses are looked at for a certificate swap.
 pub const LAN_POLL_INTERVAL: Duration = Duration::from_secs(5);
-/// Paths plain HTTP serves; everything else there redirects to HTTPS.
-const PLAIN_HTTP_PATHS: &[&str] = &["/join", "/ca.pem", "/ca.mobileconfig", "/healthz"];
 
 /// What `/` and other unknown paths serve.
 #[derive(Debug, Clone)]
@@ -120,358 +110,6 @@ impl std::fmt::Debug for ServeConfig {
             .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
-}
-
-/// What a phone needs to trust the local CA.
-#[derive(Debug, Clone)]
-pub struct CaInfo {
-    /// PEM.
-    pub pem: String,
-    /// DER.
-    pub der: Vec<u8>,
-    /// Trust store name ("rtcdev development CA 123...").
-    pub name: String,
-    /// Serial, decimal.
-    pub serial: String,
-    /// Where rootCA.pem is.
-    pub path: PathBuf,
-}
-
-/// Shared state of the routes.
-#[derive(Clone)]
-pub struct AppState {
-    inner: Arc<StateInner>,
-}
-
-struct StateInner {
-    hub: Hub,
-    ca: Option<CaInfo>,
-    content: Content,
-    port: u16,
-    room: String,
-    lan: RwLock<Vec<IpAddr>>,
-}
-
-impl AppState {
-    /// State for the routes.
-    pub fn new(
-        hub: Hub,
-        ca: Option<CaInfo>,
-        content: Content,
-        port: u16,
-        room: String,
-        lan: Vec<IpAddr>,
-    ) -> Self {
-        AppState {
-            inner: Arc::new(StateInner {
-                hub,
-                ca,
-                content,
-                port,
-                room,
-                lan: RwLock::new(lan),
-            }),
-        }
-    }
-
-    fn lan(&self) -> Vec<IpAddr> {
-        self.inner
-            .lan
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_lan(&self, lan: Vec<IpAddr>) {
-        *self.inner.lan.write().unwrap_or_else(|p| p.into_inner()) = lan;
-    }
-
-    /// The link a phone scans: plain HTTP to `/join` on the first LAN address (it
-    /// onboards the CA if needed), or the HTTPS room on localhost without a LAN.
-    pub fn phone_link(&self, room: &str) -> String {
-        let port = self.inner.port;
-        match self.lan().first() {
-            Some(ip) => format!("http://{}:{port}/join?room={room}", net::url_host(ip)),
-            None => format!("https://localhost:{port}/?room={room}"),
-        }
-    }
-}
-
-/// The router: page, hub, config, QR, onboarding, health; plain HTTP limited to
-/// onboarding; host names checked first; CORS and the origin check only on what other
-/// pages may call (the hub and the JSON/QR routes), never on the page, `--dir` or
-/// `--proxy` content. Tests call it with `oneshot`.
-pub fn router(
-    state: AppState,
-    allow_origins: &[String],
-    allowed_hosts: &[String],
-) -> Result<Router> {
-    let lan_state = state.clone();
-    let policy = Policy::own(
-        state.inner.port,
-        Arc::new(move || lan_state.lan()),
-        allow_origins,
-        allowed_hosts,
-    );
-    let content_state = state.clone();
-    let content = Router::new()
-        .fallback(move |req: Request| {
-            let state = content_state.clone();
-            async move {
-                let (uri, headers) = (req.uri().clone(), req.headers().clone());
-                match &state.inner.content {
-                    Content::Bundled => assets::bundled(&uri, &headers),
-                    Content::Dir { root, hidden } => {
-                        assets::from_dir(root, &uri, &headers, *hidden).await
-                    }
-                    Content::Proxy(proxy) => proxy.forward(req).await,
-                }
-            }
-        })
-        .layer(CompressionLayer::new());
-    let hub = state
-        .inner
-        .hub
-        .routes()
-        .layer(middleware::from_fn_with_state(
-            policy.clone(),
-            origin::check_origin,
-        ));
-    let app = Router::new()
-        .route("/config.json", get(config_json))
-        .route("/qr.svg", get(qr_svg))
-        .route("/healthz", get(healthz))
-        .route("/trust-check", get(trust_check))
-        .route("/join", get(join))
-        .route("/ca.pem", get(ca_pem))
-        .route("/ca.mobileconfig", get(mobileconfig))
-        .with_state(state.clone())
-        .merge(hub)
-        .layer(policy.cors())
-        .merge(content)
-        .layer(middleware::from_fn_with_state(state, plain_http_guard))
-        .layer(middleware::from_fn_with_state(policy, origin::check_host));
-    Ok(app)
-}
-
-fn scheme_of(ext: Option<Extension<Scheme>>) -> Scheme {
-    ext.map_or(Scheme::Https, |Extension(s)| s)
-}
-
-async fn plain_http_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let scheme = req
-        .extensions()
-        .get::<Scheme>()
-        .copied()
-        .unwrap_or(Scheme::Https);
-    if scheme == Scheme::Http && !PLAIN_HTTP_PATHS.contains(&req.uri().path()) {
-        let host = onboarding::request_host(req.headers())
-            .unwrap_or_else(|| format!("localhost:{}", state.inner.port));
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        return Redirect::temporary(&format!("https://{host}{path}")).into_response();
-    }
-    next.run(req).await
-}
-
-async fn config_json(State(state): State<AppState>) -> Response {
-    let who = PeerId::random();
-    let mut r =
-        Json(serde_json::json!({"iceServers": state.inner.hub.config().ice.servers(who.as_str())}))
-            .into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-fn room_param(
-    state: &AppState,
-    q: &HashMap<String, String>,
-) -> Result<String, (StatusCode, String)> {
-    let room = q
-        .get("room")
-        .cloned()
-        .unwrap_or_else(|| state.inner.room.clone());
-    RoomName::parse(&room)
-        .map(|r| r.as_str().to_string())
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")))
-}
-
-async fn qr_svg(
-    State(state): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let room = match room_param(&state, &q) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    match crate::qr::svg(&state.phone_link(&room)) {
-        Ok(svg) => (
-            [
-                (header::CONTENT_TYPE, "image/svg+xml"),
-                (header::CACHE_CONTROL, "no-store"),
-            ],
-            svg,
-        )
-            .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
-    }
-}
-
-async fn healthz(State(state): State<AppState>) -> Response {
-    Json(state.inner.hub.stats()).into_response()
-}
-
-async fn trust_check() -> Response {
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    r.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
-}
-
-async fn join(
-    State(state): State<AppState>,
-    scheme: Option<Extension<Scheme>>,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let room = match room_param(&state, &q) {
-        Ok(r) => r,
-        Err(r) => return r.into_response(),
-    };
-    if scheme_of(scheme) == Scheme::Https {
-        return Redirect::temporary(&format!("/?room={room}")).into_response();
-    }
-    let port = state.inner.port;
-    let host = onboarding::request_host(&headers).unwrap_or_else(|| format!("localhost:{port}"));
-    onboarding::join_page(
-        &room,
-        &format!("https://{host}"),
-        onboarding::strip_port(&host),
-        state.inner.ca.as_ref(),
-    )
-}
-
-async fn ca_pem(State(state): State<AppState>) -> Response {
-    onboarding::ca_pem(state.inner.ca.as_ref())
-}
-
-async fn mobileconfig(State(state): State<AppState>) -> Response {
-    onboarding::mobileconfig(state.inner.ca.as_ref())
-}
-
-/// The URLs `serve` prints (and `--json` gives).
-#[derive(Debug, Clone, Serialize)]
-pub struct Urls {
-    /// On this machine.
-    pub local: Vec<String>,
-    /// On the LAN.
-    pub network: Vec<String>,
-    /// The room.
-    pub room: String,
-    /// The room on the best address.
-    pub room_url: String,
-    /// The link the QR code carries.
-    pub phone_url: String,
-    /// The local CA certificate, if rtcdev's CA is used.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    /// Its SHA-256 fingerprint, as openssl prints it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_fingerprint: Option<String>,
-}
-
-fn urls(addr: SocketAddr, state: &AppState) -> Urls {
-    let port = addr.port();
-    let (local_hosts, lan) = if addr.ip().is_unspecified() {
-        (vec!["localhost".to_string()], state.lan())
-    } else if addr.ip().is_loopback() {
-        (vec![net::url_host(&addr.ip())], Vec::new())
-    } else {
-        (Vec::new(), vec![addr.ip()])
-    };
-    let local: Vec<String> = local_hosts
-        .iter()
-        .map(|h| format!("https://{h}:{port}/"))
-        .collect();
-    let network: Vec<String> = lan
-        .iter()
-        .map(|ip| format!("https://{}:{port}/", net::url_host(ip)))
-        .collect();
-    let room = state.inner.room.clone();
-    let base = network
-        .first()
-        .or(local.first())
-        .cloned()
-        .unwrap_or_default();
-    Urls {
-        room_url: format!("{base}?room={room}"),
-        phone_url: state.phone_link(&room),
-        room,
-        local,
-        network,
-        ca_file: state.inner.ca.as_ref().map(|c| c.path.clone()),
-        ca_fingerprint: state
-            .inner
-            .ca
-            .as_ref()
-            .map(|c| crate::cert::ca::fingerprint_sha256(&c.der)),
-    }
-}
-
-fn banner(u: &Urls, config: &ServeConfig, has_lan: bool) -> String {
-    if config.json {
-        return serde_json::to_string(u).unwrap_or_default() + "\n";
-    }
-    let mut t = format!("\n  rtcdev serve v{}\n\n", env!("CARGO_PKG_VERSION"));
-    for l in &u.local {
-        t.push_str(&format!("  ➜  Local:   {l}\n"));
-    }
-    for n in &u.network {
-        t.push_str(&format!("  ➜  Network: {n}\n"));
-    }
-    t.push_str(&format!("  ➜  Room:    {}\n", u.room_url));
-    if has_lan {
-        t.push_str(&format!("  ➜  Phone:   {}\n", u.phone_url));
-    }
-    let show_qr = match config.qr {
-        QrMode::Always => true,
-        QrMode::Never => false,
-        QrMode::Auto => has_lan && std::io::stdout().is_terminal(),
-    };
-    if show_qr && !config.quiet {
-        match crate::qr::terminal(&u.phone_url) {
-            Ok(q) => {
-                t.push_str(
-                    "\n  Scan to join from a phone (it sets up the certificate if needed):\n\n",
-                );
-                for line in q.lines() {
-                    t.push_str(&format!("  {line}\n"));
-                }
-            }
-            Err(e) => tracing::warn!(%e, "no QR code"),
-        }
-    }
-    if let (Content::Proxy(p), false) = (&config.content, config.quiet) {
-        t.push_str(&format!(
-            "\n  Proxying to {} (--proxy): it is now reachable from the LAN through rtcdev.\n  \
-             It sees each client's address (X-Forwarded-For) and Host; for host names other than\n  \
-             IPs and localhost, vite needs server.allowedHosts (webpack-dev-server: allowedHosts).\n",
-            p.upstream()
-        ));
-    }
-    if let (Some(ca), false) = (&u.ca_file, config.quiet) {
-        t.push_str(&format!(
-            "\n  Certificate by the local CA {} (trust it here: rtcdev cert --install)\n",
-            ca.display()
-        ));
-        if let Some(fp) = &u.ca_fingerprint {
-            t.push_str(&format!(
-                "  CA SHA-256 fingerprint (a phone shows it before trusting; compare):\n  {fp}\n"
-            ));
-        }
-    }
-    t.push('\n');
-    t
 }
 
 /// Binds the port: the given one, or the default and the next few if it is taken.
@@ -564,8 +202,8 @@ pub async fn run_on(
         net::reachable(addr.ip(), &lan),
     );
     let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
-    let u = urls(addr, &state);
-    crate::server::print_stdout(&banner(&u, &config, !state.lan().is_empty()));
+    let u = banner::urls(addr, &state);
+    crate::server::print_stdout(&banner::banner(&u, &config, !state.lan().is_empty()));
 
     let stop_watch = CancellationToken::new();
     if let Some(ca) = ca {
@@ -643,7 +281,7 @@ async fn watch_lan(
                 state.set_lan(net::reachable(config.bind, &now));
                 tracing::info!(addresses = ?now, "LAN addresses changed; new certificate in use");
                 if !config.quiet && !config.json {
-                    let port = state.inner.port;
+                    let port = state.port();
                     let mut t = String::from("  Network changed:\n");
                     for ip in &state.lan() {
                         t.push_str(&format!(
@@ -703,6 +341,7 @@ pub fn content_dir_with(dir: &std::path::Path, hidden: bool) -> Result<Content> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::protocol::RoomName;
 
     #[test]
     fn generated_rooms_carry_65_random_bits_and_are_valid_names() {

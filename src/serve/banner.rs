@@ -1,0 +1,124 @@
+//! What `serve` prints at start: the URLs (or them as JSON), the QR code for a phone,
+//! the CA and its fingerprint.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::{AppState, Content, QrMode, ServeConfig};
+use crate::net;
+
+/// The URLs `serve` prints (and `--json` gives).
+#[derive(Debug, Clone, Serialize)]
+pub struct Urls {
+    /// On this machine.
+    pub local: Vec<String>,
+    /// On the LAN.
+    pub network: Vec<String>,
+    /// The room.
+    pub room: String,
+    /// The room on the best address.
+    pub room_url: String,
+    /// The link the QR code carries.
+    pub phone_url: String,
+    /// The local CA certificate, if rtcdev's CA is used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Its SHA-256 fingerprint, as openssl prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_fingerprint: Option<String>,
+}
+
+pub(super) fn urls(addr: SocketAddr, state: &AppState) -> Urls {
+    let port = addr.port();
+    let (local_hosts, lan) = if addr.ip().is_unspecified() {
+        (vec!["localhost".to_string()], state.lan())
+    } else if addr.ip().is_loopback() {
+        (vec![net::url_host(&addr.ip())], Vec::new())
+    } else {
+        (Vec::new(), vec![addr.ip()])
+    };
+    let local: Vec<String> = local_hosts
+        .iter()
+        .map(|h| format!("https://{h}:{port}/"))
+        .collect();
+    let network: Vec<String> = lan
+        .iter()
+        .map(|ip| format!("https://{}:{port}/", net::url_host(ip)))
+        .collect();
+    let room = state.room().to_string();
+    let base = network
+        .first()
+        .or(local.first())
+        .cloned()
+        .unwrap_or_default();
+    Urls {
+        room_url: format!("{base}?room={room}"),
+        phone_url: state.phone_link(&room),
+        room,
+        local,
+        network,
+        ca_file: state.ca().map(|c| c.path.clone()),
+        ca_fingerprint: state
+            .ca()
+            .map(|c| crate::cert::ca::fingerprint_sha256(&c.der)),
+    }
+}
+
+pub(super) fn banner(u: &Urls, config: &ServeConfig, has_lan: bool) -> String {
+    if config.json {
+        return serde_json::to_string(u).unwrap_or_default() + "\n";
+    }
+    let mut t = format!("\n  rtcdev serve v{}\n\n", env!("CARGO_PKG_VERSION"));
+    for l in &u.local {
+        t.push_str(&format!("  ➜  Local:   {l}\n"));
+    }
+    for n in &u.network {
+        t.push_str(&format!("  ➜  Network: {n}\n"));
+    }
+    t.push_str(&format!("  ➜  Room:    {}\n", u.room_url));
+    if has_lan {
+        t.push_str(&format!("  ➜  Phone:   {}\n", u.phone_url));
+    }
+    let show_qr = match config.qr {
+        QrMode::Always => true,
+        QrMode::Never => false,
+        QrMode::Auto => has_lan && std::io::stdout().is_terminal(),
+    };
+    if show_qr && !config.quiet {
+        match crate::qr::terminal(&u.phone_url) {
+            Ok(q) => {
+                t.push_str(
+                    "\n  Scan to join from a phone (it sets up the certificate if needed):\n\n",
+                );
+                for line in q.lines() {
+                    t.push_str(&format!("  {line}\n"));
+                }
+            }
+            Err(e) => tracing::warn!(%e, "no QR code"),
+        }
+    }
+    if let (Content::Proxy(p), false) = (&config.content, config.quiet) {
+        t.push_str(&format!(
+            "\n  Proxying to {} (--proxy): it is now reachable from the LAN through rtcdev.\n  \
+             It sees each client's address (X-Forwarded-For) and Host; for host names other than\n  \
+             IPs and localhost, vite needs server.allowedHosts (webpack-dev-server: allowedHosts).\n",
+            p.upstream()
+        ));
+    }
+    if let (Some(ca), false) = (&u.ca_file, config.quiet) {
+        t.push_str(&format!(
+            "\n  Certificate by the local CA {} (trust it here: rtcdev cert --install)\n",
+            ca.display()
+        ));
+        if let Some(fp) = &u.ca_fingerprint {
+            t.push_str(&format!(
+                "  CA SHA-256 fingerprint (a phone shows it before trusting; compare):\n  {fp}\n"
+            ));
+        }
+    }
+    t.push('\n');
+    t
+}

@@ -1,0 +1,280 @@
+//! The routes of `serve`: the page (or `--dir`/`--proxy` content), `/config.json`, the
+//! hub, the QR code and phone onboarding; plain HTTP only for onboarding.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use anyhow::Result;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Extension, Json, Router};
+use tower_http::compression::CompressionLayer;
+
+use super::{Content, assets, onboarding};
+use crate::hub::Hub;
+use crate::hub::protocol::{PeerId, RoomName};
+use crate::net;
+use crate::server::Scheme;
+use crate::server::origin::{self, Policy};
+
+/// Paths plain HTTP serves; everything else there redirects to HTTPS.
+const PLAIN_HTTP_PATHS: &[&str] = &["/join", "/ca.pem", "/ca.mobileconfig", "/healthz"];
+
+/// What a phone needs to trust the local CA.
+#[derive(Debug, Clone)]
+pub struct CaInfo {
+    /// PEM.
+    pub pem: String,
+    /// DER.
+    pub der: Vec<u8>,
+    /// Trust store name ("rtcdev development CA 123...").
+    pub name: String,
+    /// Serial, decimal.
+    pub serial: String,
+    /// Where rootCA.pem is.
+    pub path: PathBuf,
+}
+
+/// Shared state of the routes.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<StateInner>,
+}
+
+struct StateInner {
+    hub: Hub,
+    ca: Option<CaInfo>,
+    content: Content,
+    port: u16,
+    room: String,
+    lan: RwLock<Vec<IpAddr>>,
+}
+
+impl AppState {
+    /// State for the routes.
+    pub fn new(
+        hub: Hub,
+        ca: Option<CaInfo>,
+        content: Content,
+        port: u16,
+        room: String,
+        lan: Vec<IpAddr>,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(StateInner {
+                hub,
+                ca,
+                content,
+                port,
+                room,
+                lan: RwLock::new(lan),
+            }),
+        }
+    }
+
+    /// The port the links carry.
+    pub(super) fn port(&self) -> u16 {
+        self.inner.port
+    }
+
+    /// The room the printed links name.
+    pub(super) fn room(&self) -> &str {
+        &self.inner.room
+    }
+
+    /// The local CA, when the certificate comes from it.
+    pub(super) fn ca(&self) -> Option<&CaInfo> {
+        self.inner.ca.as_ref()
+    }
+
+    /// The LAN addresses the links point at now.
+    pub(super) fn lan(&self) -> Vec<IpAddr> {
+        self.inner
+            .lan
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Points the links at new LAN addresses (the Wi-Fi changed).
+    pub(super) fn set_lan(&self, lan: Vec<IpAddr>) {
+        *self.inner.lan.write().unwrap_or_else(|p| p.into_inner()) = lan;
+    }
+
+    /// The link a phone scans: plain HTTP to `/join` on the first LAN address (it
+    /// onboards the CA if needed), or the HTTPS room on localhost without a LAN.
+    pub fn phone_link(&self, room: &str) -> String {
+        let port = self.inner.port;
+        match self.lan().first() {
+            Some(ip) => format!("http://{}:{port}/join?room={room}", net::url_host(ip)),
+            None => format!("https://localhost:{port}/?room={room}"),
+        }
+    }
+}
+
+/// The router: page, hub, config, QR, onboarding, health; plain HTTP limited to
+/// onboarding; host names checked first; CORS and the origin check only on what other
+/// pages may call (the hub and the JSON/QR routes), never on the page, `--dir` or
+/// `--proxy` content. Tests call it with `oneshot`.
+pub fn router(
+    state: AppState,
+    allow_origins: &[String],
+    allowed_hosts: &[String],
+) -> Result<Router> {
+    let lan_state = state.clone();
+    let policy = Policy::own(
+        state.inner.port,
+        Arc::new(move || lan_state.lan()),
+        allow_origins,
+        allowed_hosts,
+    );
+    let content_state = state.clone();
+    let content = Router::new()
+        .fallback(move |req: Request| {
+            let state = content_state.clone();
+            async move {
+                let (uri, headers) = (req.uri().clone(), req.headers().clone());
+                match &state.inner.content {
+                    Content::Bundled => assets::bundled(&uri, &headers),
+                    Content::Dir { root, hidden } => {
+                        assets::from_dir(root, &uri, &headers, *hidden).await
+                    }
+                    Content::Proxy(proxy) => proxy.forward(req).await,
+                }
+            }
+        })
+        .layer(CompressionLayer::new());
+    let hub = state
+        .inner
+        .hub
+        .routes()
+        .layer(middleware::from_fn_with_state(
+            policy.clone(),
+            origin::check_origin,
+        ));
+    let app = Router::new()
+        .route("/config.json", get(config_json))
+        .route("/qr.svg", get(qr_svg))
+        .route("/healthz", get(healthz))
+        .route("/trust-check", get(trust_check))
+        .route("/join", get(join))
+        .route("/ca.pem", get(ca_pem))
+        .route("/ca.mobileconfig", get(mobileconfig))
+        .with_state(state.clone())
+        .merge(hub)
+        .layer(policy.cors())
+        .merge(content)
+        .layer(middleware::from_fn_with_state(state, plain_http_guard))
+        .layer(middleware::from_fn_with_state(policy, origin::check_host));
+    Ok(app)
+}
+
+fn scheme_of(ext: Option<Extension<Scheme>>) -> Scheme {
+    ext.map_or(Scheme::Https, |Extension(s)| s)
+}
+
+async fn plain_http_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let scheme = req
+        .extensions()
+        .get::<Scheme>()
+        .copied()
+        .unwrap_or(Scheme::Https);
+    if scheme == Scheme::Http && !PLAIN_HTTP_PATHS.contains(&req.uri().path()) {
+        let host = onboarding::request_host(req.headers())
+            .unwrap_or_else(|| format!("localhost:{}", state.inner.port));
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        return Redirect::temporary(&format!("https://{host}{path}")).into_response();
+    }
+    next.run(req).await
+}
+
+async fn config_json(State(state): State<AppState>) -> Response {
+    let who = PeerId::random();
+    let mut r =
+        Json(serde_json::json!({"iceServers": state.inner.hub.config().ice.servers(who.as_str())}))
+            .into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn room_param(
+    state: &AppState,
+    q: &HashMap<String, String>,
+) -> Result<String, (StatusCode, String)> {
+    let room = q
+        .get("room")
+        .cloned()
+        .unwrap_or_else(|| state.inner.room.clone());
+    RoomName::parse(&room)
+        .map(|r| r.as_str().to_string())
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("{e}\n")))
+}
+
+async fn qr_svg(
+    State(state): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let room = match room_param(&state, &q) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    match crate::qr::svg(&state.phone_link(&room)) {
+        Ok(svg) => (
+            [
+                (header::CONTENT_TYPE, "image/svg+xml"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            svg,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    Json(state.inner.hub.stats()).into_response()
+}
+
+async fn trust_check() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+async fn join(
+    State(state): State<AppState>,
+    scheme: Option<Extension<Scheme>>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let room = match room_param(&state, &q) {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
+    if scheme_of(scheme) == Scheme::Https {
+        return Redirect::temporary(&format!("/?room={room}")).into_response();
+    }
+    let port = state.inner.port;
+    let host = onboarding::request_host(&headers).unwrap_or_else(|| format!("localhost:{port}"));
+    onboarding::join_page(
+        &room,
+        &format!("https://{host}"),
+        onboarding::strip_port(&host),
+        state.inner.ca.as_ref(),
+    )
+}
+
+async fn ca_pem(State(state): State<AppState>) -> Response {
+    onboarding::ca_pem(state.inner.ca.as_ref())
+}
+
+async fn mobileconfig(State(state): State<AppState>) -> Response {
+    onboarding::mobileconfig(state.inner.ca.as_ref())
+}
