@@ -462,14 +462,24 @@ async fn oversized_socketio_payloads_end_the_connection() {
     )
     .await;
     let body = open.text();
-    let sid = body.split(r#""sid":""#).nth(1).unwrap().split('"').next().unwrap().to_string();
+    let sid = body
+        .split(r#""sid":""#)
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
     let post = |payload: String| {
         format!(
             "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{payload}",
             payload.len()
         )
     };
-    assert_eq!(common::http_request(addr, &post("40".into())).await.status, 200);
+    assert_eq!(
+        common::http_request(addr, &post("40".into())).await.status,
+        200
+    );
     let refused = common::http_request(addr, &post(large.clone())).await;
     assert!(
         refused.status == 413 || refused.status == 400,
