@@ -2,7 +2,7 @@
 //! Transport-agnostic: front-ends register a [`PeerSink`] per connection.
 //!
 //! [`Rooms`] is the seam for scaling out: [`MemoryRooms`] keeps everything in this
-//! process; [`super::redis_rooms::RedisRooms`] keeps membership in Redis and fans events
+//! process; [`super::redis::RedisRooms`] keeps membership in Redis and fans events
 //! out to the hub processes that hold the recipients, with the front-ends unchanged.
 //!
 //! # The locking rule
@@ -106,7 +106,7 @@ pub type JoinFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Vec<PeerInfo>, HubError>> + Send + 'a>>;
 
 /// The seam between the front-ends and room state: [`MemoryRooms`] in this process,
-/// [`super::redis_rooms::RedisRooms`] across processes. Every method but `join` is quick and
+/// [`super::redis::RedisRooms`] across processes. Every method but `join` is quick and
 /// never waits on the network (a shared core queues its writes in order).
 pub trait Rooms: Send + Sync + 'static {
     /// Registers a connected peer (in no room yet).

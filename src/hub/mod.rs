@@ -9,7 +9,7 @@ pub mod native;
 pub mod protocol;
 pub mod queue;
 pub mod ratelimit;
-pub mod redis_rooms;
+pub mod redis;
 pub mod socketio;
 
 use std::sync::{Arc, OnceLock};
@@ -149,8 +149,7 @@ impl Hub {
     pub async fn start(config: HubConfig) -> anyhow::Result<Self> {
         match config.redis.clone() {
             Some(url) => {
-                let rooms =
-                    redis_rooms::RedisRooms::connect(&url, config.max_peers_per_room).await?;
+                let rooms = redis::RedisRooms::connect(&url, config.max_peers_per_room).await?;
                 Ok(Hub::with_rooms(config, Arc::new(rooms)))
             }
             None => Ok(Hub::new(config)),
