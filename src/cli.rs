@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::cert::ca::{CaLocation, DEFAULT_LEAF_DAYS};
 use crate::cert::command::{CertConfig, CertTask, IssueConfig};
@@ -14,7 +14,9 @@ use crate::cert::names::{default_paths, parse_names};
 use crate::cert::tls::TlsSource;
 use crate::cert::trust::StoreKind;
 use crate::hub::{self, HubConfig};
+use crate::ice::url::IceUrl;
 use crate::ice::{IceConfig, TurnAuth};
+use crate::probe::{ProbeConfig, ProbeTask, Target};
 use crate::serve::{Content, QrMode, ServeConfig};
 use crate::signal::SignalConfig;
 
@@ -58,11 +60,11 @@ pub enum Command {
 )]
 pub struct ProbeArgs {
     /// STUN server URL (repeatable).
-    #[arg(long, value_name = "URL")]
-    pub stun: Vec<String>,
+    #[arg(long, value_name = "URL", value_parser = parse_ice_url)]
+    pub stun: Vec<IceUrl>,
     /// TURN server URL (repeatable): turn:HOST:PORT[?transport=udp|tcp] or turns:HOST:PORT.
-    #[arg(long, value_name = "URL")]
-    pub turn: Vec<String>,
+    #[arg(long, value_name = "URL", value_parser = parse_ice_url)]
+    pub turn: Vec<IceUrl>,
     /// TURN username.
     #[arg(long, env = "RTCDEV_TURN_USER")]
     pub username: Option<String>,
@@ -83,6 +85,43 @@ pub struct ProbeArgs {
     pub json: bool,
 }
 
+fn parse_ice_url(s: &str) -> Result<IceUrl, String> {
+    IceUrl::parse(s).map_err(|e| format!("{e:#}"))
+}
+
+impl ProbeArgs {
+    /// The probe's task and whether to print JSON. Naming no server at all is a usage
+    /// error (exit 2), as a bad URL is.
+    pub fn into_task(self, ca_dir: Option<PathBuf>) -> Result<(ProbeTask, bool), clap::Error> {
+        if self.stun.is_empty() && self.turn.is_empty() && self.ice_servers.is_none() {
+            return Err(Cli::command().error(
+                clap::error::ErrorKind::MissingRequiredArgument,
+                "nothing to probe: give --stun URL, --turn URL or --ice-servers FILE_OR_URL",
+            ));
+        }
+        let targets = self
+            .stun
+            .into_iter()
+            .chain(self.turn)
+            .map(|url| Target {
+                url,
+                username: self.username.clone(),
+                credential: self.credential.clone(),
+            })
+            .collect();
+        let task = ProbeTask {
+            config: ProbeConfig {
+                targets,
+                timeout: self.timeout,
+                ca_dir,
+            },
+            ice_servers: self.ice_servers,
+            secret: self.secret,
+        };
+        Ok((task, self.json))
+    }
+}
+
 /// `rtcdev turn`.
 #[derive(Debug, Args)]
 pub struct TurnArgs {
@@ -92,7 +131,7 @@ pub struct TurnArgs {
     /// Address to listen on.
     #[arg(long, default_value = "0.0.0.0", env = "RTCDEV_TURN_BIND")]
     pub bind: IpAddr,
-    /// Realm.
+    /// The realm the server names in its 401 answers (long-term passwords are keyed on it).
     #[arg(long, default_value = "rtcdev")]
     pub realm: String,
     /// A long-term user NAME:PASSWORD (repeatable). Without --user or --secret, user "rtcdev" gets a random password.

@@ -74,7 +74,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
-        Command::Probe(args) => runtime()?.block_on(probe(args, cli.ca_dir)),
+        Command::Probe(args) => {
+            let (task, json) = args.into_task(cli.ca_dir).unwrap_or_else(|e| e.exit());
+            runtime()?.block_on(probe(task, json))
+        }
         Command::Turn(args) => {
             let (config, json, _generated) = args.into_config(cli.ca_dir)?;
             run_server(rtcdev::turn::run(
@@ -117,46 +120,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
 
-async fn probe(
-    args: rtcdev::cli::ProbeArgs,
-    ca_dir: Option<std::path::PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    use rtcdev::probe::{IceUrl, ProbeConfig, Target};
-    let mut targets = Vec::new();
-    for url in args.stun.iter().chain(&args.turn) {
-        let parsed = match IceUrl::parse(url) {
-            Ok(u) => u,
-            Err(e) => {
-                eprintln!("rtcdev: error: {e:#}");
-                return Ok(ExitCode::from(2));
-            }
-        };
-        targets.push(Target {
-            url: parsed,
-            username: args.username.clone(),
-            credential: args.credential.clone(),
-        });
-    }
-    if let Some(source) = &args.ice_servers {
-        let text = rtcdev::probe::fetch_ice_servers(source, ca_dir.as_deref()).await?;
-        targets.extend(rtcdev::probe::parse_ice_servers(&text, source)?);
-    }
-    if targets.is_empty() {
-        eprintln!(
-            "rtcdev: error: nothing to probe: give --stun URL, --turn URL or --ice-servers FILE_OR_URL"
-        );
-        return Ok(ExitCode::from(2));
-    }
-    let report = rtcdev::probe::run(
-        &ProbeConfig {
-            targets,
-            timeout: args.timeout,
-            ca_dir,
-        },
-        args.secret.as_deref(),
-    )
-    .await;
-    let text = if args.json {
+async fn probe(task: rtcdev::probe::ProbeTask, json: bool) -> anyhow::Result<ExitCode> {
+    let report = rtcdev::probe::run_task(&task).await?;
+    let text = if json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {
         report.table()

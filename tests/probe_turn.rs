@@ -4,6 +4,8 @@
 
 mod common;
 
+use rtcdev::probe::{Failure, Verdict};
+
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
@@ -108,12 +110,17 @@ async fn probe_passes_against_rtcdev_turn_and_names_failures() {
     assert!(turn.relay_rtt_ms.unwrap() > 0.0);
 
     let wrong = probe_one(&format!("turn:{a}"), Some("alice"), Some("nope")).await;
-    assert_eq!(wrong.servers[0].failure, Some("auth"), "{}", wrong.table());
+    assert_eq!(
+        wrong.servers[0].failure,
+        Some(Failure::Auth),
+        "{}",
+        wrong.table()
+    );
     let unknown = probe_one(&format!("turn:{a}"), Some("mallory"), Some("pw")).await;
-    assert_eq!(unknown.servers[0].verdict, "fail");
+    assert_eq!(unknown.servers[0].verdict, Verdict::Fail);
     assert_eq!(
         unknown.servers[0].failure,
-        Some("auth"),
+        Some(Failure::Auth),
         "{}",
         unknown.table()
     );
@@ -123,7 +130,7 @@ async fn probe_passes_against_rtcdev_turn_and_names_failures() {
         None,
     )
     .await;
-    assert_eq!(no_creds.servers[0].failure, Some("usage"));
+    assert_eq!(no_creds.servers[0].failure, Some(Failure::Usage));
     server.close().await;
 }
 
@@ -182,7 +189,12 @@ async fn probe_over_tcp_and_tls_against_rtcdev_turn() {
         Some("nope"),
     )
     .await;
-    assert_eq!(wrong.servers[0].failure, Some("auth"), "{}", wrong.table());
+    assert_eq!(
+        wrong.servers[0].failure,
+        Some(Failure::Auth),
+        "{}",
+        wrong.table()
+    );
 
     // A CA the probe does not trust: a TLS failure, said so.
     let other = Sandbox::new();
@@ -198,7 +210,7 @@ async fn probe_over_tcp_and_tls_against_rtcdev_turn() {
     )
     .await;
     let row = &untrusted.servers[0];
-    assert_eq!(row.failure, Some("tls"), "{}", untrusted.table());
+    assert_eq!(row.failure, Some(Failure::Tls), "{}", untrusted.table());
     assert!(row.details.contains("certificate"), "{row:?}");
     // TLS to the plain TCP port: refused at once, not at the timeout.
     let started = Instant::now();
@@ -213,7 +225,12 @@ async fn probe_over_tcp_and_tls_against_rtcdev_turn() {
         Some(&sb.ca_dir()),
     )
     .await;
-    assert_eq!(plain.servers[0].failure, Some("tls"), "{}", plain.table());
+    assert_eq!(
+        plain.servers[0].failure,
+        Some(Failure::Tls),
+        "{}",
+        plain.table()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -237,7 +254,7 @@ async fn a_closed_port_is_unreachable_at_the_timeout() {
     let took = started.elapsed();
     assert_eq!(
         report.servers[0].failure,
-        Some("unreachable"),
+        Some(Failure::Unreachable),
         "{}",
         report.table()
     );
@@ -249,7 +266,7 @@ async fn a_closed_port_is_unreachable_at_the_timeout() {
         None,
     )
     .await;
-    assert_eq!(dns.servers[0].failure, Some("dns"));
+    assert_eq!(dns.servers[0].failure, Some(Failure::Dns));
     // TURN over TCP to a closed port: refused.
     let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let tcp_addr = tcp.local_addr().unwrap();
@@ -266,7 +283,7 @@ async fn a_closed_port_is_unreachable_at_the_timeout() {
     .await;
     assert_eq!(
         refused.servers[0].failure,
-        Some("refused"),
+        Some(Failure::Refused),
         "{}",
         refused.table()
     );
@@ -292,7 +309,7 @@ async fn turn_rest_credentials_and_their_expiry() {
     let expired = probe_one(&format!("turn:{a}"), Some(&user), Some(&pass)).await;
     assert_eq!(
         expired.servers[0].failure,
-        Some("auth"),
+        Some(Failure::Auth),
         "{}",
         expired.table()
     );
@@ -364,7 +381,7 @@ async fn probe_passes_against_coturn() {
         assert_eq!(row.relay_echoes, Some(probe::RELAY_ECHOES), "{row:?}");
     }
     let wrong = probe_one(&format!("turn:{addr}"), Some("alice"), Some("bad")).await;
-    assert_eq!(wrong.servers[0].failure, Some("auth"));
+    assert_eq!(wrong.servers[0].failure, Some(Failure::Auth));
     assert!(
         wrong.servers[0].details.contains("401"),
         "{}",
@@ -471,7 +488,7 @@ async fn quota_486_and_policy_403_are_named() {
         )
         .await;
         let row = &r.servers[0];
-        assert_eq!(row.failure, Some("forbidden"), "{}", r.table());
+        assert_eq!(row.failure, Some(Failure::Forbidden), "{}", r.table());
         assert!(row.details.contains(code), "{row:?}");
         last = Some((server, addr));
     }
@@ -485,7 +502,7 @@ async fn quota_486_and_policy_403_are_named() {
     )
     .await;
     let row = &r.servers[0];
-    assert_eq!(row.failure, Some("no-relay-data"), "{}", r.table());
+    assert_eq!(row.failure, Some(Failure::NoRelayData), "{}", r.table());
     assert!(row.relayed.is_some(), "{row:?}");
 }
 

@@ -4,6 +4,8 @@
 
 mod common;
 
+use rtcdev::probe::Failure;
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -168,7 +170,7 @@ async fn allocation_quota_is_486_and_the_probe_names_it() {
     )
     .await;
     let row = &report.servers[0];
-    assert_eq!(row.failure, Some("forbidden"), "{}", report.table());
+    assert_eq!(row.failure, Some(Failure::Forbidden), "{}", report.table());
     assert!(row.details.contains("486"), "{row:?}");
 
     // Closing one frees its place.

@@ -1,9 +1,11 @@
-//! What `serve`, `probe` and `turn` share about ICE servers: the lists as browsers take
-//! them (`RTCIceServer`), TURN REST credentials (coturn's `use-auth-secret` scheme), and
-//! STUN/TURN over TCP and TLS ([`stream`], RFC 6062 framing). STUN/TURN URLs are parsed
-//! in [`crate::probe`] (`IceUrl`).
+//! What `serve`, `probe` and `turn` share about ICE servers.
+//!
+//! The lists as browsers take them (`RTCIceServer`), TURN REST credentials (coturn's
+//! `use-auth-secret` scheme), STUN/TURN URLs ([`url`], `IceUrl`) and STUN/TURN over TCP
+//! and TLS ([`stream`], RFC 6062 framing).
 
 pub mod stream;
+pub mod url;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -31,9 +33,9 @@ pub struct IceServer {
 pub enum TurnAuth {
     /// A fixed username and password (long-term credentials).
     Static {
-        /// Username.
+        /// The TURN username, sent as is.
         username: String,
-        /// Password.
+        /// The TURN password (the long-term key is made from it and the realm).
         password: String,
     },
     /// TURN REST: `username = expiry:id`, `credential = base64(HMAC-SHA1(secret, username))`.

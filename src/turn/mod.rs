@@ -37,7 +37,7 @@ pub struct TurnConfig {
     pub bind: IpAddr,
     /// UDP port.
     pub port: u16,
-    /// Realm.
+    /// The realm in every 401 answer; long-term keys are made with it (RFC 8489 9.2).
     pub realm: String,
     /// Long-term users: name and password.
     pub users: Vec<(String, String)>,
@@ -391,9 +391,9 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
 /// What `rtcdev turn` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct TurnUrls {
-    /// STUN URLs.
+    /// A `stun:` URL for each address the server can be reached on.
     pub stun: Vec<String>,
-    /// TURN URLs.
+    /// `turn:` URLs over UDP and TCP (and `turns:` with `--tls-port`) for each address.
     pub turn: Vec<String>,
     /// Ready to paste into `RTCConfiguration.iceServers`.
     #[serde(rename = "iceServers")]
