@@ -691,16 +691,22 @@ impl IceArgs {
     pub fn into_config(mut self) -> Result<(IceConfig, bool)> {
         let embedded = self.turn.iter().any(|t| t == EMBEDDED_TURN);
         self.turn.retain(|t| t != EMBEDDED_TURN);
-        for url in &self.stun {
-            if !(url.starts_with("stun:") || url.starts_with("stuns:")) {
-                bail!("--stun {url:?} is not a STUN URL; write it as stun:HOST:PORT");
-            }
-        }
-        for url in &self.turn {
-            if !(url.starts_with("turn:") || url.starts_with("turns:")) {
-                bail!(
-                    "--turn {url:?} is not a TURN URL; write it as turn:HOST:PORT or turns:HOST:PORT"
-                );
+        // One grammar for every ICE URL (the probe's); the page gets them as written.
+        for (flag, url, turn) in self
+            .stun
+            .iter()
+            .map(|u| ("--stun", u, false))
+            .chain(self.turn.iter().map(|u| ("--turn", u, true)))
+        {
+            let (kind, form) = if turn {
+                ("TURN", "turn:HOST:PORT or turns:HOST:PORT")
+            } else {
+                ("STUN", "stun:HOST:PORT")
+            };
+            match IceUrl::parse(url) {
+                Ok(parsed) if parsed.is_turn() == turn => {}
+                Ok(_) => bail!("{flag} {url:?} is not a {kind} URL; write it as {form}"),
+                Err(e) => bail!("{flag} is not a {kind} URL: {e:#}; write it as {form}"),
             }
         }
         let turn_auth = match (self.turn_user, self.turn_pass, self.turn_secret) {

@@ -233,3 +233,31 @@ fn hub_limits_out_of_range_are_errors_not_quietly_changed() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn ice_urls_are_checked_with_the_probes_grammar() {
+    let sb = Sandbox::new();
+    for (args, says) in [
+        (&["--stun", "turn:127.0.0.1:3478"][..], "is not a STUN URL"),
+        (
+            &["--turn", "stun:127.0.0.1:3478", "--turn-secret", "s"][..],
+            "is not a TURN URL",
+        ),
+        (
+            &["--turn", "turn:127.0.0.1:99999", "--turn-secret", "s"][..],
+            "not a port",
+        ),
+        (&["--stun", "stun:"][..], "no host"),
+    ] {
+        let out = sb
+            .rtcdev()
+            .args(["signal", "--bind", "127.0.0.1", "--port", "0"])
+            .args(args)
+            .timeout(std::time::Duration::from_secs(10))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -92,7 +92,7 @@ impl IceUrl {
 
     /// Whether this names a TURN server (`turn:` or `turns:`), which is allocated on,
     /// rather than a STUN server, which is only asked for a mapped address.
-    pub(crate) fn is_turn(&self) -> bool {
+    pub fn is_turn(&self) -> bool {
         self.scheme.starts_with("turn")
     }
 }
