@@ -9,12 +9,14 @@
 //! - [`turn`]: `rtcdev turn`, a STUN/TURN server (webrtc-rs turn crate) behind a guard.
 //!
 //! The parts they share:
-//! - [`cli`]: the command line and its conversion into configs.
+//! - [`cli`]: the command line and its conversion into configs, where every value is
+//!   checked.
 //! - [`hub`]: the signaling hub (room core, native WebSocket and socket.io front-ends,
 //!   limits, Redis rooms).
-//! - [`server`]: listener, TLS/HTTP sniffing, origins and hosts, shutdown.
-//! - [`ice`]: ICE server lists, TURN REST credentials, STUN/TURN over streams.
-//! - [`net`]: LAN address discovery and URL building.
+//! - [`server`]: listener, TLS/HTTP sniffing, origins and hosts, shutdown, heap trimming.
+//! - [`ice`]: the ICE URL grammar, ICE server lists, TURN REST credentials, STUN/TURN
+//!   over streams.
+//! - [`net`]: LAN address discovery, which addresses reach a server, URL hosts.
 //! - [`qr`]: QR codes for the terminal and SVG.
 
 // One exception, allowed where it stands: `server::heap` asks glibc to return freed

@@ -119,6 +119,35 @@ async fn wait_redis_state(hub: &TestHub, state: &str) {
     }
 }
 
+async fn redis_state(hub: &TestHub) -> String {
+    health(hub).await["redis"]["state"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `rtcdev signal --redis` as its own process on 127.0.0.1:0; its `/ws` URL.
+fn spawn_signal(sb: &Sandbox, redis: &Redis, extra: &[&str]) -> (common::Spawned, String) {
+    let url = redis.url();
+    let mut args = vec![
+        "signal",
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--redis",
+        &url,
+    ];
+    args.extend_from_slice(extra);
+    let mut p = sb.spawn(&args);
+    let ws = loop {
+        if let Some(u) = p.line().trim().strip_prefix("Local:") {
+            break u.trim().replace("http://", "ws://") + "/ws";
+        }
+    };
+    (p, ws)
+}
+
 fn ids(joined: &serde_json::Value) -> Vec<String> {
     joined["peers"]
         .as_array()
@@ -253,21 +282,8 @@ async fn order_and_room_size_hold_across_processes() {
 fn a_killed_hub_process_leaves_its_rooms_within_seconds() {
     let redis = Redis::start();
     let sb = Sandbox::new();
-    let start = |extra: &[&str]| {
-        let mut args = vec!["signal", "--bind", "127.0.0.1", "--port", "0", "--redis"];
-        let url = redis.url();
-        args.push(&url);
-        args.extend_from_slice(extra);
-        let mut p = sb.spawn(&args);
-        let url = loop {
-            if let Some(url) = p.line().trim().strip_prefix("Local:") {
-                break url.trim().replace("http://", "ws://") + "/ws";
-            }
-        };
-        (p, url)
-    };
-    let (_keep, url_a) = start(&[]);
-    let (mut doomed, url_b) = start(&[]);
+    let (_keep, url_a) = spawn_signal(&sb, &redis, &[]);
+    let (mut doomed, url_b) = spawn_signal(&sb, &redis, &[]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let mut a = NativeClient::connect(&url_a).await;
@@ -358,7 +374,13 @@ async fn a_leave_during_a_redis_stall_still_reaches_the_room() {
     wait_redis_state(&a, "disconnected").await;
     let gone = a1.id.clone();
     drop(a1);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The disconnect is handled while Redis is still stopped: A holds no peer now.
+    a.assert_emptied_but(0).await;
+    assert_eq!(
+        redis_state(&a).await,
+        "disconnected",
+        "still during the stall"
+    );
     redis.signal("-CONT");
     wait_redis_state(&a, "connected").await;
     // Redis kept its data: the stale entry is removed on reconnection and B is told.
@@ -399,4 +421,66 @@ fn unreachable_or_malformed_redis_is_a_clear_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("redis://"));
+}
+
+/// Twelve peers, six on each of two hub processes, join one room of four at once: the
+/// room-size check is atomic in Redis, so exactly four get in, whichever process they
+/// came through, and every one of them sees the same room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_joins_across_two_processes_never_overfill_a_room() {
+    let redis = Redis::start();
+    let sb = Sandbox::new();
+    let extra = ["--room-size", "4", "--join-rate", "100"];
+    let (_a, url_a) = spawn_signal(&sb, &redis, &extra);
+    let (_b, url_b) = spawn_signal(&sb, &redis, &extra);
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let url = if i % 2 == 0 { &url_a } else { &url_b };
+        clients.push(NativeClient::connect(url).await);
+    }
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(clients.len()));
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                c.send(json!({"type": "join", "room": "race"})).await;
+                loop {
+                    let v = c.recv().await;
+                    match v["type"].as_str() {
+                        Some("joined") => return (c, Some(v)),
+                        Some("error") => {
+                            assert_eq!(v["code"], "room-full", "{v}");
+                            return (c, None);
+                        }
+                        _ => continue,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut inside = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            (c, Some(joined)) => inside.push((c, joined)),
+            (_, None) => refused += 1,
+        }
+    }
+    assert_eq!(inside.len(), 4, "exactly the room size got in");
+    assert_eq!(refused, 8);
+    let members: Vec<String> = inside.iter().map(|(c, _)| c.id.clone()).collect();
+    for (c, joined) in &inside {
+        let earlier = ids(joined);
+        assert!(earlier.len() < 4, "{joined}");
+        assert!(earlier.iter().all(|id| members.contains(id)), "{joined}");
+        assert!(!earlier.contains(&c.id));
+    }
+    // A newcomer from either process is refused: the room is full everywhere.
+    for url in [&url_a, &url_b] {
+        let mut late = NativeClient::connect(url).await;
+        late.send(json!({"type": "join", "room": "race"})).await;
+        assert_eq!(late.recv_type("error").await["code"], "room-full");
+    }
 }
