@@ -139,7 +139,11 @@ fn spawn_signal(sb: &Sandbox, redis: &Redis, extra: &[&str]) -> (common::Spawned
         &url,
     ];
     args.extend_from_slice(extra);
-    let mut p = sb.spawn(&args);
+    ws_url_of(sb.spawn(&args))
+}
+
+/// A started `rtcdev signal` and the `/ws` URL it printed.
+fn ws_url_of(mut p: common::Spawned) -> (common::Spawned, String) {
     let ws = loop {
         if let Some(u) = p.line().trim().strip_prefix("Local:") {
             break u.trim().replace("http://", "ws://") + "/ws";
@@ -483,4 +487,63 @@ async fn concurrent_joins_across_two_processes_never_overfill_a_room() {
         late.send(json!({"type": "join", "room": "race"})).await;
         assert_eq!(late.recv_type("error").await["code"], "room-full");
     }
+}
+
+/// A process that stops on SIGTERM takes its peers out of their rooms at once, not when
+/// its presence key expires; and `RTCDEV_REDIS` works as `--redis` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_shutdown_withdraws_its_peers_at_once() {
+    let redis = Redis::start();
+    let sb = Sandbox::new();
+    let url = redis.url();
+    let (mut leaving, url_a) = ws_url_of(sb.spawn_env(
+        &["signal", "--bind", "127.0.0.1", "--port", "0"],
+        &[("RTCDEV_REDIS", &url)],
+    ));
+    let (_stays, url_b) = spawn_signal(&sb, &redis, &[]);
+    let mut a = NativeClient::connect(&url_a).await;
+    let mut b = NativeClient::connect(&url_b).await;
+    a.join("r").await;
+    // Through Redis (the env variable's): B's joiner sees A's peer.
+    assert_eq!(ids(&b.join("r").await), vec![a.id.clone()]);
+    a.recv_type("peer-joined").await;
+    let started = Instant::now();
+    leaving.sigterm();
+    let left = tokio::time::timeout(Duration::from_secs(15), b.recv_type("peer-left"))
+        .await
+        .expect("peer-left after A stopped");
+    assert_eq!(left["id"], a.id);
+    // Before A's presence key could have expired: A withdrew, nobody reaped it.
+    assert!(
+        started.elapsed() < rtcdev::hub::redis::ALIVE_TTL,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(leaving.wait_exit().success());
+}
+
+/// Signals to another process while Redis is stalled are dropped, not delivered late
+/// after it returns; the ones sent after it returns arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signals_during_an_outage_are_dropped_not_delivered_late() {
+    let redis = Redis::start();
+    let a = TestHub::start(config(&redis)).await;
+    let b = TestHub::start(config(&redis)).await;
+    let mut a1 = NativeClient::connect(&a.ws_url()).await;
+    let mut b1 = NativeClient::connect(&b.ws_url()).await;
+    a1.join("r").await;
+    b1.join("r").await;
+    a1.recv_type("peer-joined").await;
+
+    redis.signal("-STOP");
+    wait_redis_state(&a, "disconnected").await;
+    a1.send(json!({"type": "signal", "to": b1.id, "data": {"n": "during"}}))
+        .await;
+    redis.signal("-CONT");
+    wait_redis_state(&a, "connected").await;
+    wait_redis_state(&b, "connected").await;
+    a1.send(json!({"type": "signal", "to": b1.id, "data": {"n": "after"}}))
+        .await;
+    let first = b1.recv_type("signal").await;
+    assert_eq!(first["data"]["n"], "after", "{first}");
 }

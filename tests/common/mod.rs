@@ -36,6 +36,11 @@ impl Sandbox {
     /// Starts the built binary in the sandbox (clean environment as [`Sandbox::rtcdev`]),
     /// stdout piped and read line by line, stderr discarded; killed on drop.
     pub fn spawn(&self, args: &[&str]) -> Spawned {
+        self.spawn_env(args, &[])
+    }
+
+    /// [`Sandbox::spawn`] with these environment variables set (after the clean-up).
+    pub fn spawn_env(&self, args: &[&str], env: &[(&str, &str)]) -> Spawned {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"));
         cmd.current_dir(self.path()).args(args);
         for (k, _) in std::env::vars() {
@@ -43,6 +48,7 @@ impl Sandbox {
                 cmd.env_remove(k);
             }
         }
+        cmd.envs(env.iter().copied());
         let mut child = cmd
             .env("HOME", self.path())
             .env("RUST_LOG", "warn")
