@@ -66,12 +66,15 @@ fn calling_page_in_chromium() {
         "two-pages-media",
         "stats-overlay",
         "chat-crosses",
+        "camera-off-shows-far-side",
         "mute-shows-far-side",
         "screen-share-replaces-track",
+        "denied-permission-receives",
         "phone-width-360",
         "three-pages-full-mesh",
         "leaver-disappears",
         "hub-restart-survived",
+        "no-request-leaves-the-origin",
         "constrained-ca-trusted",
         "vite-hmr-through-proxy",
     ] {
@@ -88,5 +91,6 @@ fn calling_page_in_chromium() {
     for who in ["ann", "bob"] {
         assert!(media[who]["frames"].as_u64().unwrap() > 0, "{media}");
         assert!(media[who]["audio"].as_u64().unwrap() > 0, "{media}");
+        assert!(media[who]["samples"].as_u64().unwrap() > 0, "{media}");
     }
 }

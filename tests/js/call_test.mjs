@@ -47,26 +47,47 @@ async function until (what, fn, timeout = STEP_TIMEOUT_MS) {
   }
 }
 
-// Per remote peer: video frames decoded, audio packets received, connection state.
+// Per remote peer: video frames decoded and their size, audio packets received and
+// samples decoded, connection state, and whether its <video> element plays.
 function media (page) {
   return page.evaluate(async () => {
     const res = {}
     for (const [id, p] of window.rtcdev.peers) {
       let frames = 0
       let audio = 0
+      let samples = 0
+      let width = 0
+      let height = 0
       const stats = await p.pc.getStats()
       stats.forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded || 0
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') audio += s.packetsReceived || 0
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          frames += s.framesDecoded || 0
+          width = s.frameWidth || width
+          height = s.frameHeight || height
+        }
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          audio += s.packetsReceived || 0
+          samples += s.totalSamplesReceived || 0
+        }
       })
-      res[id] = { frames, audio, state: p.pc.connectionState, name: p.meta.name }
+      const v = document.querySelector(`.tile[data-peer="${CSS.escape(id)}"] video`)
+      const video = v ? { width: v.videoWidth, time: v.currentTime, paused: v.paused } : null
+      res[id] = { frames, audio, samples, width, height, video, state: p.pc.connectionState, name: p.meta.name }
     }
     return res
   })
 }
 
+// Every URL a page asks for (documents, scripts, fetches, WebSockets).
+const requested = []
+function recordRequests (page) {
+  page.on('request', (r) => requested.push(r.url()))
+  page.on('websocket', (ws) => requested.push(ws.url()))
+}
+
 async function open (context, room, name) {
   const page = await context.newPage()
+  recordRequests(page)
   page.on('pageerror', (e) => out({ log: `${name}: page error ${e}` }))
   page.on('requestfailed', (r) => out({ log: `${name}: request failed ${r.url()} ${r.failure() && r.failure().errorText}` }))
   await page.addInitScript((n) => localStorage.setItem('rtcdev.name', n), name)
@@ -126,9 +147,19 @@ async function checks () {
     })
     await check('two-pages-media', async () => {
       const [fa, fb] = await Promise.all([firstFrameMs(a), firstFrameMs(b)])
-      const ma = await until('audio at Ann', async () => { const m = Object.values(await media(a.page)); return m.length === 1 && m[0].audio > 0 && m })
-      const mb = await until('audio at Bob', async () => { const m = Object.values(await media(b.page)); return m.length === 1 && m[0].audio > 0 && m })
-      return { firstFrameMs: { ann: fa, bob: fb }, ann: ma[0], bob: mb[0] }
+      // Audio decoded, not only packets received: the sample count keeps growing.
+      const decoded = async (p) => {
+        const first = await until(`audio decoded at ${p.name}`, async () => { const m = Object.values(await media(p.page)); return m.length === 1 && m[0].samples > 0 && m[0] })
+        return until(`audio still decoded at ${p.name}`, async () => { const m = Object.values(await media(p.page))[0]; return m.samples > first.samples + 8000 && m })
+      }
+      // The remote <video> element really plays: it has a size and its clock moves.
+      const playing = async (p) => {
+        const first = await until(`video element playing at ${p.name}`, async () => { const m = Object.values(await media(p.page))[0]; return m.video && m.video.width > 0 && !m.video.paused && m })
+        return until(`video time advancing at ${p.name}`, async () => { const m = Object.values(await media(p.page))[0]; return m.video.time > first.video.time + 0.5 && m })
+      }
+      const [ma, mb] = [await decoded(a), await decoded(b)]
+      const [va, vb] = [await playing(a), await playing(b)]
+      return { firstFrameMs: { ann: fa, bob: fb }, ann: ma, bob: mb, videoAtAnn: va.video, videoAtBob: vb.video }
     })
     await check('stats-overlay', async () => {
       const text = await until('stats text', () => a.page.evaluate(() => {
@@ -146,7 +177,27 @@ async function checks () {
         const t = document.getElementById('chat-log').textContent
         return t.includes('Ann: hello from Ann') && t
       }))
-      return { line }
+      // And the other way.
+      await b.page.click('#chat-toggle')
+      await b.page.fill('#chat-input', 'hello from Bob')
+      await b.page.click('#chat-form button')
+      const back = await until('chat at Ann', () => a.page.evaluate(() => {
+        const t = document.getElementById('chat-log').textContent
+        return t.includes('Bob: hello from Bob') && t
+      }))
+      return { line, back }
+    })
+    await check('camera-off-shows-far-side', async () => {
+      await a.page.click('#cam')
+      const sending = await a.page.evaluate(() => window.rtcdev.media.stream.getVideoTracks()[0].enabled)
+      if (sending !== false) throw new Error('local video track still enabled')
+      await until('cam-off badge at Bob', () => b.page.evaluate((id) => {
+        const t = document.querySelector(`.tile[data-peer="${id}"]`)
+        return t && t.dataset.videoMuted === 'true' && t.textContent.includes('cam off')
+      }, a.id))
+      await a.page.click('#cam')
+      await until('cam on at Bob', () => b.page.evaluate((id) => document.querySelector(`.tile[data-peer="${id}"]`).dataset.videoMuted === 'false', a.id))
+      return {}
     })
     await check('mute-shows-far-side', async () => {
       await a.page.click('#mic')
@@ -161,7 +212,8 @@ async function checks () {
       return {}
     })
     await check('screen-share-replaces-track', async () => {
-      const before = Object.values(await media(b.page))[0].frames
+      const camera = Object.values(await media(b.page))[0]
+      const before = camera.frames
       await a.page.click('#share')
       const sending = await until('screen track sent', () => a.page.evaluate(() => {
         const m = window.rtcdev.media
@@ -170,13 +222,47 @@ async function checks () {
         return m.screenTrack && sender && sender.track === m.screenTrack && m.screenTrack.label
       }))
       await until('frames keep coming', async () => Object.values(await media(b.page))[0].frames > before + 5)
+      // What Bob decodes is the screen: its frame size is the screen track's, not the camera's.
+      const screen = await a.page.evaluate(() => window.rtcdev.media.screenTrack.getSettings())
+      const shared = await until('the screen at Bob', async () => {
+        const m = Object.values(await media(b.page))[0]
+        return m.width === screen.width && m.height === screen.height && m
+      })
+      if (screen.width === camera.width && screen.height === camera.height) throw new Error(`the screen has the camera's size ${screen.width}x${screen.height}`)
       await a.page.click('#share')
       await until('camera back', () => a.page.evaluate(() => {
         const p = [...window.rtcdev.peers.values()][0]
         const sender = p.pc.getSenders().find((s) => s.track && s.track.kind === 'video')
         return !window.rtcdev.media.screenTrack && sender.track === window.rtcdev.media.cameraTrack
       }))
-      return { screenTrack: sending }
+      return { screenTrack: sending, camera: [camera.width, camera.height], screen: [shared.width, shared.height] }
+    })
+    // Without camera permission the page still joins, receive-only, and sees the others.
+    await check('denied-permission-receives', async () => {
+      const denied = await chromium.launch({
+        executablePath: '/usr/bin/chromium',
+        headless: true,
+        args: ['--use-fake-device-for-media-stream', '--autoplay-policy=no-user-gesture-required', '--no-sandbox', '--disable-gpu', '--disable-features=WebRtcHideLocalIpsWithMdns']
+      })
+      try {
+        const ctx = await denied.newContext({ permissions: [] })
+        const r = await open(ctx, 'call', 'Rae')
+        const notice = await until('the receive-only notice', () => r.page.evaluate(() => {
+          const t = document.getElementById('notice').textContent
+          return t.includes('receive-only') && t
+        }))
+        const m = await until('Rae sees both', async () => {
+          const m = Object.values(await media(r.page))
+          return m.length === 2 && m.every((x) => x.frames > 0 && x.samples > 0) && m
+        })
+        const sent = await r.page.evaluate(() => window.rtcdev.media.stream ? window.rtcdev.media.stream.getTracks().length : 0)
+        if (sent !== 0) throw new Error(`receive-only page holds ${sent} local tracks`)
+        await r.page.close()
+        for (const p of [a, b]) await until(`${p.name} dropped Rae`, () => p.page.evaluate((id) => !window.rtcdev.peers.has(id), r.id))
+        return { notice, frames: m.map((x) => x.frames) }
+      } finally {
+        await denied.close()
+      }
     })
     const c = await open(context, 'call', 'Cid')
     await check('three-pages-full-mesh', async () => {
@@ -231,6 +317,15 @@ async function checks () {
         return m.length === 2 && m.every((x) => x.state === 'connected' && x.frames > 0)
       })
       return { framesBefore: f0, framesAfter: after[0].frames }
+    })
+    // Nothing the calling pages asked for left their origin (no CDN, no font, no STUN
+    // lookup over HTTP): every request went to the server that served them.
+    await check('no-request-leaves-the-origin', async () => {
+      const own = (u) => u.startsWith(`${ORIGIN}/`) || u.startsWith(`wss://localhost:${PORT}/`) || u.startsWith('data:') || u.startsWith('blob:')
+      const foreign = requested.filter((u) => !own(u))
+      if (foreign.length) throw new Error(`requests outside the origin: ${foreign.join(', ')}`)
+      if (requested.length < 10) throw new Error(`only ${requested.length} requests recorded`)
+      return { requests: requested.length }
     })
     // The local CA is name-constrained, installed in Chromium's NSS database (no flag to
     // ignore certificate errors anywhere), and Chromium trusts its leaves for localhost
