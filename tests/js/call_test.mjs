@@ -270,7 +270,7 @@ async function checks () {
       for (const p of all) {
         await until(`${p.name} connected to two`, async () => {
           const m = Object.values(await media(p.page))
-          return m.length === 2 && m.every((x) => x.state === 'connected' && x.frames > 0)
+          return m.length === 2 && m.every((x) => x.state === 'connected' && x.frames > 0 && x.samples > 0)
         })
       }
       return {}
@@ -299,6 +299,9 @@ async function checks () {
     })
     await check('hub-restart-survived', async () => {
       const before = await media(a.page)
+      const bobBefore = Object.values(await media(b.page))[0]
+      // The same RTCPeerConnection objects must carry the call across the restart.
+      for (const p of [a, b]) await p.page.evaluate(() => { window.pcsBefore = [...window.rtcdev.peers.values()].map((x) => x.pc) })
       await stopServer()
       await until('Ann saw the drop', () => a.page.evaluate(() => window.rtcdev.signaling.ws.readyState !== 1))
       await startServer()
@@ -310,6 +313,18 @@ async function checks () {
         const m = Object.values(await media(a.page))
         return m.length === 1 && m[0].state === 'connected' && m[0].frames > f0 + 10 && m
       })
+      // Both ways, on the very same peer connections.
+      await until('media still flowing at Bob', async () => {
+        const m = Object.values(await media(b.page))
+        return m.length === 1 && m[0].state === 'connected' && m[0].frames > bobBefore.frames + 10 && m[0].samples > bobBefore.samples
+      })
+      for (const p of [a, b]) {
+        const same = await p.page.evaluate(() => {
+          const now = [...window.rtcdev.peers.values()].map((x) => x.pc)
+          return now.length === window.pcsBefore.length && now.every((pc, i) => pc === window.pcsBefore[i])
+        })
+        if (!same) throw new Error(`${p.name}: a new RTCPeerConnection after the hub restart`)
+      }
       // And the hub works again: a newcomer connects to both.
       const d = await open(context, 'call', 'Dee')
       await until('Dee connected to two', async () => {
