@@ -442,7 +442,7 @@ impl ServeArgs {
             room,
             content,
             tls,
-            hub: self.hub.into_config(ice)?,
+            hub: self.hub.into_config(ice, crate::serve::MESH_ROOM_SIZE)?,
             allow_origins: self.listen.allow_origin,
             allowed_hosts: self.listen.allowed_host,
             qr: if self.qr {
@@ -540,9 +540,10 @@ pub struct HubArgs {
     #[arg(long, default_value_t = hub::DEFAULT_MAX_FRAME_BYTES, value_name = "BYTES", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(1024..=16 * 1024 * 1024), |n| n as usize))]
     pub max_frame: usize,
 
-    /// Peers a room holds (2 to 256).
-    #[arg(long, default_value_t = hub::DEFAULT_MAX_PEERS_PER_ROOM, value_name = "N", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(2..=256), |n| n as usize))]
-    pub room_size: usize,
+    /// Peers a room holds, 2 to 256 (default: 8 for serve, the most its mesh call
+    /// carries well, and the page learns it; 16 for signal).
+    #[arg(long, value_name = "N", value_parser = clap::builder::TypedValueParser::map(clap::value_parser!(u32).range(2..=256), |n| n as usize))]
+    pub room_size: Option<usize>,
 
     /// Sustained frames a second per connection.
     #[arg(long, default_value_t = hub::DEFAULT_RATE_PER_SEC, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -659,8 +660,9 @@ fn positive_usize() -> impl clap::builder::TypedValueParser<Value = usize> {
 }
 
 impl HubArgs {
-    /// The hub configuration; a queue smaller than one frame is an error.
-    pub fn into_config(self, ice: IceConfig) -> Result<HubConfig> {
+    /// The hub configuration, with `room_size` unless `--room-size` was given; a queue
+    /// smaller than one frame is an error.
+    pub fn into_config(self, ice: IceConfig, room_size: usize) -> Result<HubConfig> {
         if self.max_queue < self.max_frame {
             bail!(
                 "--max-queue {} is smaller than --max-frame {}: a peer could not be sent one frame",
@@ -670,7 +672,7 @@ impl HubArgs {
         }
         Ok(HubConfig {
             max_frame_bytes: self.max_frame,
-            max_peers_per_room: self.room_size,
+            max_peers_per_room: self.room_size.unwrap_or(room_size),
             rate_per_sec: self.rate,
             rate_burst: self.burst,
             max_queue_bytes: self.max_queue,
@@ -753,7 +755,7 @@ impl SignalArgs {
             tls,
             allow_origins: self.listen.allow_origin,
             allowed_hosts: self.listen.allowed_host,
-            hub: self.hub.into_config(ice)?,
+            hub: self.hub.into_config(ice, hub::DEFAULT_MAX_PEERS_PER_ROOM)?,
             json: self.json,
             banner: true,
         })

@@ -74,6 +74,7 @@ fn calling_page_in_chromium() {
         "three-pages-full-mesh",
         "leaver-disappears",
         "hub-restart-survived",
+        "ninth-page-sees-room-full",
         "no-request-leaves-the-origin",
         "constrained-ca-trusted",
         "vite-hmr-through-proxy",

@@ -28,6 +28,7 @@ async fn welcome_carries_id_and_ice_servers() {
     let b = NativeClient::connect(&hub.ws_url()).await;
     assert_eq!(a.id.len(), 16);
     assert_ne!(a.id, b.id);
+    assert_eq!(a.welcome["roomSize"], 16, "the room size, for the page");
     let ice = &a.welcome["iceServers"];
     assert_eq!(ice[0]["urls"], json!(["stun:127.0.0.1:3478"]));
     let user = ice[1]["username"].as_str().unwrap();

@@ -150,6 +150,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std:
         "type": "welcome",
         "id": id.as_str(),
         "iceServers": cfg.ice.servers(id.as_str()),
+        "roomSize": cfg.max_peers_per_room,
     });
     sink.push(welcome.to_string());
 

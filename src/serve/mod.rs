@@ -27,6 +27,10 @@ use crate::cert::tls::{self, SwappableCert, TlsSource};
 use crate::hub::{Hub, HubConfig};
 use crate::net;
 
+/// Peers a room of `serve` holds unless `--room-size` says otherwise: in a mesh every
+/// phone encodes and uploads once per other peer, and eight is about what a phone's
+/// uplink and encoder carry. The page reads the hub's size from `welcome`.
+pub const MESH_ROOM_SIZE: usize = 8;
 /// The port `serve` listens on unless told otherwise.
 pub const DEFAULT_PORT: u16 = 8443;
 /// When the default port is taken, the ports after it that are tried.

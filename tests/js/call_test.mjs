@@ -335,6 +335,34 @@ async function checks () {
     })
     // Nothing the calling pages asked for left their origin (no CDN, no font, no STUN
     // lookup over HTTP): every request went to the server that served them.
+    // serve's rooms hold eight (the page learns it from the hub): eight pages connect
+    // fully, the ninth gets the room-full screen and holds no connection.
+    await check('ninth-page-sees-room-full', async () => {
+      for (const pg of context.pages()) await pg.close()
+      const eight = []
+      for (let i = 0; i < 8; i++) eight.push(await open(context, 'full', `P${i}`))
+      for (const p of eight) {
+        await until(`${p.name} connected to seven`, async () => {
+          const m = Object.values(await media(p.page))
+          return m.length === 7 && m.every((x) => x.state === 'connected' && x.frames > 0)
+        }, 60000)
+      }
+      const size = await eight[0].page.evaluate(() => window.rtcdev.roomSize)
+      if (size !== 8) throw new Error(`the page thinks rooms hold ${size}`)
+      const ninth = await context.newPage()
+      recordRequests(ninth)
+      await ninth.goto(`${ORIGIN}/?room=full`)
+      const text = await until('the room-full screen', () => ninth.evaluate(() => !document.getElementById('full').hidden && document.getElementById('call').hidden && document.getElementById('full').textContent))
+      const held = await ninth.evaluate(() => window.rtcdev.peers.size)
+      if (held !== 0) throw new Error(`the ninth page holds ${held} peers`)
+      for (const p of eight) {
+        const n = await p.page.evaluate(() => window.rtcdev.peers.size)
+        if (n !== 7) throw new Error(`${p.name} holds ${n} peers after the ninth tried`)
+      }
+      await ninth.close()
+      for (const p of eight) await p.page.close()
+      return { text: text.replace(/\s+/g, ' ').trim().slice(0, 120) }
+    })
     await check('no-request-leaves-the-origin', async () => {
       const own = (u) => u.startsWith(`${ORIGIN}/`) || u.startsWith(`wss://localhost:${PORT}/`) || u.startsWith('data:') || u.startsWith('blob:')
       const foreign = requested.filter((u) => !own(u))

@@ -1,5 +1,6 @@
-// The calling page: a lobby, then a mesh call of up to 8 peers over rtcdev's hub.
-// One app object (window.rtcdev) holds the state; tests read it too.
+// The calling page: a lobby, then a mesh call over rtcdev's hub, as many peers as the
+// hub's rooms hold (it says so in `welcome`). One app object (window.rtcdev) holds the
+// state; tests read it too.
 
 import { Signaling } from './signaling.js'
 import { Media } from './media.js'
@@ -7,16 +8,26 @@ import { Peer } from './peers.js'
 import { summarize, format } from './stats.js'
 import { $, tile, removeTile, setBadges, notice, chatLine, eventLine, escapeHtml, toast } from './ui.js'
 
-const MAX_PEERS = 8
+// Until the hub's `welcome` says how many peers its rooms hold.
+const DEFAULT_ROOM_SIZE = 8
 // A peer whose signaling dropped but whose media still flows is kept this long for
 // it to come back (a hub restart), matched by its clientId.
 const REJOIN_GRACE_MS = 15000
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/
 
+// An id for this page load only, kept in memory: a reload or a duplicated tab is
+// another participant. (No crypto.randomUUID: it is missing outside secure contexts,
+// where the page must still load to explain how to get one.)
+function pageId () {
+  const bytes = (globalThis.crypto && crypto.getRandomValues) ? crypto.getRandomValues(new Uint8Array(12)) : Uint8Array.from({ length: 12 }, () => Math.floor(Math.random() * 256))
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
+}
+
 const app = {
   room: null,
   name: '',
-  clientId: sessionStorage.getItem('rtcdev.clientId') || crypto.randomUUID(),
+  roomSize: DEFAULT_ROOM_SIZE,
+  clientId: pageId(),
   signaling: null,
   media: new Media(),
   peers: new Map(), // hub id -> Peer
@@ -27,11 +38,11 @@ const app = {
   events: []
 }
 window.rtcdev = app
-sessionStorage.setItem('rtcdev.clientId', app.clientId)
 
 // 13 characters of a 32-letter alphabet: 65 random bits, too many to guess.
 function randomRoom () {
   const alphabet = 'abcdefghjkmnpqrstuvwxyz023456789'
+  if (!(globalThis.crypto && crypto.getRandomValues)) return `room-${pageId().slice(0, 13)}`
   const bytes = crypto.getRandomValues(new Uint8Array(13))
   return `room-${Array.from(bytes, (b) => alphabet[b % 32]).join('')}`
 }
@@ -86,7 +97,8 @@ async function lobby (room) {
 }
 
 function insecureHelp () {
-  const join = `http://${location.host}/join?room=${encodeURIComponent(app.room || '')}`
+  // Without a room yet (the lobby), /join uses the server's own room.
+  const join = `http://${location.host}/join${app.room ? `?room=${encodeURIComponent(app.room)}` : ''}`
   return `This page is not a secure context, so the browser will not give it a camera or microphone. ` +
     `Open it over HTTPS with a trusted certificate: <a href="${escapeHtml(join)}">set up this device</a>.`
 }
@@ -123,6 +135,7 @@ async function start (room, name) {
   })
   sig.addEventListener('welcome', ({ detail }) => {
     app.iceServers = detail.iceServers || []
+    if (Number.isInteger(detail.roomSize) && detail.roomSize >= 2) app.roomSize = detail.roomSize
     $('ice-list').textContent = JSON.stringify(app.iceServers, null, 2) || '[]'
     notice(app.media.error ? mediaHelp(app.media.error) : '')
   })
@@ -142,13 +155,34 @@ async function start (room, name) {
   sig.addEventListener('peer-left', ({ detail }) => peerLeft(detail.id))
   sig.addEventListener('signal', ({ detail }) => onSignal(detail.from, detail.data))
   sig.addEventListener('error', ({ detail }) => {
-    if (detail.code === 'room-full') notice('This room is full. Pick another room.')
+    if (detail.code === 'room-full' && !app.joinedAt) roomFull()
+    else if (detail.code === 'room-full') notice('The room filled up while the connection to the server was down; reload to try again.')
   })
   sig.addEventListener('disconnected', () => log('hub connection lost; reconnecting'))
   sig.join(room, { name, clientId: app.clientId })
   sig.connect()
   wireControls()
+  // Closing the tab or navigating away: tell the others at once, instead of a frozen
+  // tile until the hub notices the dead connection.
+  window.addEventListener('pagehide', () => {
+    if (app.signaling && !app.signaling.closed) {
+      app.signaling.broadcast({ kind: 'bye' })
+      app.signaling.close()
+    }
+  })
   setInterval(refreshStats, 1000)
+}
+
+// The hub refused the join: say so on a screen of its own, with the way out.
+function roomFull () {
+  app.signaling.close()
+  app.media.close()
+  $('call').hidden = true
+  $('full').hidden = false
+  $('full-room').textContent = app.room
+  $('full-size').textContent = String(app.roomSize)
+  $('full-lobby').onclick = () => location.assign(`${location.pathname}?lobby=`)
+  $('full-lobby').focus()
 }
 
 function displayName (meta, id) {
@@ -179,8 +213,8 @@ function addPeer (id, meta, weOffer) {
     return
   }
   if (app.peers.has(id)) return
-  if (app.peers.size >= MAX_PEERS - 1) {
-    notice('This call has the most peers a mesh handles well (8).')
+  if (app.peers.size >= app.roomSize - 1) {
+    log(`ignoring ${id}: the room holds ${app.roomSize}`)
     return
   }
   const peer = new Peer({
