@@ -70,6 +70,8 @@ fn calling_page_in_chromium() {
         "mute-shows-far-side",
         "screen-share-replaces-track",
         "denied-permission-receives",
+        "screen-share-without-camera",
+        "camera-switch-on-a-phone",
         "phone-width-360",
         "three-pages-full-mesh",
         "leaver-disappears",

@@ -264,6 +264,72 @@ async function checks () {
         await denied.close()
       }
     })
+    // A computer with no camera or microphone at all joins receive-only and can still
+    // share its screen: its receive-only video transceiver starts sending, and the
+    // others decode the screen.
+    await check('screen-share-without-camera', async () => {
+      const ctx = await a.page.context().browser().newContext({ permissions: ['camera', 'microphone'] })
+      await ctx.addInitScript(() => {
+        navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('no device', 'NotFoundError'))
+      })
+      try {
+        const r = await open(ctx, 'call', 'Sol')
+        await until('Sol sees both', async () => {
+          const m = Object.values(await media(r.page))
+          return m.length === 2 && m.every((x) => x.frames > 0)
+        })
+        await r.page.click('#share')
+        const screen = await until('Sol sharing', () => r.page.evaluate(() => window.rtcdev.media.screenTrack && window.rtcdev.media.screenTrack.getSettings()))
+        for (const p of [a, b]) {
+          await until(`${p.name} decodes Sol's screen`, async () => {
+            const m = (await media(p.page))[r.id]
+            return m && m.frames > 0 && m.width === screen.width && m.height === screen.height
+          })
+        }
+        await r.page.close()
+        for (const p of [a, b]) await until(`${p.name} dropped Sol`, () => p.page.evaluate((id) => !window.rtcdev.peers.has(id), r.id))
+        return { screen: [screen.width, screen.height] }
+      } finally {
+        await ctx.close()
+      }
+    })
+    // On a phone (emulated: a phone's user agent and touch) the switch button turns
+    // between front and back by facingMode, stops the old camera first, and the others
+    // keep decoding video from the new one.
+    await check('camera-switch-on-a-phone', async () => {
+      const phone = await a.page.context().browser().newContext({
+        permissions: ['camera', 'microphone'],
+        userAgent: 'Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36',
+        hasTouch: true,
+        isMobile: true,
+        viewport: { width: 412, height: 915 }
+      })
+      try {
+        const p = await open(phone, 'call', 'Pia')
+        await until('Pia connected to both', async () => {
+          const m = Object.values(await media(p.page))
+          return m.length === 2 && m.every((x) => x.frames > 0)
+        })
+        const before = await p.page.evaluate(() => ({ id: window.rtcdev.media.cameraTrack.id, facing: window.rtcdev.media.facing }))
+        await p.page.click('#switch')
+        const after = await until('a new camera track sent', () => p.page.evaluate((old) => {
+          const m = window.rtcdev.media
+          const senders = [...window.rtcdev.peers.values()].map((x) => x.pc.getSenders().find((s) => s.track && s.track.kind === 'video'))
+          return m.cameraTrack && m.cameraTrack.id !== old && senders.every((s) => s && s.track === m.cameraTrack) && { id: m.cameraTrack.id, facing: m.facing, mirrored: document.querySelector('.tile.local').classList.contains('mirrored') }
+        }, before.id))
+        if (before.facing !== 'user' || after.facing !== 'environment') throw new Error(`facing ${before.facing} -> ${after.facing}`)
+        if (after.mirrored) throw new Error('the back camera is mirrored')
+        for (const x of [a, b]) {
+          const f0 = (await media(x.page))[p.id].frames
+          await until(`${x.name} keeps decoding Pia`, async () => (await media(x.page))[p.id].frames > f0 + 10)
+        }
+        await p.page.close()
+        for (const x of [a, b]) await until(`${x.name} dropped Pia`, () => x.page.evaluate((id) => !window.rtcdev.peers.has(id), p.id))
+        return { before, after }
+      } finally {
+        await phone.close()
+      }
+    })
     const c = await open(context, 'call', 'Cid')
     await check('three-pages-full-mesh', async () => {
       const all = [a, b, c]

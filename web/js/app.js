@@ -121,7 +121,9 @@ async function start (room, name) {
   if (app.media.error) notice(mediaHelp(app.media.error))
   const me = tile('self', `${name} (you)`, { local: true })
   me.querySelector('video').srcObject = app.media.stream
+  me.classList.toggle('mirrored', app.media.mirrored())
   setBadges(me, { audio: app.media.audioOn, video: app.media.videoOn })
+  watchLocalTracks()
   if (!window.isSecureContext) notice(insecureHelp())
   $('share').hidden = !Media.canShareScreen()
 
@@ -143,6 +145,14 @@ async function start (room, name) {
     const first = !app.joinedAt
     app.joinedAt = app.joinedAt || performance.now()
     if (first && detail.peers.length) toast(`In this call: ${detail.peers.map((p) => displayName(p.meta, p.id)).join(', ')}`)
+    if (!first) {
+      // Back after a drop: peers the room no longer lists get the grace a returning
+      // peer gets, then go (they may have left while we were away).
+      const listed = new Set(detail.peers.map((p) => p.id))
+      for (const id of [...app.peers.keys()]) {
+        if (!listed.has(id) && !app.rejoinTimers.has(id)) app.rejoinTimers.set(id, setTimeout(() => dropPeer(id), REJOIN_GRACE_MS))
+      }
+    }
     for (const p of detail.peers) addPeer(p.id, p.meta, true)
   })
   sig.addEventListener('peer-joined', ({ detail }) => {
@@ -183,6 +193,36 @@ function roomFull () {
   $('full-size').textContent = String(app.roomSize)
   $('full-lobby').onclick = () => location.assign(`${location.pathname}?lobby=`)
   $('full-lobby').focus()
+}
+
+// What the badges and the others are told: a track that is off, muted by the system
+// (iOS stops the camera of a page in the background) or ended counts as off.
+function localState () {
+  const live = (t) => t && t.readyState === 'live' && !t.muted && t.enabled
+  const audio = app.media.stream ? app.media.stream.getAudioTracks()[0] : null
+  return { audio: app.media.audioOn && live(audio), video: app.media.videoOn && live(app.media.cameraTrack) }
+}
+
+function showLocalState () {
+  setBadges(tile('self'), localState())
+  sendState()
+}
+
+// The system can take the camera or microphone away (another app, a phone call, the
+// tab in the background, a device unplugged): say so and tell the others.
+function watchLocalTracks () {
+  for (const t of app.media.tracks()) {
+    if (t.rtcdevWatched) continue
+    t.rtcdevWatched = true
+    t.addEventListener('mute', showLocalState)
+    t.addEventListener('unmute', showLocalState)
+    t.addEventListener('ended', () => {
+      showLocalState()
+      if (t === app.media.cameraTrack || t.kind === 'audio') {
+        toast(`Your ${t.kind === 'audio' ? 'microphone' : 'camera'} stopped (another app may have taken it).`)
+      }
+    })
+  }
 }
 
 function displayName (meta, id) {
@@ -292,7 +332,9 @@ async function onSignal (from, data) {
 }
 
 function sendState (to) {
-  const data = { kind: 'state', audio: app.media.audioOn, video: app.media.videoOn && !!app.media.cameraTrack }
+  if (!app.signaling) return
+  const s = localState()
+  const data = { kind: 'state', audio: s.audio, video: s.video || !!app.media.screenTrack }
   if (to) app.signaling.signal(to, data)
   else app.signaling.broadcast(data)
 }
@@ -326,11 +368,19 @@ function wireControls () {
     sendState()
   }
   $('switch').onclick = async () => {
+    const me = tile('self')
     try {
       const track = await app.media.switchCamera()
       if (track && !app.media.screenTrack) for (const p of app.peers.values()) await p.replaceVideo(track)
-      tile('self').querySelector('video').srcObject = app.media.stream
-    } catch (err) { log(`switch camera: ${err}`) }
+    } catch (err) {
+      log(`switch camera: ${err}`)
+      toast(`Could not switch the camera (${err.name || err.message}); still using the one you had.`)
+      if (app.media.cameraTrack && !app.media.screenTrack) for (const p of app.peers.values()) await p.replaceVideo(app.media.cameraTrack)
+    }
+    me.querySelector('video').srcObject = app.media.stream
+    me.classList.toggle('mirrored', app.media.mirrored())
+    watchLocalTracks()
+    showLocalState()
   }
   $('share').onclick = async () => {
     const me = tile('self')
@@ -339,6 +389,7 @@ function wireControls () {
       for (const p of app.peers.values()) await p.replaceVideo(app.media.cameraTrack)
       me.classList.remove('screen')
       me.querySelector('video').srcObject = app.media.stream
+      me.classList.toggle('mirrored', app.media.mirrored())
       toggle($('share'), true)
       return
     }
@@ -346,10 +397,14 @@ function wireControls () {
       const track = await app.media.startScreen()
       for (const p of app.peers.values()) await p.replaceVideo(track)
       me.classList.add('screen')
+      me.classList.remove('mirrored')
       me.querySelector('video').srcObject = new MediaStream([track])
       toggle($('share'), false)
       track.onended = () => { if (app.media.screenTrack === track) $('share').click() }
-    } catch (err) { log(`share screen: ${err}`) }
+    } catch (err) {
+      log(`share screen: ${err}`)
+      if (err.name !== 'NotAllowedError') toast(`Could not share the screen (${err.name || err.message}).`)
+    }
   }
   $('copy').onclick = async () => {
     const link = `${location.origin}/?room=${encodeURIComponent(app.room)}`

@@ -31,7 +31,7 @@ export class Media {
       this.error = 'insecure'
       return null
     }
-    const video = cameraId ? { deviceId: { exact: cameraId } } : { facingMode: this.facing, width: { ideal: 1280 }, height: { ideal: 720 } }
+    const video = this.cameraConstraints(cameraId)
     const audio = micId ? { deviceId: { exact: micId } } : true
     const attempts = [{ video, audio }, { audio }, { video }]
     for (const constraints of attempts) {
@@ -62,31 +62,68 @@ export class Media {
     if (this.cameraTrack) this.cameraTrack.enabled = on
   }
 
-  // The next camera: front/back on phones, the next device elsewhere. Returns the new track.
+  // Phones and tablets, where cameras are chosen by the way they face. iPadOS says
+  // "Macintosh" but has a touch screen.
+  static isMobile () {
+    const ua = navigator.userAgent
+    return /Android|iPhone|iPad|iPod/.test(ua) || (/Macintosh/.test(ua) && navigator.maxTouchPoints > 1)
+  }
+
+  // The camera the page asks for: the facing direction on phones (front and back, not
+  // every lens one by one), the device elsewhere, always with the same size.
+  cameraConstraints (deviceId) {
+    const size = { width: { ideal: 1280 }, height: { ideal: 720 } }
+    return deviceId ? { deviceId: { exact: deviceId }, ...size } : { facingMode: this.facing, ...size }
+  }
+
+  // The next camera: front/back on phones, the next device elsewhere. The old camera is
+  // stopped before the new one opens (many Android phones cannot open two at once); if
+  // the new one fails, the old one is opened again and the error is thrown. Returns the
+  // new track.
   async switchCamera () {
     if (!this.stream) return null
-    const { cameras } = await this.devices()
     let constraints
-    if (cameras.length > 2 || !/Android|iPhone|iPad/.test(navigator.userAgent)) {
-      const current = this.cameraTrack && this.cameraTrack.getSettings().deviceId
-      const i = cameras.findIndex((c) => c.deviceId === current)
-      const next = cameras[(i + 1) % Math.max(cameras.length, 1)]
-      if (!next) return null
-      constraints = { deviceId: { exact: next.deviceId } }
-    } else {
+    const previous = { facing: this.facing, deviceId: this.cameraTrack && this.cameraTrack.getSettings().deviceId }
+    if (Media.isMobile()) {
       this.facing = this.facing === 'user' ? 'environment' : 'user'
-      constraints = { facingMode: this.facing }
+      constraints = this.cameraConstraints()
+    } else {
+      const { cameras } = await this.devices()
+      if (cameras.length < 2) throw new Error('there is no other camera')
+      const i = cameras.findIndex((c) => c.deviceId === previous.deviceId)
+      constraints = this.cameraConstraints(cameras[(i + 1) % cameras.length].deviceId)
     }
-    const fresh = await navigator.mediaDevices.getUserMedia({ video: constraints })
+    this.dropCamera()
+    try {
+      return await this.openCamera(constraints)
+    } catch (err) {
+      this.facing = previous.facing
+      await this.openCamera(this.cameraConstraints(Media.isMobile() ? undefined : previous.deviceId)).catch(() => {})
+      throw err
+    }
+  }
+
+  dropCamera () {
+    if (!this.cameraTrack) return
+    this.stream.removeTrack(this.cameraTrack)
+    this.cameraTrack.stop()
+    this.cameraTrack = null
+  }
+
+  async openCamera (video) {
+    const fresh = await navigator.mediaDevices.getUserMedia({ video })
     const track = fresh.getVideoTracks()[0]
-    if (this.cameraTrack) {
-      this.stream.removeTrack(this.cameraTrack)
-      this.cameraTrack.stop()
-    }
     track.enabled = this.videoOn
     this.stream.addTrack(track)
     this.cameraTrack = track
     return track
+  }
+
+  // Whether the local preview should be mirrored: the front camera only.
+  mirrored () {
+    if (this.screenTrack || !this.cameraTrack) return false
+    const facing = this.cameraTrack.getSettings().facingMode
+    return facing ? facing === 'user' : this.facing === 'user'
   }
 
   async startScreen () {

@@ -3,6 +3,9 @@
 // connection fails or stays disconnected, and a negotiated data channel for chat.
 
 const DISCONNECTED_RESTART_MS = 4000
+// An offer with no answer by then (lost while the hub or the network was away) is
+// rolled back and made again with an ICE restart.
+const OFFER_TIMEOUT_MS = 10000
 
 export class Peer extends EventTarget {
   constructor ({ id, meta, selfId, iceServers, send, media, offerer }) {
@@ -19,6 +22,7 @@ export class Peer extends EventTarget {
     this.remoteStream = new MediaStream()
     this.remoteState = { audio: true, video: true }
     this.restartTimer = null
+    this.offerTimer = null
     this.chat = null
     this.pc = new RTCPeerConnection({ iceServers })
     this.wire()
@@ -39,6 +43,7 @@ export class Peer extends EventTarget {
         this.makingOffer = true
         await pc.setLocalDescription()
         this.send({ kind: 'sdp', description: pc.localDescription })
+        this.watchOffer()
       } catch (err) {
         this.emit('log', `negotiation failed: ${err}`)
       } finally {
@@ -60,6 +65,20 @@ export class Peer extends EventTarget {
       if (s === 'failed') this.restartIce()
       if (s === 'disconnected') this.restartTimer = setTimeout(() => this.restartIce(), DISCONNECTED_RESTART_MS)
     }
+  }
+
+  watchOffer () {
+    clearTimeout(this.offerTimer)
+    this.offerTimer = setTimeout(async () => {
+      if (this.pc.signalingState !== 'have-local-offer') return
+      this.emit('log', 'offer unanswered; offering again')
+      try {
+        await this.pc.setLocalDescription({ type: 'rollback' })
+        this.pc.restartIce()
+      } catch (err) {
+        this.emit('log', `rollback failed: ${err}`)
+      }
+    }, OFFER_TIMEOUT_MS)
   }
 
   addLocalMedia () {
@@ -132,10 +151,21 @@ export class Peer extends EventTarget {
     this.pc.restartIce()
   }
 
+  // Sends `track` (or nothing, for null) as this peer's video. A page that joined
+  // without a camera has a receive-only video transceiver: sharing its screen turns it
+  // to send-and-receive, which renegotiates; without any video transceiver (the far
+  // side offered none) the track is added.
   async replaceVideo (track) {
-    const sender = this.pc.getSenders().find((s) => s.track && s.track.kind === 'video') ||
-      this.pc.getTransceivers().find((t) => t.receiver.track.kind === 'video' && t.sender)?.sender
-    if (sender) await sender.replaceTrack(track)
+    const tr = this.pc.getTransceivers().find((t) => t.receiver.track.kind === 'video' && !t.stopped)
+    if (!tr) {
+      if (track) this.pc.addTrack(track, new MediaStream([track]))
+      return
+    }
+    await tr.sender.replaceTrack(track)
+    if (track && (tr.direction === 'recvonly' || tr.direction === 'inactive')) {
+      tr.sender.setStreams(new MediaStream([track]))
+      tr.direction = 'sendrecv'
+    }
   }
 
   sendChat (msg) {
@@ -148,6 +178,7 @@ export class Peer extends EventTarget {
 
   close () {
     clearTimeout(this.restartTimer)
+    clearTimeout(this.offerTimer)
     this.pc.close()
     this.emit('closed')
   }

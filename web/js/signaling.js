@@ -3,6 +3,9 @@
 const BACKOFF_START_MS = 500
 const BACKOFF_MAX_MS = 8000
 const KEEPALIVE_MS = 20000
+// Signals written while the hub is away wait for the next `joined`; past this many the
+// oldest are dropped (a restart renegotiates anyway).
+const MAX_QUEUED_SIGNALS = 200
 
 export class Signaling extends EventTarget {
   constructor (url) {
@@ -16,6 +19,8 @@ export class Signaling extends EventTarget {
     this.backoff = BACKOFF_START_MS
     this.closed = false
     this.keepalive = null
+    this.joined = false
+    this.queued = []
   }
 
   emit (type, detail) {
@@ -39,6 +44,11 @@ export class Signaling extends EventTarget {
         this.iceServers = msg.iceServers || []
         this.emit('welcome', msg)
         if (this.room) this.send({ type: 'join', room: this.room, meta: this.meta })
+      } else if (msg.type === 'joined') {
+        this.joined = true
+        this.emit(msg.type, msg)
+        // What was written while away goes out now, in order, after the join.
+        for (const m of this.queued.splice(0)) this.send(m)
       } else {
         this.emit(msg.type, msg)
       }
@@ -46,6 +56,7 @@ export class Signaling extends EventTarget {
     ws.onclose = (ev) => {
       clearInterval(this.keepalive)
       if (this.ws !== ws) return
+      this.joined = false
       this.emit('disconnected', { code: ev.code })
       if (this.closed) return
       const wait = this.backoff
@@ -61,11 +72,20 @@ export class Signaling extends EventTarget {
   }
 
   signal (to, data) {
-    this.send({ type: 'signal', to, data })
+    this.sendOrQueue({ type: 'signal', to, data })
   }
 
   broadcast (data) {
-    this.send({ type: 'signal', data })
+    this.sendOrQueue({ type: 'signal', data })
+  }
+
+  // Signals need a room: while the hub is away (or the join is not answered yet) they
+  // wait, instead of being dropped without a word.
+  sendOrQueue (msg) {
+    if (this.joined && this.send(msg)) return
+    if (this.closed) return
+    this.queued.push(msg)
+    if (this.queued.length > MAX_QUEUED_SIGNALS) this.queued.shift()
   }
 
   send (msg) {
