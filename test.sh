@@ -20,6 +20,8 @@ declare -A tools=(
   [redis-server]=redis-server
   [node]=nodejs
   [npm]=npm
+  [zbarimg]=zbar-tools
+  [script]=bsdutils
 )
 missing=()
 for tool in "${!tools[@]}"; do

@@ -7,15 +7,6 @@ mod common;
 
 use std::process::Command;
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        .unwrap_or(false)
-}
-
 #[test]
 fn calling_page_in_chromium() {
     if std::env::var("RTCDEV_SKIP_BROWSER").as_deref() == Ok("1") {
@@ -23,7 +14,7 @@ fn calling_page_in_chromium() {
         return;
     }
     assert!(
-        is_root(),
+        common::is_root(),
         "the browser test makes a network namespace and needs root; set RTCDEV_SKIP_BROWSER=1 to skip it"
     );
     common::require("chromium", "chromium");

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{Sandbox, require};
 
 #[test]
-fn json_urls_no_qr_off_a_terminal_and_sigterm_exits_0() {
+fn json_urls_fingerprint_and_sigterm_exits_0() {
     let sb = Sandbox::new();
     let mut proc = sb.spawn(&[
         "serve",
@@ -80,27 +80,161 @@ fn json_urls_no_qr_off_a_terminal_and_sigterm_exits_0() {
 
     proc.sigterm();
     assert_eq!(proc.wait_exit().code(), Some(0));
-    let rest: Vec<String> = proc.lines.by_ref().map_while(Result::ok).collect();
-    assert!(
-        !rest.iter().any(|l| l.contains('█')),
-        "no QR code off a terminal"
-    );
 }
 
-#[test]
-fn qr_only_when_forced() {
-    let sb = Sandbox::new();
-    let mut proc = sb.spawn(&["serve", "--bind", "127.0.0.1", "--port", "0", "--qr"]);
-    let mut saw_qr = false;
-    for line in proc.lines.by_ref().map_while(Result::ok) {
-        if line.contains('█') {
-            saw_qr = true;
+/// `rtcdev serve` inside a network namespace whose only non-loopback address is a LAN
+/// one (192.168.77.10 on a dummy interface), so it has a phone link to show; on a
+/// terminal (a pty from `script`) when `tty` is set, else on a pipe. The banner lines up
+/// to the CA line, read with a deadline.
+fn banner_in_a_lan_namespace(sb: &Sandbox, tty: bool, extra: &str) -> Vec<String> {
+    assert!(
+        common::is_root(),
+        "this test makes a network namespace and needs root (./test.sh runs as root in CI)"
+    );
+    require("unshare", "util-linux");
+    require("script", "bsdutils");
+    let bin = assert_cmd::cargo::cargo_bin("rtcdev");
+    let serve = format!("{} serve --port 0 --room qr-room {extra}", bin.display());
+    let run = if tty {
+        format!("exec script -qfec '{serve}' /dev/null")
+    } else {
+        format!("exec {serve}")
+    };
+    let setup = "ip link set lo up && ip link add d0 type veth peer name d1 && \
+                 ip addr add 192.168.77.10/24 dev d0 && ip link set d0 up && ip link set d1 up";
+    let mut child = Command::new("unshare")
+        .args(["--net", "sh", "-c", &format!("{setup} && {run}")])
+        .current_dir(sb.path())
+        .env("HOME", sb.path())
+        .env("RUST_LOG", "warn")
+        .env_remove("RTCDEV_CAROOT")
+        .env_remove("CAROOT")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line.trim_end_matches('\r').to_string()).is_err() {
+                return;
+            }
         }
-        if line.contains("Certificate by the local CA") {
-            break;
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains("Certificate by the local CA");
+                lines.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => panic!("no whole banner within 20 s:\n{}", lines.join("\n")),
         }
     }
-    assert!(saw_qr);
+    child.kill().ok();
+    child.wait().ok();
+    lines
+}
+
+/// Reads a QR code drawn with half blocks (`▀▄█` and spaces, light modules as blocks)
+/// by painting it into a PGM image and decoding that with zbarimg.
+fn decode_terminal_qr(sb: &Sandbox, rows: &[String]) -> String {
+    require("zbarimg", "zbar-tools");
+    const SCALE: usize = 6;
+    let cells: Vec<Vec<char>> = rows.iter().map(|r| r.chars().collect()).collect();
+    let width = cells.iter().map(Vec::len).max().unwrap_or(0);
+    let height = cells.len() * 2;
+    // A dark margin (the terminal) around the code's own light quiet zone.
+    let (w, h) = ((width + 8) * SCALE, (height + 8) * SCALE);
+    let mut img = vec![0u8; w * h];
+    for (y, row) in cells.iter().enumerate() {
+        for (x, c) in row.iter().enumerate() {
+            let (top, bottom) = match c {
+                '█' => (true, true),
+                '▀' => (true, false),
+                '▄' => (false, true),
+                _ => (false, false),
+            };
+            for (half, light) in [(0, top), (1, bottom)] {
+                if !light {
+                    continue;
+                }
+                let (px, py) = ((x + 4) * SCALE, ((y * 2 + half) + 4) * SCALE);
+                for dy in 0..SCALE {
+                    let at = (py + dy) * w + px;
+                    img[at..at + SCALE].fill(255);
+                }
+            }
+        }
+    }
+    let path = sb.path().join("qr.pgm");
+    let mut pgm = format!("P5\n{w} {h}\n255\n").into_bytes();
+    pgm.extend_from_slice(&img);
+    std::fs::write(&path, pgm).unwrap();
+    let out = Command::new("zbarimg")
+        .args(["--raw", "-q"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "zbarimg read no QR code");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// With a LAN address and a terminal, the banner carries a QR code of the phone link,
+/// and that is what a phone reads from it; on a pipe (a log file, a CI job) there is
+/// no QR code, the phone link is still printed.
+#[test]
+fn the_qr_code_reads_the_phone_link_on_a_terminal_only() {
+    let sb = Sandbox::new();
+    let lines = banner_in_a_lan_namespace(&sb, true, "");
+    let phone = lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("➜  Phone:"))
+        .unwrap_or_else(|| panic!("no phone link:\n{}", lines.join("\n")))
+        .trim()
+        .to_string();
+    assert!(
+        phone.starts_with("http://192.168.77.10:") && phone.ends_with("/join?room=qr-room"),
+        "{phone}"
+    );
+    let rows: Vec<String> = lines
+        .iter()
+        .skip_while(|l| !l.contains("Scan to join"))
+        .skip(1)
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
+        .collect();
+    assert!(
+        rows.len() > 10,
+        "no QR code on a terminal:\n{}",
+        lines.join("\n")
+    );
+    assert_eq!(decode_terminal_qr(&sb, &rows), phone);
+
+    let piped = banner_in_a_lan_namespace(&sb, false, "");
+    assert!(
+        piped.iter().any(|l| l.contains("Phone:")),
+        "{}",
+        piped.join("\n")
+    );
+    assert!(
+        !piped
+            .iter()
+            .any(|l| l.contains('█') || l.contains("Scan to join")),
+        "no QR code off a terminal:\n{}",
+        piped.join("\n")
+    );
+    // --qr forces it even there.
+    let forced = banner_in_a_lan_namespace(&sb, false, "--qr");
+    assert!(forced.iter().any(|l| l.contains("Scan to join")));
 }
 
 #[test]

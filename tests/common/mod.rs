@@ -143,6 +143,16 @@ fn scrub(cmd: &mut assert_cmd::Command, home: &Path) {
     cmd.env("HOME", home).env("RUST_LOG", "warn");
 }
 
+/// Whether the tests run as root (network namespaces need it; CI runs as root).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
 /// Whether a program is on PATH.
 pub fn have(program: &str) -> bool {
     Command::new("sh")
