@@ -245,7 +245,7 @@ async fn two_hubs_act_as_one_for_native_and_socketio_peers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn order_and_room_size_hold_across_processes() {
+async fn order_and_room_size_hold_across_two_hubs() {
     let redis = Redis::start();
     let cfg = HubConfig {
         max_peers_per_room: 2,
@@ -507,6 +507,20 @@ async fn a_clean_shutdown_withdraws_its_peers_at_once() {
     // Through Redis (the env variable's): B's joiner sees A's peer.
     assert_eq!(ids(&b.join("r").await), vec![a.id.clone()]);
     a.recv_type("peer-joined").await;
+    // Between two real processes, what one peer sends arrives in order (a burst
+    // within the default rate limit's 200).
+    const N: u64 = 150;
+    for i in 0..N {
+        a.send(json!({"type": "signal", "to": b.id, "data": {"seq": i}}))
+            .await;
+    }
+    for i in 0..N {
+        assert_eq!(
+            b.recv_type("signal").await["data"]["seq"],
+            i,
+            "out of order"
+        );
+    }
     let started = Instant::now();
     leaving.sigterm();
     let left = tokio::time::timeout(Duration::from_secs(15), b.recv_type("peer-left"))
@@ -546,4 +560,10 @@ async fn signals_during_an_outage_are_dropped_not_delivered_late() {
         .await;
     let first = b1.recv_type("signal").await;
     assert_eq!(first["data"]["n"], "after", "{first}");
+    // And the one from the outage never comes later either.
+    let late = tokio::time::timeout(Duration::from_secs(2), b1.recv_type("signal")).await;
+    assert!(
+        late.is_err(),
+        "a signal from the outage arrived late: {late:?}"
+    );
 }

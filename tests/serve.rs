@@ -619,6 +619,9 @@ async fn garbage_and_half_open_connections_do_not_hurt() {
     for _ in 0..50 {
         idle.push(tokio::net::TcpStream::connect(run.addr).await.unwrap());
     }
+    // A TLS connection that completes its handshake and never sends a request.
+    let mut silent = common::tls_connect(run.addr, "localhost", &der).await;
+    let silent_since = std::time::Instant::now();
     // A TLS record header followed by garbage, and raw binary noise.
     for junk in [
         &b"\x16\x03\x01\x00\x05hello-not-tls"[..],
@@ -666,6 +669,17 @@ async fn garbage_and_half_open_connections_do_not_hurt() {
             .unwrap_or(0);
         assert_eq!(n, 0);
     }
+    // And the silent TLS one by the first-request timeout.
+    let limit = rtcdev::server::FIRST_REQUEST_TIMEOUT + Duration::from_secs(5);
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(
+        limit.saturating_sub(silent_since.elapsed()),
+        silent.read(&mut buf),
+    )
+    .await
+    .expect("a TLS connection without a request was never closed")
+    .unwrap_or(0);
+    assert_eq!(n, 0);
 }
 
 /// The upstream sees the client's Host and address, never what the client claims in
@@ -884,6 +898,48 @@ async fn embedded_turn_server_is_in_config_json_and_relays() {
             .iter()
             .any(|r| r.relay_echoes == Some(rtcdev::probe::RELAY_ECHOES))
     );
+    // The hub's welcome on /ws carries the same TURN server, with REST credentials made
+    // for that peer from the embedded server's secret.
+    use futures_util::StreamExt;
+    let tls = common::tls_connect(run.addr, "localhost", &run.ca.cert_der).await;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{}/ws", run.addr.port()), tls)
+            .await
+            .unwrap();
+    let welcome = match tokio::time::timeout(common::WAIT, ws.next()).await {
+        Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t)))) => {
+            serde_json::from_str::<serde_json::Value>(&t).unwrap()
+        }
+        other => panic!("no welcome: {other:?}"),
+    };
+    let id = welcome["id"].as_str().unwrap();
+    let turn = welcome["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["urls"][0]
+                .as_str()
+                .is_some_and(|u| u.starts_with("turn:"))
+        })
+        .unwrap_or_else(|| panic!("no TURN server in welcome: {welcome}"));
+    let user = turn["username"].as_str().unwrap();
+    assert!(user.ends_with(&format!(":{id}")), "{user}");
+    assert_eq!(
+        turn["credential"].as_str().unwrap(),
+        rtcdev::ice::turn_rest_password("embedded-secret", user)
+    );
+    let config_urls = &v["iceServers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["urls"][0]
+                .as_str()
+                .is_some_and(|u| u.starts_with("turn:"))
+        })
+        .unwrap()["urls"];
+    assert_eq!(&turn["urls"], config_urls);
 }
 
 /// Ctrl-C or SIGTERM on `serve`: an open WebSocket (over TLS) gets close 1001, and the
@@ -979,5 +1035,41 @@ fn a_taken_default_port_falls_back_at_most_ten_ports() {
     assert!(
         err.contains(&format!("port {base} on 127.0.0.1 is in use")),
         "{err}"
+    );
+}
+
+/// The join page (plain HTTP) asks `https://same-host/trust-check` whether this device
+/// trusts the CA: 204, never cached, readable by that plain-HTTP origin of the same
+/// host and by no other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trust_check_answers_the_join_page_over_https() {
+    let sb = Sandbox::new();
+    let run = start(&sb, vec![]).await;
+    let der = run.ca.cert_der.to_vec();
+    let port = run.addr.port();
+    let ask = |origin: String| {
+        format!(
+            "GET /trust-check HTTP/1.1\r\nHost: localhost:{port}\r\nOrigin: {origin}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let own = format!("http://localhost:{port}");
+    let r = https_request(run.addr, "localhost", &der, &ask(own.clone()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("access-control-allow-origin"), Some(own.as_str()));
+    let foreign = https_request(
+        run.addr,
+        "localhost",
+        &der,
+        &ask("http://evil.example".into()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        foreign.header("access-control-allow-origin").is_none(),
+        "{:?}",
+        foreign.headers
     );
 }

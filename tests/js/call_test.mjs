@@ -377,7 +377,7 @@ async function checks () {
       const f0 = Object.values(before)[0].frames
       const after = await until('media still flowing', async () => {
         const m = Object.values(await media(a.page))
-        return m.length === 1 && m[0].state === 'connected' && m[0].frames > f0 + 10 && m
+        return m.length === 1 && m[0].state === 'connected' && m[0].frames > f0 + 10 && m[0].samples > Object.values(before)[0].samples && m
       })
       // Both ways, on the very same peer connections.
       await until('media still flowing at Bob', async () => {
