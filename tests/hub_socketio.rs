@@ -358,6 +358,17 @@ impl RawEio {
             .unwrap();
     }
 
+    /// Reads until a packet that starts with `prefix`; panics if the connection ends.
+    async fn until(&mut self, prefix: &str) -> String {
+        loop {
+            match self.next().await {
+                Some(p) if p.starts_with(prefix) => return p,
+                Some(_) => {}
+                None => panic!("the connection ended before {prefix}"),
+            }
+        }
+    }
+
     /// The next text packet, or `None` once the server closed the connection.
     async fn next(&mut self) -> Option<String> {
         use futures_util::StreamExt;
@@ -436,17 +447,14 @@ async fn oversized_socketio_payloads_end_the_connection() {
     // WebSocket: a message under the limit is relayed, one over it closes the socket.
     let mut big = RawEio::connect(&hub, true).await;
     let mut other = RawEio::connect(&hub, true).await;
-    big.send(r#"42["join","big"]"#).await;
-    other.send(r#"42["join","big"]"#).await;
+    for c in [&mut big, &mut other] {
+        c.send(r#"42["join","big"]"#).await;
+        c.until(r#"42["joined""#).await;
+    }
     let small = format!(r#"42["message",{{"pad":"{}"}}]"#, "x".repeat(500));
     big.send(&small).await;
-    loop {
-        let p = other.next().await.expect("the small message");
-        if p.starts_with(r#"42["message""#) {
-            assert!(p.contains(&"x".repeat(500)));
-            break;
-        }
-    }
+    let p = other.until(r#"42["message""#).await;
+    assert!(p.contains(&"x".repeat(500)));
     let large = format!(r#"42["message",{{"pad":"{}"}}]"#, "x".repeat(2000));
     big.send(&large).await;
     while let Some(p) = big.next().await {
@@ -454,8 +462,14 @@ async fn oversized_socketio_payloads_end_the_connection() {
     }
     // The other peer is told it left and never gets the oversized message.
     loop {
-        let p = other.next().await.expect("userLeft");
-        assert!(!p.contains(&"x".repeat(2000)));
+        let p = other
+            .next()
+            .await
+            .expect("userLeft before the connection ends");
+        assert!(
+            !p.contains(&"x".repeat(2000)),
+            "the oversized message was relayed"
+        );
         if p.starts_with(r#"42["userLeft""#) {
             break;
         }

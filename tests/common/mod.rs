@@ -56,7 +56,18 @@ impl Sandbox {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("rtcdev");
-        let lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        // Read on a thread of its own, so a test waits for a line with a deadline and
+        // the server's later prints never hit a closed pipe.
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufRead::lines(std::io::BufReader::new(out)).map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
         Spawned { child, lines }
     }
 
@@ -87,20 +98,28 @@ impl Sandbox {
     }
 }
 
-/// A running rtcdev, killed on drop. Its stdout stays open (`lines`) so the server's
-/// later prints never hit a closed pipe.
+/// A running rtcdev, killed on drop; its stdout lines as they come.
 pub struct Spawned {
     pub child: std::process::Child,
-    pub lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    pub lines: std::sync::mpsc::Receiver<String>,
 }
 
+/// How long a spawned rtcdev gets to print the next line a test waits for.
+pub const LINE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
 impl Spawned {
-    /// The next stdout line; panics when the process has exited.
+    /// The next stdout line; panics when the process has exited or printed nothing for
+    /// [`LINE_WAIT`].
     pub fn line(&mut self) -> String {
-        self.lines
-            .next()
-            .expect("rtcdev exited before printing that")
-            .unwrap()
+        match self.lines.recv_timeout(LINE_WAIT) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("rtcdev printed nothing for {LINE_WAIT:?}")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("rtcdev exited before printing that")
+            }
+        }
     }
 
     /// Sends SIGTERM.
@@ -129,8 +148,9 @@ impl Spawned {
 
 impl Drop for Spawned {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // It may have exited already; either way it is reaped.
+        self.child.kill().ok();
+        self.child.wait().ok();
     }
 }
 
@@ -441,10 +461,21 @@ impl SioClient {
         }
     }
 
+    /// Asks the client to disconnect and waits for its process to end, cleanly.
     pub async fn close(mut self) {
         use tokio::io::AsyncWriteExt;
-        let _ = self.stdin.write_all(b"{\"close\":true}\n").await;
-        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+        self.stdin
+            .write_all(b"{\"close\":true}\n")
+            .await
+            .expect("the socket.io client is still running");
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("the socket.io client ends after close")
+            .unwrap();
+        assert!(
+            status.success(),
+            "the socket.io client exited with {status}"
+        );
     }
 }
 
