@@ -152,6 +152,27 @@ async fn turn_flags_from_the_command_line_take_effect() {
         .as_str()
         .unwrap_or_else(|| panic!("an allocation: {row}"));
     assert!(relayed.starts_with("127.0.0.5:"), "{relayed}");
+    // The same over TLS on --tls-port, trusting the sandbox's CA.
+    let tls_row = {
+        let out = sb
+            .rtcdev()
+            .arg("--ca-dir")
+            .arg(sb.ca_dir())
+            .args(["probe", "--json", "--timeout", "3s", "--turn"])
+            .arg(format!("turns:localhost:{}", tls_addr.port()))
+            .args(["--secret", "s3cret"])
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["servers"][0].clone()
+    };
+    assert!(
+        tls_row["relayed"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("127.0.0.5:")),
+        "an allocation over TLS: {tls_row}"
+    );
     let bad = probe_json(&sb, udp, "wrong");
     assert_eq!(bad["servers"][0]["failure"], "auth", "{bad}");
     assert!(bad["servers"][0]["relayed"].is_null());
