@@ -524,15 +524,22 @@ async fn a_leave_racing_signals_ends_delivery() {
     let hub = common::unlimited_hub().await;
     let (mut a, mut b) = common::native_pair(&hub, "race").await;
     let b_id = b.id.clone();
+    const FLOOD: u64 = 2000;
     let flood = async {
-        for i in 0..500 {
+        for i in 0..FLOOD {
             a.send(json!({"type": "signal", "to": b_id, "data": {"i": i}}))
                 .await;
         }
         a
     };
     let leave = async {
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        // Leave in the middle of the flood: after the 50th signal arrived.
+        let mut got = 0;
+        while got < 50 {
+            if b.recv().await["type"] == "signal" {
+                got += 1;
+            }
+        }
         b.send(json!({"type": "leave"})).await;
         // The leave is not answered; a ping after it is, and it is queued behind
         // everything the hub delivered to b before the leave.
@@ -553,9 +560,21 @@ async fn a_leave_racing_signals_ends_delivery() {
             .is_err(),
         "a signal reached a peer that had left"
     );
-    // a learns b left, and a later signal to it is refused.
+    // a learns b left, and then that the rest of its flood, sent after the leave, and a
+    // later signal are refused as unknown-peer (the hub queues peer-left to a before
+    // any of those errors): the leave really landed mid-flood.
     a.recv_type("peer-left").await;
     a.send(json!({"type": "signal", "to": b_id, "data": {}}))
         .await;
-    assert_eq!(a.recv_type("error").await["code"], "unknown-peer");
+    let mut refused = 0;
+    while let Ok(v) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), a.recv_type("error")).await
+    {
+        assert_eq!(v["code"], "unknown-peer", "{v}");
+        refused += 1;
+    }
+    assert!(
+        refused > 1,
+        "only {refused} refused: the leave landed after the flood"
+    );
 }
