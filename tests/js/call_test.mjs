@@ -78,6 +78,42 @@ function media (page) {
   })
 }
 
+// What a page sends to each peer: the video sender's encoding limits and the video
+// bits a second measured over `ms`.
+async function sending (page, ms = 2000) {
+  const sample = () => page.evaluate(async () => {
+    const out = {}
+    for (const [id, p] of window.rtcdev.peers) {
+      const sender = p.pc.getSenders().find((s) => s.track && s.track.kind === 'video')
+      let bytes = 0
+      const stats = await p.pc.getStats()
+      stats.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') bytes += s.bytesSent || 0 })
+      const e = sender ? sender.getParameters().encodings[0] || {} : {}
+      out[id] = { bytes, maxBitrate: e.maxBitrate, scale: e.scaleResolutionDownBy, at: performance.now() }
+    }
+    return out
+  })
+  const a = await sample()
+  await sleep(ms)
+  const b = await sample()
+  return Object.fromEntries(Object.entries(b).map(([id, x]) => [id, { maxBitrate: x.maxBitrate, scale: x.scale, bps: a[id] ? Math.round((x.bytes - a[id].bytes) * 8000 / (x.at - a[id].at)) : null }]))
+}
+
+// Every sender of `page` carries the plan for a room of `size` and sends within it.
+async function checkUplink (page, size) {
+  const want = await page.evaluate(async (n) => (await import('/js/uplink.js')).plan(n - 1, false), size)
+  const got = await until(`the uplink plan for ${size}`, async () => {
+    const s = await sending(page)
+    const all = Object.values(s)
+    return all.length === size - 1 && all.every((x) => x.maxBitrate === want.maxBitrate && x.scale === want.scaleResolutionDownBy) && s
+  })
+  for (const x of Object.values(got)) {
+    // Measured over 2 s, with room for RTP headers and the encoder's overshoot.
+    if (x.bps > want.maxBitrate * 1.25) throw new Error(`a sender at ${x.bps} b/s past its ${want.maxBitrate}`)
+  }
+  return { perSender: want.maxBitrate, scale: want.scaleResolutionDownBy, measured: Object.values(got).map((x) => x.bps) }
+}
+
 // Every URL a page asks for (documents, scripts, fetches, WebSockets).
 const requested = []
 function recordRequests (page) {
@@ -159,7 +195,9 @@ async function checks () {
       }
       const [ma, mb] = [await decoded(a), await decoded(b)]
       const [va, vb] = [await playing(a), await playing(b)]
-      return { firstFrameMs: { ann: fa, bob: fb }, ann: ma, bob: mb, videoAtAnn: va.video, videoAtBob: vb.video }
+      // One receiver: the whole budget (up to the per-sender cap), full size.
+      const uplink = await checkUplink(a.page, 2)
+      return { firstFrameMs: { ann: fa, bob: fb }, ann: ma, bob: mb, videoAtAnn: va.video, videoAtBob: vb.video, uplink }
     })
     await check('stats-overlay', async () => {
       const text = await until('stats text', () => a.page.evaluate(() => {
@@ -339,7 +377,10 @@ async function checks () {
           return m.length === 2 && m.every((x) => x.state === 'connected' && x.frames > 0 && x.samples > 0)
         })
       }
-      return {}
+      // Two receivers each: the uplink split in two, at full size.
+      const uplink = {}
+      for (const p of all) uplink[p.name] = await checkUplink(p.page, 3)
+      return { uplink }
     })
     await check('leaver-disappears', async () => {
       await c.page.click('#leave')
@@ -408,13 +449,21 @@ async function checks () {
       const eight = []
       for (let i = 0; i < 8; i++) eight.push(await open(context, 'full', `P${i}`))
       for (const p of eight) {
-        await until(`${p.name} connected to seven`, async () => {
-          const m = Object.values(await media(p.page))
-          return m.length === 7 && m.every((x) => x.state === 'connected' && x.frames > 0)
-        }, 60000)
+        try {
+          await until(`${p.name} connected to seven`, async () => {
+            const m = Object.values(await media(p.page))
+            return m.length === 7 && m.every((x) => x.state === 'connected' && x.frames > 0)
+          }, 60000)
+        } catch (err) {
+          const m = Object.values(await media(p.page)).map((x) => [x.name, x.state, x.frames, x.width])
+          const events = await p.page.evaluate(() => window.rtcdev.events.slice(-15))
+          throw new Error(`${err.message}: ${JSON.stringify(m)} ${JSON.stringify(events)}`)
+        }
       }
       const size = await eight[0].page.evaluate(() => window.rtcdev.roomSize)
       if (size !== 8) throw new Error(`the page thinks rooms hold ${size}`)
+      // Seven receivers: a seventh of the budget each, captured at half size.
+      const uplink = await checkUplink(eight[0].page, 8)
       const ninth = await context.newPage()
       recordRequests(ninth)
       await ninth.goto(`${ORIGIN}/?room=full`)
@@ -427,7 +476,7 @@ async function checks () {
       }
       await ninth.close()
       for (const p of eight) await p.page.close()
-      return { text: text.replace(/\s+/g, ' ').trim().slice(0, 120) }
+      return { text: text.replace(/\s+/g, ' ').trim().slice(0, 120), uplink }
     })
     await check('no-request-leaves-the-origin', async () => {
       const own = (u) => u.startsWith(`${ORIGIN}/`) || u.startsWith(`wss://localhost:${PORT}/`) || u.startsWith('data:') || u.startsWith('blob:')

@@ -6,6 +6,7 @@ import { Signaling } from './signaling.js'
 import { Media } from './media.js'
 import { Peer } from './peers.js'
 import { summarize, format } from './stats.js'
+import * as uplink from './uplink.js'
 import { $, tile, removeTile, setBadges, notice, chatLine, eventLine, escapeHtml, toast } from './ui.js'
 
 // Until the hub's `welcome` says how many peers its rooms hold.
@@ -33,6 +34,7 @@ const app = {
   peers: new Map(), // hub id -> Peer
   stats: new Map(), // hub id -> last summary
   rejoinTimers: new Map(),
+  uplink: null, // the sending plan in force (uplink.js)
   iceServers: [],
   joinedAt: null,
   events: []
@@ -277,7 +279,10 @@ function addPeer (id, meta, weOffer) {
   peer.addEventListener('state', ({ detail }) => {
     el.dataset.state = detail
     log(`${meta.name || id}: ${detail}`)
-    if (detail === 'connected') sendState(peer.id)
+    if (detail === 'connected') {
+      sendState(peer.id)
+      replan()
+    }
     if (detail === 'closed' || (detail === 'failed' && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)
   })
   peer.addEventListener('chat', ({ detail }) => chatLine(detail.name, detail.text))
@@ -297,6 +302,12 @@ function peerLeft (id) {
   dropPeer(id)
 }
 
+// Splits the uplink between the peers again (a peer came, went, or the video changed).
+async function replan () {
+  const peers = [...app.peers.values()].filter((p) => p.pc.connectionState !== 'closed')
+  app.uplink = await uplink.apply(peers, !!app.media.screenTrack)
+}
+
 function dropPeer (id) {
   const peer = app.peers.get(id)
   if (!peer) return
@@ -306,6 +317,7 @@ function dropPeer (id) {
   app.stats.delete(id)
   peer.close()
   removeTile(id)
+  replan()
   log(`peer ${peer.meta.name || id} left`)
   toast(`${displayName(peer.meta, id)} left`)
 }
@@ -381,6 +393,7 @@ function wireControls () {
     me.classList.toggle('mirrored', app.media.mirrored())
     watchLocalTracks()
     showLocalState()
+    replan()
   }
   $('share').onclick = async () => {
     const me = tile('self')
@@ -391,15 +404,19 @@ function wireControls () {
       me.querySelector('video').srcObject = app.media.stream
       me.classList.toggle('mirrored', app.media.mirrored())
       toggle($('share'), true)
+      replan()
       return
     }
     try {
       const track = await app.media.startScreen()
       for (const p of app.peers.values()) await p.replaceVideo(track)
+      // A screen carries text: the encoder keeps its detail and drops frames instead.
+      track.contentHint = 'detail'
       me.classList.add('screen')
       me.classList.remove('mirrored')
       me.querySelector('video').srcObject = new MediaStream([track])
       toggle($('share'), false)
+      replan()
       track.onended = () => { if (app.media.screenTrack === track) $('share').click() }
     } catch (err) {
       log(`share screen: ${err}`)

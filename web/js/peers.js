@@ -3,9 +3,11 @@
 // connection fails or stays disconnected, and a negotiated data channel for chat.
 
 const DISCONNECTED_RESTART_MS = 4000
-// An offer with no answer by then (lost while the hub or the network was away) is
-// rolled back and made again with an ICE restart.
-const OFFER_TIMEOUT_MS = 10000
+// A re-offer (after the connection was up once) with no answer by then, lost while the
+// hub or the network was away, is rolled back and made again with an ICE restart. A
+// first offer is never rolled back: a busy peer may take long to answer it, and the
+// transport it sets up cannot be taken back.
+const OFFER_TIMEOUT_MS = 15000
 
 export class Peer extends EventTarget {
   constructor ({ id, meta, selfId, iceServers, send, media, offerer }) {
@@ -23,6 +25,7 @@ export class Peer extends EventTarget {
     this.remoteState = { audio: true, video: true }
     this.restartTimer = null
     this.offerTimer = null
+    this.wasConnected = false
     this.chat = null
     this.pc = new RTCPeerConnection({ iceServers })
     this.wire()
@@ -60,6 +63,7 @@ export class Peer extends EventTarget {
     }
     pc.onconnectionstatechange = () => {
       const s = pc.connectionState
+      if (s === 'connected') this.wasConnected = true
       this.emit('state', s)
       clearTimeout(this.restartTimer)
       if (s === 'failed') this.restartIce()
@@ -69,6 +73,7 @@ export class Peer extends EventTarget {
 
   watchOffer () {
     clearTimeout(this.offerTimer)
+    if (!this.wasConnected) return
     this.offerTimer = setTimeout(async () => {
       if (this.pc.signalingState !== 'have-local-offer') return
       this.emit('log', 'offer unanswered; offering again')
