@@ -28,9 +28,10 @@ pub struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
-    /// Directory of the local CA (rootCA.pem, rootCA-key.pem). Default: mkcert's CAROOT
-    /// if set, else the platform data directory (~/.local/share/rtcdev on Linux).
-    #[arg(long, global = true, env = "RTCDEV_CAROOT", value_name = "DIR")]
+    /// Directory of the local CA (rootCA.pem, rootCA-key.pem), also from RTCDEV_CAROOT
+    /// (set but empty counts as unset). Default: mkcert's CAROOT if set, else the
+    /// platform data directory (~/.local/share/rtcdev on Linux).
+    #[arg(long, global = true, value_name = "DIR")]
     pub ca_dir: Option<PathBuf>,
 
     /// The subcommand.
@@ -119,6 +120,21 @@ impl ProbeArgs {
             secret: self.secret,
         };
         Ok((task, self.json))
+    }
+}
+
+impl Cli {
+    /// Parses the command line, then takes `RTCDEV_CAROOT` for `--ca-dir` when the flag is
+    /// absent. Read here rather than by clap, which refuses a variable that is set but
+    /// empty (as shells and .env files leave it) for every command.
+    pub fn parse_with_env() -> Cli {
+        let mut cli = Cli::parse();
+        if cli.ca_dir.is_none() {
+            cli.ca_dir = std::env::var_os("RTCDEV_CAROOT")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from);
+        }
+        cli
     }
 }
 

@@ -2,13 +2,12 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use rtcdev::cert::command::{self as cert_cmd, CertTask};
 use rtcdev::cli::{Cli, Command, ServeTask};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_env();
     init_tracing(cli.verbose);
     rtcdev::cert::tls::install_default_provider();
     match run(cli) {

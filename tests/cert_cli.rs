@@ -253,6 +253,16 @@ fn caroot_prints_the_directory() {
         .assert()
         .success()
         .stdout("/mk/root\n");
+    // Set but empty (as shells and .env files leave it): as if unset.
+    sb.rtcdev()
+        .args(["cert", "--caroot"])
+        .env("RTCDEV_CAROOT", "")
+        .assert()
+        .success()
+        .stdout(format!(
+            "{}\n",
+            sb.path().join(".local/share/rtcdev").display()
+        ));
     // With several: --ca-dir over RTCDEV_CAROOT over CAROOT.
     sb.rtcdev()
         .args(["--ca-dir", "/flag/dir", "cert", "--caroot"])
