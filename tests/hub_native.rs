@@ -578,3 +578,94 @@ async fn a_leave_racing_signals_ends_delivery() {
         "only {refused} refused: the leave landed after the flood"
     );
 }
+
+/// A phone that changes networks comes back on a new connection before the hub noticed
+/// the old one was dead: with the token its `welcome` carried it takes its place back.
+/// It keeps its id and its room, the others are told nothing (their connections to it
+/// stand), what they send reaches the new connection, and the old one is closed with
+/// 4001 without taking the place with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_takes_the_place_back_silently() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let (mut a, mut b) = common::native_pair(&hub, "r").await;
+    let token = b.welcome["resume"].as_str().unwrap().to_string();
+    assert!(token.len() >= 40, "{token}");
+
+    let mut back = NativeClient::connect(&hub.ws_url()).await;
+    assert_ne!(back.id, b.id);
+    back.send(json!({"type": "resume", "id": b.id, "token": token}))
+        .await;
+    let again = back.recv_type("welcome").await;
+    assert_eq!(again["id"], b.id.as_str(), "{again}");
+    assert_eq!(again["resume"], token.as_str());
+    // The old connection is closed with 4001; its end does not remove the place.
+    assert_eq!(
+        b.close_code().await,
+        Some(rtcdev::hub::native::CLOSE_REPLACED)
+    );
+    back.send(json!({"type": "join", "room": "r"})).await;
+    let joined = back.recv_type("joined").await;
+    assert_eq!(joined["resumed"], true, "{joined}");
+    assert_eq!(joined["peers"][0]["id"], a.id.as_str());
+    // a hears nothing of it: no peer-left, no peer-joined.
+    let quiet = tokio::time::timeout(Duration::from_millis(500), a.recv()).await;
+    assert!(quiet.is_err(), "a was told something: {quiet:?}");
+    // And what a sends to b's id reaches the new connection.
+    a.send(json!({"type": "signal", "to": b.id, "data": {"n": 1}}))
+        .await;
+    let sig = back.recv_type("signal").await;
+    assert_eq!(sig["from"], a.id.as_str());
+    assert_eq!(sig["data"]["n"], 1);
+    assert_eq!(hub.hub.stats().peers, 2);
+}
+
+/// A wrong token, someone else's id, or a resume after joining is refused, and the
+/// connection keeps the id it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_needs_that_peers_token() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let (_a, b) = common::native_pair(&hub, "r").await;
+    let mut thief = NativeClient::connect(&hub.ws_url()).await;
+    let own_token = thief.welcome["resume"].as_str().unwrap().to_string();
+    for (id, token) in [
+        (b.id.clone(), own_token.clone()),
+        (b.id.clone(), "AAAA".to_string()),
+        (b.id.clone(), String::new()),
+    ] {
+        thief
+            .send(json!({"type": "resume", "id": id, "token": token}))
+            .await;
+        let err = thief.recv_type("error").await;
+        assert_eq!(err["code"], "resume-refused", "{err}");
+    }
+    thief.join("r").await;
+    let b_token = b.welcome["resume"].as_str().unwrap().to_string();
+    thief
+        .send(json!({"type": "resume", "id": b.id, "token": b_token}))
+        .await;
+    let err = thief.recv_type("error").await;
+    assert_eq!(err["code"], "resume-refused", "{err}");
+    // b is untouched: still in the room, reachable.
+    assert_eq!(hub.hub.stats().peers, 3);
+}
+
+/// Back after the hub already dropped the old connection (the others were told it
+/// left): the client gets its id again, and joining is an ordinary join the others see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_the_place_was_lost_is_an_ordinary_join() {
+    let hub = TestHub::start(HubConfig::default()).await;
+    let (mut a, b) = common::native_pair(&hub, "r").await;
+    let (id, token) = (
+        b.id.clone(),
+        b.welcome["resume"].as_str().unwrap().to_string(),
+    );
+    drop(b);
+    assert_eq!(a.recv_type("peer-left").await["id"], id.as_str());
+    let mut back = NativeClient::connect(&hub.ws_url()).await;
+    back.send(json!({"type": "resume", "id": id, "token": token}))
+        .await;
+    assert_eq!(back.recv_type("welcome").await["id"], id.as_str());
+    let joined = back.join("r").await;
+    assert!(joined.get("resumed").is_none(), "{joined}");
+    assert_eq!(a.recv_type("peer-joined").await["id"], id.as_str());
+}

@@ -58,7 +58,13 @@ pub enum Event {
         room: RoomName,
         /// The peers already there.
         peers: Arc<Vec<PeerInfo>>,
+        /// The joiner resumed a place it never lost: the others were told nothing, and
+        /// their connections to it still stand.
+        resumed: bool,
     },
+    /// A newer connection of the same client resumed this peer's place; this
+    /// connection is to close without leaving (the place is no longer its own).
+    Replaced,
     /// A relayed message.
     Signal {
         /// The sender, set by the hub.
@@ -120,6 +126,24 @@ pub trait Rooms: Send + Sync + 'static {
     fn signal(&self, from: &PeerId, to: Option<&str>, data: Arc<str>) -> Result<(), HubError>;
     /// Forgets a peer (closed connection); its room is told.
     fn disconnect(&self, id: &PeerId);
+    /// [`Rooms::disconnect`], but only while `sink` is still the peer's: a connection
+    /// whose place a resume took forgets nothing on its way out.
+    fn disconnect_sink(&self, id: &PeerId, sink: &Arc<dyn PeerSink>) {
+        let _ = sink;
+        self.disconnect(id);
+    }
+    /// Hands the place of `old` to the connection registered as `new` (which has joined
+    /// nothing yet): the client proved with its resume token that it is `old` coming
+    /// back. When `old` is still here (its old connection not yet noticed dead), `new`
+    /// takes its room silently and the old connection is told [`Event::Replaced`];
+    /// otherwise `new` is simply known as `old` from now on. Cores that cannot do this
+    /// refuse.
+    fn resume(&self, new: &PeerId, old: &PeerId) -> Result<(), HubError> {
+        let _ = (new, old);
+        Err(HubError::ResumeRefused(
+            "this hub shares its rooms through Redis, where a place cannot be resumed yet".into(),
+        ))
+    }
     /// The room a peer is in.
     fn room_of(&self, id: &PeerId) -> Option<RoomName>;
     /// Counts.
@@ -190,6 +214,9 @@ struct PeerEntry {
     sink: Arc<dyn PeerSink>,
     room: Option<RoomName>,
     meta: Arc<Value>,
+    /// Set by a resume that took over a place in `room`: the next join of that room is
+    /// silent for the others.
+    resumed: bool,
 }
 
 #[derive(Default)]
@@ -236,6 +263,35 @@ impl MemoryRooms {
         if !already_there && size >= self.max_peers_per_room {
             return Err(HubError::RoomFull(self.max_peers_per_room));
         }
+        let resumed = st
+            .peers
+            .get_mut(id)
+            .is_some_and(|p| std::mem::take(&mut p.resumed));
+        if already_there && resumed {
+            // Back in the room it never left as far as the others know: only the joiner
+            // hears of it.
+            let others: Vec<PeerInfo> = st.rooms[&room]
+                .iter()
+                .filter(|m| *m != id)
+                .filter_map(|m| {
+                    st.peers.get(m).map(|p| PeerInfo {
+                        id: m.clone(),
+                        meta: p.meta.clone(),
+                    })
+                })
+                .collect();
+            let infos = Arc::new(others);
+            if let Some(p) = st.peers.get_mut(id) {
+                p.meta = meta;
+                p.sink.deliver(&Event::Joined {
+                    id: id.clone(),
+                    room,
+                    peers: infos.clone(),
+                    resumed: true,
+                });
+            }
+            return Ok(Arc::unwrap_or_clone(infos));
+        }
         st.leave_room(id);
         let members = st.rooms.entry(room.clone()).or_default();
         let others: Vec<PeerId> = members.clone();
@@ -264,6 +320,7 @@ impl MemoryRooms {
                 id: id.clone(),
                 room,
                 peers: infos.clone(),
+                resumed: false,
             });
         }
         Ok(Arc::unwrap_or_clone(infos))
@@ -299,6 +356,7 @@ impl Rooms for MemoryRooms {
                 sink,
                 room: None,
                 meta: Arc::new(Value::Object(Default::default())),
+                resumed: false,
             },
         );
     }
@@ -361,6 +419,55 @@ impl Rooms for MemoryRooms {
         drop(removed);
     }
 
+    fn disconnect_sink(&self, id: &PeerId, sink: &Arc<dyn PeerSink>) {
+        let removed = {
+            let mut st = self.lock();
+            if !st.peers.get(id).is_some_and(|p| Arc::ptr_eq(&p.sink, sink)) {
+                return;
+            }
+            st.leave_room(id);
+            st.peers.remove(id)
+        };
+        drop(removed);
+    }
+
+    fn resume(&self, new: &PeerId, old: &PeerId) -> Result<(), HubError> {
+        let replaced = {
+            let mut st = self.lock();
+            match st.peers.get(new) {
+                None => return Err(HubError::BadRequest("unknown connection".into())),
+                Some(p) if p.room.is_some() => {
+                    return Err(HubError::ResumeRefused(
+                        "resume comes before any join".into(),
+                    ));
+                }
+                Some(_) => {}
+            }
+            if new == old {
+                return Ok(());
+            }
+            let Some(entry) = st.peers.remove(new) else {
+                return Ok(());
+            };
+            match st.peers.get_mut(old) {
+                Some(place) => {
+                    let old_sink = std::mem::replace(&mut place.sink, entry.sink);
+                    place.resumed = place.room.is_some();
+                    Some(old_sink)
+                }
+                None => {
+                    st.peers.insert(old.clone(), entry);
+                    None
+                }
+            }
+        };
+        // Told after the lock: the old connection's task closes it.
+        if let Some(sink) = replaced {
+            sink.deliver(&Event::Replaced);
+        }
+        Ok(())
+    }
+
     fn room_of(&self, id: &PeerId) -> Option<RoomName> {
         self.lock().peers.get(id).and_then(|p| p.room.clone())
     }
@@ -389,6 +496,7 @@ mod tests {
                 Event::PeerLeft { id } => format!("left {id}"),
                 Event::Signal { from, data } => format!("signal {from} {data}"),
                 Event::Joined { .. } => return,
+                Event::Replaced => "replaced".to_string(),
             };
             self.0.lock().unwrap().push(line);
         }

@@ -115,6 +115,8 @@ struct HubInner {
     socketio: OnceLock<socketioxide::SocketIo>,
     limits: Arc<ConnLimits>,
     turn_report: OnceLock<TurnReport>,
+    /// Signs the resume tokens `welcome` hands out (random per hub process).
+    resume_key: ring::hmac::Key,
 }
 
 type TurnReport = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
@@ -181,6 +183,11 @@ impl Hub {
                 tasks: TaskTracker::new(),
                 started: Instant::now(),
                 socketio: OnceLock::new(),
+                resume_key: ring::hmac::Key::generate(
+                    ring::hmac::HMAC_SHA256,
+                    &ring::rand::SystemRandom::new(),
+                )
+                .expect("the system's random source"),
             }),
         }
     }
@@ -216,6 +223,24 @@ impl Hub {
         report: impl Fn() -> serde_json::Value + Send + Sync + 'static,
     ) {
         let _ = self.inner.turn_report.set(Box::new(report));
+    }
+
+    /// The resume token for peer `id`: given to that connection only (in `welcome`), it
+    /// lets the same client take its place back from a new connection.
+    pub fn resume_token(&self, id: &protocol::PeerId) -> String {
+        use base64::Engine;
+        let tag = ring::hmac::sign(&self.inner.resume_key, id.as_str().as_bytes());
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    }
+
+    /// Whether `token` is the resume token of peer `id` (compared in constant time).
+    pub fn resume_token_valid(&self, id: &str, token: &str) -> bool {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token)
+            .is_ok_and(|tag| {
+                ring::hmac::verify(&self.inner.resume_key, id.as_bytes(), &tag).is_ok()
+            })
     }
 
     /// The connection caps and the counts of refusals.

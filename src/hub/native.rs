@@ -10,6 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use axum::response::Response;
 use axum::routing::get;
 use futures_util::SinkExt;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Hub;
@@ -25,6 +26,9 @@ pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 /// Close code: message too big.
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Close code (application range): a newer connection of the same client resumed this
+/// peer's place.
+pub const CLOSE_REPLACED: u16 = 4001;
 /// The close reason for a peer whose queue overflowed.
 const QUEUE_FULL: &str = "send queue full: the peer does not read";
 /// How long a close frame may take to go out before the connection is just dropped.
@@ -77,8 +81,9 @@ fn upgrade(hub: Hub, ws: WebSocketUpgrade, guard: ConnGuard) -> Response {
         })
 }
 
-/// A native peer's sink: frames queue for the connection's task, bounded in bytes.
-struct NativeSink(QueueTx<Utf8Bytes>);
+/// A native peer's sink: frames queue for the connection's task, bounded in bytes; a
+/// resume elsewhere cancels `replaced`, which the task acts on.
+struct NativeSink(QueueTx<Utf8Bytes>, CancellationToken);
 
 impl NativeSink {
     fn push(&self, text: String) {
@@ -89,7 +94,10 @@ impl NativeSink {
 
 impl PeerSink for NativeSink {
     fn deliver(&self, event: &Event) {
-        self.push(encode(event));
+        match event {
+            Event::Replaced => self.1.cancel(),
+            _ => self.push(encode(event)),
+        }
     }
 }
 
@@ -103,13 +111,25 @@ pub fn encode(event: &Event) -> String {
                 meta
             )
         }
-        Event::Joined { id, room, peers } => serde_json::json!({
-            "type": "joined",
-            "room": room.as_str(),
-            "id": id.as_str(),
-            "peers": &**peers,
-        })
-        .to_string(),
+        Event::Joined {
+            id,
+            room,
+            peers,
+            resumed,
+        } => {
+            let mut v = serde_json::json!({
+                "type": "joined",
+                "room": room.as_str(),
+                "id": id.as_str(),
+                "peers": &**peers,
+            });
+            if *resumed {
+                v["resumed"] = true.into();
+            }
+            v.to_string()
+        }
+        // Never queued: the sink acts on it (see `NativeSink::deliver`).
+        Event::Replaced => r#"{"type":"replaced"}"#.to_string(),
         Event::PeerLeft { id } => format!(
             r#"{{"type":"peer-left","id":{}}}"#,
             json_string(id.as_str())
@@ -138,21 +158,29 @@ async fn run(hub: Hub, socket: WebSocket, ip: Option<std::net::IpAddr>) {
     serve_peer(hub, socket, id, ip).instrument(span).await
 }
 
-async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std::net::IpAddr>) {
-    let cfg = hub.config().clone();
-    let (tx, mut rx, mut overflow) = out_queue(cfg.max_queue_bytes);
-    let sink = Arc::new(NativeSink(tx));
-    let rooms = hub.rooms().clone();
-    rooms.connect(id.clone(), sink.clone());
-    tracing::debug!("connected");
-
-    let welcome = serde_json::json!({
+/// The `welcome` frame for peer `id`.
+fn welcome(hub: &Hub, id: &PeerId) -> String {
+    let cfg = hub.config();
+    serde_json::json!({
         "type": "welcome",
         "id": id.as_str(),
         "iceServers": cfg.ice.servers(id.as_str()),
         "roomSize": cfg.max_peers_per_room,
-    });
-    sink.push(welcome.to_string());
+        "resume": hub.resume_token(id),
+    })
+    .to_string()
+}
+
+async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<std::net::IpAddr>) {
+    let cfg = hub.config().clone();
+    let (tx, mut rx, mut overflow) = out_queue(cfg.max_queue_bytes);
+    let replaced = CancellationToken::new();
+    let sink = Arc::new(NativeSink(tx, replaced.clone()));
+    let registered: Arc<dyn PeerSink> = sink.clone();
+    let rooms = hub.rooms().clone();
+    rooms.connect(id.clone(), registered.clone());
+    tracing::debug!("connected");
+    sink.push(welcome(&hub, &id));
 
     let mut limit = FrameLimit::new(cfg.rate_per_sec, cfg.rate_burst);
     let counters = &hub.limits().counters;
@@ -172,6 +200,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std:
             biased;
             _ = &mut stopping => break Some((CLOSE_GOING_AWAY, "server shutting down")),
             _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
+            _ = replaced.cancelled() => break Some((CLOSE_REPLACED, "resumed by a newer connection")),
             out = rx.recv() => {
                 let Some(text) = out else { break None };
                 // Whatever else is queued goes out in the same write: one flush (one
@@ -237,7 +266,13 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std:
                             }
                         }
                         match msg {
-                            Message::Text(text) => handle(&hub, &id, &sink, text.as_str(), ip).await,
+                            Message::Text(text) => {
+                                if let Some(resumed) = handle(&hub, &id, &sink, text.as_str(), ip).await {
+                                    id = resumed;
+                                    tracing::debug!(peer = %id, "resumed");
+                                    sink.push(welcome(&hub, &id));
+                                }
+                            }
                             Message::Binary(_) => {
                                 sink.push(HubError::BadRequest("binary frames are not part of the protocol; send JSON text".into()).frame());
                             }
@@ -258,7 +293,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std:
             }
         }
     };
-    rooms.disconnect(&id);
+    rooms.disconnect_sink(&id, &registered);
     if close.is_some_and(|(_, reason)| reason == QUEUE_FULL) {
         counters.queue_overflows.fetch_add(1, Ordering::Relaxed);
         crate::info_limited!("peer does not read", peer = %id, "peer does not read its messages; disconnected");
@@ -283,16 +318,31 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, id: PeerId, ip: Option<std:
     tracing::debug!("disconnected");
 }
 
+/// Acts on one client frame; `Some(id)` when the connection now speaks as peer `id`
+/// (a granted resume).
 async fn handle(
     hub: &Hub,
     id: &PeerId,
     sink: &NativeSink,
     text: &str,
     ip: Option<std::net::IpAddr>,
-) {
+) -> Option<PeerId> {
     let rooms = hub.rooms();
     let result = match protocol::decode(text) {
         Err(e) => Err(e),
+        Ok(ClientFrame::Resume { id: old, token }) => {
+            if !hub.resume_token_valid(&old, &token) {
+                Err(HubError::ResumeRefused(
+                    "the token is not the one this hub gave that peer".into(),
+                ))
+            } else {
+                let old = PeerId::from_string(old);
+                match rooms.resume(id, &old) {
+                    Ok(()) => return Some(old),
+                    Err(e) => Err(e),
+                }
+            }
+        }
         Ok(ClientFrame::Ping) => {
             sink.push(r#"{"type":"pong"}"#.to_string());
             Ok(())
@@ -309,6 +359,7 @@ async fn handle(
         tracing::debug!(code = e.code(), %e, "refused frame");
         sink.push(e.frame());
     }
+    None
 }
 
 #[cfg(test)]

@@ -106,6 +106,9 @@ pub enum HubError {
     /// Over the rate of joins from one client address.
     #[error("too many joins from this address; at most {0} a second")]
     JoinsRateLimited(u32),
+    /// A resume this hub cannot grant: a wrong token, too late, or not supported.
+    #[error("cannot resume: {0}")]
+    ResumeRefused(String),
 }
 
 impl HubError {
@@ -118,6 +121,7 @@ impl HubError {
             HubError::UnknownPeer(_) => "unknown-peer",
             HubError::TooLarge(_) => "too-large",
             HubError::RateLimited(_) | HubError::JoinsRateLimited(_) => "rate-limited",
+            HubError::ResumeRefused(_) => "resume-refused",
         }
     }
 
@@ -149,6 +153,13 @@ pub enum ClientFrame {
     Leave,
     /// Application keep-alive.
     Ping,
+    /// Take back the place of peer `id`, proven with the token its `welcome` carried.
+    Resume {
+        /// The peer id of the earlier connection.
+        id: String,
+        /// The resume token that connection was given.
+        token: String,
+    },
 }
 
 #[derive(Deserialize)]
@@ -163,6 +174,10 @@ struct Envelope<'a> {
     to: Option<&'a RawValue>,
     #[serde(borrow)]
     data: Option<&'a RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    token: Option<&'a RawValue>,
 }
 
 fn as_string(raw: Option<&RawValue>, field: &str) -> Result<Option<String>, HubError> {
@@ -225,6 +240,13 @@ pub fn decode(text: &str) -> Result<ClientFrame, HubError> {
         }
         "leave" => Ok(ClientFrame::Leave),
         "ping" => Ok(ClientFrame::Ping),
+        "resume" => {
+            let id = as_string(env.id, "id")?
+                .ok_or_else(|| HubError::BadRequest("resume needs the \"id\"".into()))?;
+            let token = as_string(env.token, "token")?
+                .ok_or_else(|| HubError::BadRequest("resume needs the \"token\"".into()))?;
+            Ok(ClientFrame::Resume { id, token })
+        }
         other => Err(HubError::BadRequest(format!(
             "unknown frame type {other:?}"
         ))),

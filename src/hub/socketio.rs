@@ -187,6 +187,8 @@ async fn forward(
                 Out::Room(Event::Signal { from, data }) => {
                     socket.emit("message", &with_from(data, from))
                 }
+                // socket.io peers cannot resume, so their place is never taken over.
+                Out::Room(Event::Replaced) => Ok(()),
                 Out::Emit(event, data) => socket.emit(*event, data),
                 Out::Disconnect => Ok(()),
             };

@@ -226,6 +226,7 @@ impl Local {
                 id: id.clone(),
                 room,
                 peers: others.clone(),
+                resumed: false,
             });
         }
         Arc::unwrap_or_clone(others)

@@ -19,6 +19,7 @@ impl PeerSink for Recorder {
             Event::PeerLeft { id } => format!("left {id}"),
             Event::Signal { from, data } => format!("signal {from} {data}"),
             Event::Joined { room, peers, .. } => format!("in {room} with {}", peers.len()),
+            Event::Replaced => "replaced".to_string(),
         };
         self.0.lock().unwrap().push(line);
     }
