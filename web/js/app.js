@@ -154,6 +154,14 @@ async function start (room, name) {
       for (const id of [...app.peers.keys()]) {
         if (!listed.has(id) && !app.rejoinTimers.has(id)) app.rejoinTimers.set(id, setTimeout(() => dropPeer(id), REJOIN_GRACE_MS))
       }
+      // Our place was kept (resumed): the others still hold their connections to us;
+      // the ones that no longer carry media are restarted from this side, which moved.
+      if (detail.resumed) {
+        log('resumed our place in the room')
+        for (const p of app.peers.values()) {
+          if (listed.has(p.id) && p.pc.connectionState !== 'connected') p.restartIce()
+        }
+      }
     }
     for (const p of detail.peers) addPeer(p.id, p.meta, true)
   })
@@ -285,6 +293,9 @@ function addPeer (id, meta, weOffer) {
     }
     if (detail === 'closed' || (detail === 'failed' && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)
   })
+  // The sending plan as soon as the senders exist: a page joining a big room does not
+  // start every encoder at full rate first.
+  peer.addEventListener('negotiated', () => replan())
   peer.addEventListener('chat', ({ detail }) => chatLine(detail.name, detail.text))
   peer.addEventListener('chat-close', () => { if (app.rejoinTimers.has(peer.id)) dropPeer(peer.id) })
   peer.addEventListener('remote-state', ({ detail }) => setBadges(el, detail))

@@ -47,6 +47,7 @@ export class Peer extends EventTarget {
         await pc.setLocalDescription()
         this.send({ kind: 'sdp', description: pc.localDescription })
         this.watchOffer()
+        this.emit('negotiated')
       } catch (err) {
         this.emit('log', `negotiation failed: ${err}`)
       } finally {
@@ -132,6 +133,7 @@ export class Peer extends EventTarget {
         await pc.setLocalDescription()
         this.send({ kind: 'sdp', description: pc.localDescription })
       }
+      this.emit('negotiated')
       for (const c of this.pendingCandidates.splice(0)) await this.addCandidate(c)
     } else if (data.kind === 'ice') {
       if (!pc.remoteDescription) this.pendingCandidates.push(data.candidate)

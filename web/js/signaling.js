@@ -21,6 +21,10 @@ export class Signaling extends EventTarget {
     this.keepalive = null
     this.joined = false
     this.queued = []
+    // The id and resume token of the last welcome: a new connection asks for that place
+    // back (a network switch, a hub connection that died silently).
+    this.place = null
+    this.resuming = null
   }
 
   emit (type, detail) {
@@ -29,6 +33,7 @@ export class Signaling extends EventTarget {
 
   connect () {
     this.closed = false
+    this.resuming = null
     const ws = new WebSocket(this.url)
     this.ws = ws
     ws.onopen = () => {
@@ -40,10 +45,17 @@ export class Signaling extends EventTarget {
       try { msg = JSON.parse(ev.data) } catch { return }
       this.emit('log', { dir: 'in', msg })
       if (msg.type === 'welcome') {
-        this.id = msg.id
-        this.iceServers = msg.iceServers || []
-        this.emit('welcome', msg)
-        if (this.room) this.send({ type: 'join', room: this.room, meta: this.meta })
+        if (this.place && this.place.id !== msg.id && !this.resuming) {
+          // Ask for the old place first; this welcome stands if that is refused.
+          this.resuming = msg
+          this.send({ type: 'resume', id: this.place.id, token: this.place.token })
+          return
+        }
+        this.welcomed(msg)
+      } else if (msg.type === 'error' && msg.code === 'resume-refused' && this.resuming) {
+        // A restarted hub, or the place is gone: carry on as someone new.
+        this.emit('resume-refused', msg)
+        this.welcomed(this.resuming)
       } else if (msg.type === 'joined') {
         this.joined = true
         this.emit(msg.type, msg)
@@ -63,6 +75,15 @@ export class Signaling extends EventTarget {
       this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS)
       setTimeout(() => { if (!this.closed) this.connect() }, wait)
     }
+  }
+
+  welcomed (msg) {
+    this.resuming = null
+    this.id = msg.id
+    this.place = msg.resume ? { id: msg.id, token: msg.resume } : null
+    this.iceServers = msg.iceServers || []
+    this.emit('welcome', msg)
+    if (this.room) this.send({ type: 'join', room: this.room, meta: this.meta })
   }
 
   join (room, meta) {

@@ -10,14 +10,17 @@ const MAX_PER_SENDER_BPS = 1_500_000
 const MIN_PER_SENDER_BPS = 150_000
 
 // The plan for `others` receivers: bits a second for each video sender, how much to
-// scale the capture down, and the frame rate.
+// scale the capture down, and the most frames a second.
 export function plan (others, screen) {
   const n = Math.max(1, others)
   const bps = Math.round(Math.min(MAX_PER_SENDER_BPS, Math.max(MIN_PER_SENDER_BPS, UPLINK_BUDGET_BPS / n)))
   // Text on a shared screen must stay legible: keep its resolution, drop frames.
   if (screen) return { maxBitrate: bps, scaleResolutionDownBy: 1, maxFramerate: 15, degradationPreference: 'maintain-resolution' }
+  // Every receiver more is one more encoder on the same phone: smaller frames, fewer
+  // of them.
   const scale = n <= 2 ? 1 : n <= 4 ? 1.5 : 2
-  return { maxBitrate: bps, scaleResolutionDownBy: scale, maxFramerate: 30, degradationPreference: 'balanced' }
+  const fps = n <= 2 ? 30 : n <= 4 ? 24 : 15
+  return { maxBitrate: bps, scaleResolutionDownBy: scale, maxFramerate: fps, degradationPreference: 'balanced' }
 }
 
 // Applies the plan to every video sender of `peers`.
