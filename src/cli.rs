@@ -699,6 +699,7 @@ impl HubArgs {
             max_conns: self.max_conns,
             conn_rate: (self.conn_rate, self.conn_rate.saturating_mul(4)),
             join_rate: (self.join_rate, self.join_rate.saturating_mul(6)),
+            resume_secret: None,
         })
     }
 }

@@ -125,6 +125,20 @@ pub struct Ca {
     issuer: Issuer<'static, KeyPair>,
 }
 
+impl Ca {
+    /// A secret of this CA for `purpose`: HMAC-SHA256 of the purpose under the CA's
+    /// private key. The same CA gives the same secret in every run (serve's hub signs
+    /// resume tokens with it, so they outlive a restart), and nothing about the key can
+    /// be learnt from it.
+    pub fn derived_secret(&self, purpose: &str) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.issuer.key().serialize_der());
+        let tag = ring::hmac::sign(&key, purpose.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
 /// The SHA-256 fingerprint of a certificate as `openssl x509 -fingerprint -sha256`
 /// prints it: uppercase hex pairs joined by colons.
 pub fn fingerprint_sha256(der: &[u8]) -> String {

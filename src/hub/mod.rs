@@ -79,6 +79,10 @@ pub struct HubConfig {
     pub conn_rate: (u32, u32),
     /// Joins a second from one address (sustained, burst).
     pub join_rate: (u32, u32),
+    /// The key resume tokens are signed with; `None`: a random one for this process
+    /// (tokens then die with it). serve derives one from its CA, so a restarted serve
+    /// still grants the resumes of the pages that were in a call.
+    pub resume_secret: Option<[u8; 32]>,
 }
 
 impl Default for HubConfig {
@@ -96,6 +100,7 @@ impl Default for HubConfig {
             max_conns: DEFAULT_MAX_CONNS,
             conn_rate: (DEFAULT_CONN_RATE_PER_SEC, DEFAULT_CONN_RATE_BURST),
             join_rate: (DEFAULT_JOIN_RATE, 6 * DEFAULT_JOIN_RATE),
+            resume_secret: None,
         }
     }
 }
@@ -173,6 +178,13 @@ impl Hub {
             config.conn_rate.1,
             config.join_rate,
         ));
+        let resume_key = match config.resume_secret {
+            Some(secret) => ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+            None => {
+                ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+                    .expect("the system's random source")
+            }
+        };
         Hub {
             inner: Arc::new(HubInner {
                 limits,
@@ -183,11 +195,7 @@ impl Hub {
                 tasks: TaskTracker::new(),
                 started: Instant::now(),
                 socketio: OnceLock::new(),
-                resume_key: ring::hmac::Key::generate(
-                    ring::hmac::HMAC_SHA256,
-                    &ring::rand::SystemRandom::new(),
-                )
-                .expect("the system's random source"),
+                resume_key,
             }),
         }
     }

@@ -192,6 +192,9 @@ pub async fn run_on(
         Some(t) => Some(start_embedded_turn(t, &lan, &mut hub_config).await?),
         None => None,
     };
+    if let Some(ca) = &ca {
+        hub_config.resume_secret = Some(ca.derived_secret("rtcdev hub resume tokens v1"));
+    }
     let hub = Hub::start(hub_config).await?;
     if let Some(t) = &turn_server {
         let guard = t.guard.clone();

@@ -12,7 +12,8 @@ import { $, tile, removeTile, setBadges, notice, chatLine, eventLine, escapeHtml
 // Until the hub's `welcome` says how many peers its rooms hold.
 const DEFAULT_ROOM_SIZE = 8
 // A peer whose signaling dropped but whose media still flows is kept this long for
-// it to come back (a hub restart), matched by its clientId.
+// it to come back under the same id (it resumes its place, even on a restarted serve,
+// whose resume tokens are signed with a key of its CA).
 const REJOIN_GRACE_MS = 15000
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/
 
@@ -28,7 +29,7 @@ const app = {
   room: null,
   name: '',
   roomSize: DEFAULT_ROOM_SIZE,
-  clientId: pageId(),
+  pageId: pageId(),
   signaling: null,
   media: new Media(),
   peers: new Map(), // hub id -> Peer
@@ -56,7 +57,7 @@ function log (text) {
 }
 
 function defaultName () {
-  return localStorage.getItem('rtcdev.name') || `Guest-${app.clientId.slice(0, 4)}`
+  return localStorage.getItem('rtcdev.name') || `Guest-${app.pageId.slice(0, 4)}`
 }
 
 async function fillDevices () {
@@ -166,10 +167,9 @@ async function start (room, name) {
     for (const p of detail.peers) addPeer(p.id, p.meta, true)
   })
   sig.addEventListener('peer-joined', ({ detail }) => {
-    // Every newcomer shows, by name: a room name is the only key to a call.
-    if (!(detail.meta && detail.meta.clientId && findByClientId(detail.meta.clientId))) {
-      toast(`${displayName(detail.meta, detail.id)} joined`)
-    }
+    // Every newcomer shows, by name: a room name is the only key to a call. A peer we
+    // still hold is one coming back (the hub vouched for its id): no news.
+    if (!app.peers.has(detail.id)) toast(`${displayName(detail.meta, detail.id)} joined`)
     addPeer(detail.id, detail.meta, false)
   })
   sig.addEventListener('peer-left', ({ detail }) => peerLeft(detail.id))
@@ -179,7 +179,7 @@ async function start (room, name) {
     else if (detail.code === 'room-full') notice('The room filled up while the connection to the server was down; reload to try again.')
   })
   sig.addEventListener('disconnected', () => log('hub connection lost; reconnecting'))
-  sig.join(room, { name, clientId: app.clientId })
+  sig.join(room, { name })
   sig.connect()
   wireControls()
   // Closing the tab or navigating away: tell the others at once, instead of a frozen
@@ -240,29 +240,18 @@ function displayName (meta, id) {
   return name ? name.slice(0, 40) : `a guest (${String(id).slice(0, 6)})`
 }
 
-function findByClientId (clientId) {
-  for (const [id, p] of app.peers) if (p.meta.clientId && p.meta.clientId === clientId) return [id, p]
-  return null
-}
-
 function addPeer (id, meta, weOffer) {
   meta = meta || {}
-  const known = meta.clientId && findByClientId(meta.clientId)
-  if (known) {
-    // The same browser tab, back under a new hub id: keep its connection.
-    const [oldId, peer] = known
-    clearTimeout(app.rejoinTimers.get(oldId))
-    app.rejoinTimers.delete(oldId)
-    app.peers.delete(oldId)
-    peer.id = id
-    app.peers.set(id, peer)
-    const el = document.querySelector(`.tile[data-peer="${CSS.escape(oldId)}"]`)
-    if (el) el.dataset.peer = id
-    log(`peer ${meta.name || id} is back`)
-    sendState(id)
+  if (app.peers.has(id)) {
+    // Back under its own id (it resumed its place): its connection stands.
+    if (app.rejoinTimers.has(id)) {
+      clearTimeout(app.rejoinTimers.get(id))
+      app.rejoinTimers.delete(id)
+      log(`peer ${meta.name || id} is back`)
+      sendState(id)
+    }
     return
   }
-  if (app.peers.has(id)) return
   if (app.peers.size >= app.roomSize - 1) {
     log(`ignoring ${id}: the room holds ${app.roomSize}`)
     return
