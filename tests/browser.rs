@@ -69,6 +69,7 @@ fn calling_page_in_chromium() {
         "leaver-disappears",
         "hub-restart-survived",
         "fifth-page-sees-room-full",
+        "accessibility-axe",
         "no-request-leaves-the-origin",
         "constrained-ca-trusted",
         "vite-hmr-through-proxy",

@@ -4,6 +4,7 @@
 //   RTCDEV_BIN=... HOME=<temp> node call_test.mjs checks
 //   RTCDEV_BIN=... HOME=<temp> node call_test.mjs bench RUNS
 import { spawn, execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { chromium } from 'playwright-core'
 
 const BIN = process.env.RTCDEV_BIN
@@ -523,6 +524,35 @@ async function checks () {
       } finally {
         small.kill('SIGTERM')
       }
+    })
+    // axe-core on the lobby, the call and the phone's /join page: no serious or critical
+    // violation (contrast, names, keyboard access, ...).
+    await check('accessibility-axe', async () => {
+      const axe = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8')
+      const audit = async (page) => {
+        await page.addScriptTag({ content: axe })
+        return page.evaluate(async () => (await window.axe.run(document, { resultTypes: ['violations'] })).violations
+          .filter((v) => v.impact === 'serious' || v.impact === 'critical')
+          .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join(', ')}`))
+      }
+      const found = {}
+      const lobby = await context.newPage()
+      await lobby.goto(`${ORIGIN}/`)
+      await until('the lobby', () => lobby.evaluate(() => !document.getElementById('lobby').hidden))
+      found.lobby = await audit(lobby)
+      await lobby.close()
+      const call = await open(context, 'axe', 'Axe')
+      found.call = await audit(call.page)
+      await call.page.close()
+      // The join page as a phone sees it before it trusts the CA (the trust check fails).
+      const join = await context.newPage()
+      await join.route('**/trust-check', (route) => route.abort())
+      await join.goto(`http://localhost:${PORT}/join?room=axe`)
+      found.join = await audit(join)
+      await join.close()
+      const bad = Object.entries(found).filter(([, v]) => v.length)
+      if (bad.length) throw new Error(`accessibility violations: ${JSON.stringify(Object.fromEntries(bad))}`)
+      return { pages: Object.keys(found) }
     })
     await check('no-request-leaves-the-origin', async () => {
       const own = (u) => [PORT, SMALL_PORT].some((port) => u.startsWith(`https://localhost:${port}/`) || u.startsWith(`wss://localhost:${port}/`)) || u.startsWith('data:') || u.startsWith('blob:')

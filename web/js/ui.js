@@ -67,6 +67,7 @@ export function toast (text) {
   if (!box) {
     box = document.createElement('div')
     box.id = 'toasts'
+    box.setAttribute('role', 'status')
     box.setAttribute('aria-live', 'polite')
     document.body.append(box)
   }
