@@ -445,7 +445,17 @@ async function checks () {
       for (const p of [a, b]) await p.page.evaluate(() => { window.pcsBefore = [...window.rtcdev.peers.values()].map((x) => x.pc) })
       await stopServer()
       await until('Ann saw the drop', () => a.page.evaluate(() => window.rtcdev.signaling.ws.readyState !== 1))
+      // A server that stays away is said so, in words for anyone, and the notice goes
+      // when it is back.
+      const away = await until('the server-away notice', () => a.page.evaluate(() => {
+        const n = document.getElementById('notice')
+        return !n.hidden && n.textContent.includes('Cannot reach the rtcdev server') && n.textContent
+      }))
       await startServer()
+      await until('the notice gone', () => a.page.evaluate(() => {
+        const n = document.getElementById('notice')
+        return n.hidden || !n.textContent.includes('Cannot reach')
+      }))
       // Both come back under their own ids: the restarted serve grants their resumes
       // (its tokens are signed with a key of its CA).
       for (const p of [a, b]) {
@@ -477,7 +487,7 @@ async function checks () {
         const m = Object.values(await media(d.page))
         return m.length === 2 && m.every((x) => x.state === 'connected' && x.frames > 0)
       })
-      return { framesBefore: f0, framesAfter: after[0].frames }
+      return { framesBefore: f0, framesAfter: after[0].frames, away: away.slice(0, 60) }
     })
     // Nothing the calling pages asked for left their origin (no CDN, no font, no STUN
     // lookup over HTTP): every request went to the server that served them.

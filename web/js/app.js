@@ -15,6 +15,8 @@ const DEFAULT_ROOM_SIZE = 8
 // it to come back under the same id (it resumes its place, even on a restarted serve,
 // whose resume tokens are signed with a key of its CA).
 const REJOIN_GRACE_MS = 15000
+// How long the hub may be away before the page says so.
+const HUB_AWAY_NOTICE_MS = 3000
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/
 
 // An id for this page load only, kept in memory: a reload or a duplicated tab is
@@ -145,6 +147,8 @@ async function start (room, name) {
     notice(app.media.error ? mediaHelp(app.media.error) : '')
   })
   sig.addEventListener('joined', ({ detail }) => {
+    clearTimeout(app.awayTimer)
+    if ($('notice').textContent.startsWith('Cannot reach the rtcdev server')) notice(app.media.error ? mediaHelp(app.media.error) : '')
     const first = !app.joinedAt
     app.joinedAt = app.joinedAt || performance.now()
     if (first && detail.peers.length) toast(`In this call: ${detail.peers.map((p) => displayName(p.meta, p.id)).join(', ')}`)
@@ -178,10 +182,25 @@ async function start (room, name) {
     if (detail.code === 'room-full' && !app.joinedAt) roomFull()
     else if (detail.code === 'room-full') notice('The room filled up while the connection to the server was down; reload to try again.')
   })
-  sig.addEventListener('disconnected', () => log('hub connection lost; reconnecting'))
+  sig.addEventListener('disconnected', () => {
+    log('hub connection lost; reconnecting')
+    // A blip is not news; a server that stays away is, in words for anyone.
+    clearTimeout(app.awayTimer)
+    app.awayTimer = setTimeout(() => {
+      if (!app.signaling.joined) {
+        notice(`Cannot reach the rtcdev server at ${escapeHtml(location.host)}. The call goes on with ` +
+          'whoever is already connected; new people cannot join until it is back. Is it still running ' +
+          '(and this device on the same network)? Trying again…')
+      }
+    }, HUB_AWAY_NOTICE_MS)
+  })
   sig.join(room, { name })
   sig.connect()
   wireControls()
+  // A phone's screen stays on during a call (where the browser allows it), again after
+  // the tab was in the background.
+  keepAwake()
+  document.addEventListener('visibilitychange', () => { if (!app.signaling.closed) keepAwake() })
   // Closing the tab or navigating away: tell the others at once, instead of a frozen
   // tile until the hub notices the dead connection.
   window.addEventListener('pagehide', () => {
@@ -235,6 +254,15 @@ function watchLocalTracks () {
   }
 }
 
+async function keepAwake () {
+  if (!('wakeLock' in navigator) || document.visibilityState !== 'visible') return
+  try {
+    app.wakeLock = await navigator.wakeLock.request('screen')
+  } catch (err) {
+    log(`screen wake lock: ${err.name}`)
+  }
+}
+
 function displayName (meta, id) {
   const name = meta && typeof meta.name === 'string' && meta.name.trim()
   return name ? name.slice(0, 40) : `a guest (${String(id).slice(0, 6)})`
@@ -276,6 +304,20 @@ function addPeer (id, meta, weOffer) {
   peer.addEventListener('state', ({ detail }) => {
     el.dataset.state = detail
     log(`${meta.name || id}: ${detail}`)
+    // ICE found no path: say so on that person's tile, with what usually helps.
+    let problem = el.querySelector('.problem')
+    if (detail === 'failed') {
+      if (!problem) {
+        problem = document.createElement('div')
+        problem.className = 'problem'
+        problem.setAttribute('role', 'status')
+        el.append(problem)
+      }
+      problem.textContent = `No connection to ${displayName(meta, id)}: the networks between you block a ` +
+        'direct path. Trying again; a TURN server relays around this (rtcdev serve --turn).'
+    } else if (problem) {
+      problem.remove()
+    }
     if (detail === 'connected') {
       sendState(peer.id)
       replan()
