@@ -913,33 +913,28 @@ async fn embedded_turn_server_is_in_config_json_and_relays() {
         other => panic!("no welcome: {other:?}"),
     };
     let id = welcome["id"].as_str().unwrap();
-    let turn = welcome["iceServers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| {
-            s["urls"][0]
-                .as_str()
-                .is_some_and(|u| u.starts_with("turn:"))
-        })
-        .unwrap_or_else(|| panic!("no TURN server in welcome: {welcome}"));
+    // The iceServers entry of the TURN URLs.
+    let turn_entry = |config: &serde_json::Value| {
+        config["iceServers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["urls"][0]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("turn:"))
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no TURN server in {config}"))
+    };
+    let turn = turn_entry(&welcome);
     let user = turn["username"].as_str().unwrap();
     assert!(user.ends_with(&format!(":{id}")), "{user}");
     assert_eq!(
         turn["credential"].as_str().unwrap(),
         rtcdev::ice::turn_rest_password("embedded-secret", user)
     );
-    let config_urls = &v["iceServers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| {
-            s["urls"][0]
-                .as_str()
-                .is_some_and(|u| u.starts_with("turn:"))
-        })
-        .unwrap()["urls"];
-    assert_eq!(&turn["urls"], config_urls);
+    assert_eq!(turn["urls"], turn_entry(&v)["urls"]);
 }
 
 /// Ctrl-C or SIGTERM on `serve`: an open WebSocket (over TLS) gets close 1001, and the

@@ -220,15 +220,7 @@ fn hub_limits_out_of_range_are_errors_not_quietly_changed() {
             "--max-queue 4096 is smaller than --max-frame 65536",
         ),
     ] {
-        let out = sb
-            .rtcdev()
-            .args(["signal", "--bind", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .timeout(std::time::Duration::from_secs(10))
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused(&sb, args);
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
@@ -249,15 +241,20 @@ fn ice_urls_are_checked_with_the_probes_grammar() {
         ),
         (&["--stun", "stun:"][..], "no host"),
     ] {
-        let out = sb
-            .rtcdev()
-            .args(["signal", "--bind", "127.0.0.1", "--port", "0"])
-            .args(args)
-            .timeout(std::time::Duration::from_secs(10))
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{args:?} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = refused(&sb, args);
         assert!(err.contains(says), "{args:?}: {err}");
     }
+}
+
+/// Runs `rtcdev signal` on loopback with `args`, which it must refuse; its stderr.
+fn refused(sb: &Sandbox, args: &[&str]) -> String {
+    let out = sb
+        .rtcdev()
+        .args(["signal", "--bind", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .timeout(std::time::Duration::from_secs(10))
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{args:?} was accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -22,26 +22,35 @@ const REST_CREDENTIAL_TTL: Duration = Duration::from_secs(3600);
 /// The relay echo gets this many times the per-server timeout.
 const RELAY_TIMEOUT_FACTOR: u32 = 2;
 
-/// Checks one STUN server: a binding request, the mapped address and its round trip.
-pub(super) async fn stun(url: &IceUrl, timeout: Duration, ca_dir: Option<&Path>) -> Row {
-    let server = match resolve(url).await {
-        Ok(a) => a,
-        Err(row) => return row,
-    };
-    let conn = match open_conn(url, server, timeout, ca_dir).await {
-        Ok(c) => c,
-        Err(row) => return *row,
-    };
-    let client = match turn_client(conn, server, None, None).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Row::fail(
+/// Resolves the server of `url`, connects over its transport and starts a STUN/TURN
+/// client on that connection (with `credentials` for TURN); a failure is the report row.
+async fn client_for(
+    url: &IceUrl,
+    timeout: Duration,
+    ca_dir: Option<&Path>,
+    credentials: Option<(&str, &str)>,
+) -> Result<(std::net::SocketAddr, turn::client::Client), Box<Row>> {
+    let server = resolve(url).await.map_err(Box::new)?;
+    let conn = open_conn(url, server, timeout, ca_dir).await?;
+    let (user, pass) = credentials.unzip();
+    turn_client(conn, server, user, pass)
+        .await
+        .map(|client| (server, client))
+        .map_err(|e| {
+            Box::new(Row::fail(
                 url,
                 Failure::Local,
                 format!("{e:#}"),
                 "report this as a bug",
-            );
-        }
+            ))
+        })
+}
+
+/// Checks one STUN server: a binding request, the mapped address and its round trip.
+pub(super) async fn stun(url: &IceUrl, timeout: Duration, ca_dir: Option<&Path>) -> Row {
+    let (server, client) = match client_for(url, timeout, ca_dir, None).await {
+        Ok(c) => c,
+        Err(row) => return *row,
     };
     let started = Instant::now();
     let result =
@@ -83,25 +92,11 @@ pub(super) async fn turn(
             );
         }
     };
-    let server = match resolve(url).await {
-        Ok(a) => a,
-        Err(row) => return row,
-    };
-    let conn = match open_conn(url, server, timeout, ca_dir).await {
-        Ok(c) => c,
-        Err(row) => return *row,
-    };
-    let client = match turn_client(conn, server, Some(&username), Some(&credential)).await {
-        Ok(c) => c,
-        Err(e) => {
-            return Row::fail(
-                url,
-                Failure::Local,
-                format!("{e:#}"),
-                "report this as a bug",
-            );
-        }
-    };
+    let (server, client) =
+        match client_for(url, timeout, ca_dir, Some((&username, &credential))).await {
+            Ok(c) => c,
+            Err(row) => return *row,
+        };
     let started = Instant::now();
     let allocated = tokio::time::timeout(timeout, client.allocate()).await;
     let rtt = started.elapsed().as_secs_f64() * 1000.0;
