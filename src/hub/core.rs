@@ -248,6 +248,21 @@ impl MemoryRooms {
         self.state.lock()
     }
 
+    /// Takes peer `id` out of its room and forgets it, if `whose` says the entry is the
+    /// caller's to remove.
+    fn forget(&self, id: &PeerId, whose: impl FnOnce(&PeerEntry) -> bool) {
+        let removed = {
+            let mut st = self.lock();
+            if !st.peers.get(id).is_some_and(whose) {
+                return;
+            }
+            st.leave_room(id);
+            st.peers.remove(id)
+        };
+        // The sink is dropped after the lock is released.
+        drop(removed);
+    }
+
     fn join_now(
         &self,
         id: &PeerId,
@@ -410,25 +425,11 @@ impl Rooms for MemoryRooms {
     }
 
     fn disconnect(&self, id: &PeerId) {
-        let removed = {
-            let mut st = self.lock();
-            st.leave_room(id);
-            st.peers.remove(id)
-        };
-        // The sink is dropped after the lock is released.
-        drop(removed);
+        self.forget(id, |_| true);
     }
 
     fn disconnect_sink(&self, id: &PeerId, sink: &Arc<dyn PeerSink>) {
-        let removed = {
-            let mut st = self.lock();
-            if !st.peers.get(id).is_some_and(|p| Arc::ptr_eq(&p.sink, sink)) {
-                return;
-            }
-            st.leave_room(id);
-            st.peers.remove(id)
-        };
-        drop(removed);
+        self.forget(id, |p| Arc::ptr_eq(&p.sink, sink));
     }
 
     fn resume(&self, new: &PeerId, old: &PeerId) -> Result<(), HubError> {
