@@ -517,27 +517,45 @@ async fn several_senders_keep_their_own_order() {
     assert_eq!(got, 4 * N);
 }
 
-/// A leave racing a stream of signals to the leaver: once `leave` is answered... the
-/// leaver gets nothing more from the room, and the sender is told it is gone.
+/// A leave racing a stream of signals to the leaver: once `leave` is answered the
+/// leaver gets nothing more from the room, the sender is told it is gone, and every
+/// signal is either delivered before the leave or refused after it: none is lost or
+/// delivered twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leave_racing_signals_ends_delivery() {
+    use std::sync::atomic::{AtomicBool, Ordering};
     let hub = common::unlimited_hub().await;
     let (mut a, mut b) = common::native_pair(&hub, "race").await;
     let b_id = b.id.clone();
-    const FLOOD: u64 = 2000;
+    // a keeps sending until b's leave is answered (bounded), so the leave lands while
+    // signals to b are in flight however the two sides are scheduled; five more follow
+    // that were written after the leave was answered.
+    const FLOOD_CAP: u64 = 50_000;
+    let left = AtomicBool::new(false);
     let flood = async {
-        for i in 0..FLOOD {
-            a.send(json!({"type": "signal", "to": b_id, "data": {"i": i}}))
+        let mut sent = 0;
+        while sent < FLOOD_CAP && !left.load(Ordering::SeqCst) {
+            a.send(json!({"type": "signal", "to": b_id, "data": {"i": sent}}))
                 .await;
+            sent += 1;
         }
-        a
+        assert!(
+            sent < FLOOD_CAP,
+            "b's leave was not answered within the flood"
+        );
+        for _ in 0..5 {
+            a.send(json!({"type": "signal", "to": b_id, "data": {"i": sent}}))
+                .await;
+            sent += 1;
+        }
+        (a, sent)
     };
     let leave = async {
         // Leave in the middle of the flood: after the 50th signal arrived.
-        let mut got = 0;
-        while got < 50 {
+        let mut delivered = 0u64;
+        while delivered < 50 {
             if b.recv().await["type"] == "signal" {
-                got += 1;
+                delivered += 1;
             }
         }
         b.send(json!({"type": "leave"})).await;
@@ -546,13 +564,16 @@ async fn a_leave_racing_signals_ends_delivery() {
         b.send(json!({"type": "ping"})).await;
         loop {
             let v = b.recv().await;
-            if v["type"] == "pong" {
-                break;
+            match v["type"].as_str() {
+                Some("pong") => break,
+                Some("signal") => delivered += 1,
+                _ => {}
             }
         }
-        b
+        left.store(true, Ordering::SeqCst);
+        (b, delivered)
     };
-    let (mut a, mut b) = tokio::join!(flood, leave);
+    let ((mut a, sent), (mut b, delivered)) = tokio::join!(flood, leave);
     // From here on b is in no room: nothing more reaches it.
     assert!(
         tokio::time::timeout(std::time::Duration::from_millis(500), b.recv_type("signal"))
@@ -560,10 +581,10 @@ async fn a_leave_racing_signals_ends_delivery() {
             .is_err(),
         "a signal reached a peer that had left"
     );
-    // a learns b left, and then that the rest of its flood, sent after the leave, and a
-    // later signal are refused as unknown-peer (the hub queues peer-left to a before
-    // any of those errors): the leave really landed mid-flood.
-    a.recv_type("peer-left").await;
+    // a learns b left before any refusal (the hub queues peer-left to a first), then
+    // every signal that was not delivered, and a later one, is refused as unknown-peer.
+    let v = a.recv().await;
+    assert_eq!(v["type"], "peer-left", "{v}");
     a.send(json!({"type": "signal", "to": b_id, "data": {}}))
         .await;
     let mut refused = 0;
@@ -574,8 +595,13 @@ async fn a_leave_racing_signals_ends_delivery() {
         refused += 1;
     }
     assert!(
-        refused > 1,
-        "only {refused} refused: the leave landed after the flood"
+        delivered >= 50 && refused >= 6,
+        "{delivered} delivered, {refused} refused"
+    );
+    assert_eq!(
+        delivered + refused,
+        sent + 1,
+        "{sent} sent, {delivered} delivered, {refused} refused"
     );
 }
 
