@@ -48,9 +48,14 @@ async fn probe(targets: Vec<Target>, timeout: Duration, secret: Option<&str>) ->
     probe_with_ca(targets, timeout, secret, None).await
 }
 
-/// One target, a 3 s timeout, no TURN secret.
+/// The probe's per-step timeout where a test needs the answer (a pass, or a failure
+/// the server states), not the timeout itself: generous, as a loaded 2-core machine
+/// may take seconds for a step.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One target, [`ANSWER_TIMEOUT`], no TURN secret.
 async fn probe_one(url: &str, user: Option<&str>, pass: Option<&str>) -> probe::Report {
-    probe(vec![target(url, user, pass)], Duration::from_secs(3), None).await
+    probe(vec![target(url, user, pass)], ANSWER_TIMEOUT, None).await
 }
 
 async fn probe_with_ca(
@@ -90,7 +95,7 @@ async fn probe_passes_against_rtcdev_turn_and_names_failures() {
                 Some("pw"),
             ),
         ],
-        Duration::from_secs(3),
+        ANSWER_TIMEOUT,
         None,
     )
     .await;
@@ -172,7 +177,7 @@ async fn probe_over_tcp_and_tls_against_rtcdev_turn() {
                 Some("pw"),
             ),
         ],
-        Duration::from_secs(3),
+        ANSWER_TIMEOUT,
         None,
         Some(&sb.ca_dir()),
     )
@@ -204,7 +209,7 @@ async fn probe_over_tcp_and_tls_against_rtcdev_turn() {
             Some("alice"),
             Some("pw"),
         )],
-        Duration::from_secs(3),
+        ANSWER_TIMEOUT,
         None,
         Some(&other.ca_dir()),
     )
@@ -297,7 +302,7 @@ async fn turn_rest_credentials_and_their_expiry() {
     let a = server.addr;
     let ok = probe(
         vec![target(&format!("turn:{a}"), None, None)],
-        Duration::from_secs(3),
+        ANSWER_TIMEOUT,
         Some("sharedsecret"),
     )
     .await;
@@ -371,7 +376,7 @@ async fn probe_passes_against_coturn() {
                 Some("pw"),
             ),
         ],
-        Duration::from_secs(3),
+        ANSWER_TIMEOUT,
         None,
         Some(&sb.ca_dir()),
     )
@@ -495,9 +500,10 @@ async fn quota_486_and_policy_403_are_named() {
     let (_policy, addr) = last.unwrap();
     // Over UDP the relay check runs through webrtc-rs peer connections, which do not
     // report the 403: the allocation works, no data crosses, and the probe says so.
+    // The timeout must also cover the allocation, which a loaded machine may slow: 3 s.
     let r = probe(
         vec![target(&format!("turn:{addr}"), Some("alice"), Some("pw"))],
-        Duration::from_secs(1),
+        Duration::from_secs(3),
         None,
     )
     .await;
@@ -652,13 +658,14 @@ fn probe_cli_usage_and_input_errors() {
         started.elapsed() >= Duration::from_millis(900),
         "the timeout was waited for"
     );
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "--timeout 1s, not the 5 s default: {:?}",
-        started.elapsed()
-    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["servers"][0]["failure"], "unreachable", "{v}");
+    // The row names the timeout it waited: --timeout 1s, not the 5 s default (a check
+    // of the elapsed time from above would race a loaded machine).
+    assert_eq!(
+        v["servers"][0]["details"], "no answer within 1000 ms",
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -758,7 +765,7 @@ async fn two_stun_servers_compare_the_nat_mapping() {
             target(&format!("stun:{}", one.addr), None, None),
             target(&format!("stun:{}", two.addr), None, None),
         ],
-        Duration::from_secs(3),
+        ANSWER_TIMEOUT,
         None,
     )
     .await;
@@ -792,7 +799,7 @@ async fn a_certificate_for_another_name_is_a_tls_failure() {
             Some("alice"),
             Some("pw"),
         )],
-        Duration::from_secs(3),
+        ANSWER_TIMEOUT,
         None,
         Some(&sb.ca_dir()),
     )
@@ -806,7 +813,7 @@ async fn a_certificate_for_another_name_is_a_tls_failure() {
             Some("alice"),
             Some("pw"),
         )],
-        Duration::from_secs(3),
+        ANSWER_TIMEOUT,
         None,
         Some(&sb.ca_dir()),
     )

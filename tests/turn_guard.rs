@@ -163,7 +163,8 @@ async fn allocation_quota_is_486_and_the_probe_names_it() {
                 username: Some("alice".into()),
                 credential: Some("pw".into()),
             }],
-            timeout: Duration::from_secs(3),
+            // Generous: the refusal must arrive, however loaded the machine.
+            timeout: Duration::from_secs(10),
             ca_dir: None,
         },
         None,
@@ -305,7 +306,9 @@ async fn an_unauthenticated_flood_leaves_memory_bounded() {
         }
         sent
     });
-    // Meanwhile a legitimate client allocates and relays, three times.
+    // Meanwhile a legitimate client allocates and relays, three times. Its steps share
+    // 2 cores with the flood (and whatever else the machine runs): a generous timeout,
+    // as what is checked is that it gets through, not how fast.
     for _ in 0..3 {
         let report = rtcdev::probe::run(
             &rtcdev::probe::ProbeConfig {
@@ -314,7 +317,7 @@ async fn an_unauthenticated_flood_leaves_memory_bounded() {
                     username: Some("alice".into()),
                     credential: Some("pw".into()),
                 }],
-                timeout: Duration::from_secs(5),
+                timeout: Duration::from_secs(15),
                 ca_dir: None,
             },
             None,

@@ -293,11 +293,13 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
             }
         }
     };
-    rooms.disconnect_sink(&id, &registered);
+    // Counted before the room is told the peer left (as the socket.io front-end does):
+    // whoever sees `peer-left` and then reads `/healthz` finds the overflow counted.
     if close.is_some_and(|(_, reason)| reason == QUEUE_FULL) {
         counters.queue_overflows.fetch_add(1, Ordering::Relaxed);
         crate::info_limited!("peer does not read", peer = %id, "peer does not read its messages; disconnected");
     }
+    rooms.disconnect_sink(&id, &registered);
     if let Some((code, reason)) = close {
         let frame = CloseFrame {
             code,

@@ -331,10 +331,25 @@ impl NativeClient {
 
     /// The next JSON frame (WebSocket pings skipped); panics after [`WAIT`].
     pub async fn recv(&mut self) -> serde_json::Value {
-        match tokio::time::timeout(WAIT, self.next_frame()).await {
-            Ok(Some(v)) => v,
+        self.recv_within(WAIT).await
+    }
+
+    /// [`NativeClient::recv`], panicking after `limit`: for frames that are certain to
+    /// come but may take long on a loaded machine (the tail of a long flood).
+    pub async fn recv_within(&mut self, limit: std::time::Duration) -> serde_json::Value {
+        match self.try_recv(limit).await {
+            Some(v) => v,
+            None => panic!("no frame within {limit:?}"),
+        }
+    }
+
+    /// The next JSON frame, or `None` if none came within `limit` (for a caller that
+    /// says what was missing); panics if the connection closed.
+    pub async fn try_recv(&mut self, limit: std::time::Duration) -> Option<serde_json::Value> {
+        match tokio::time::timeout(limit, self.next_frame()).await {
+            Ok(Some(v)) => Some(v),
             Ok(None) => panic!("connection closed while waiting for a frame"),
-            Err(_) => panic!("no frame within {WAIT:?}"),
+            Err(_) => None,
         }
     }
 
@@ -468,7 +483,9 @@ impl SioClient {
             .write_all(b"{\"close\":true}\n")
             .await
             .expect("the socket.io client is still running");
-        let status = tokio::time::timeout(WAIT, self.child.wait())
+        // The client exits once its disconnect is sent (over long-polling, a request of
+        // its own), or after its own 5 s fallback: wait past that fallback.
+        let status = tokio::time::timeout(WAIT * 2, self.child.wait())
             .await
             .expect("the socket.io client ends after close")
             .unwrap();

@@ -17,18 +17,25 @@ const ids = await joined(b)
 const bId = ids.split(',').pop()
 const seen = []
 let finished = false
+let overall
 const done = () => {
   if (finished) return
   finished = true
+  clearTimeout(overall)
   const inOrder = seen.every((s, i) => s === i)
   process.stdout.write(JSON.stringify({ received: seen.length, inOrder, sent: total }) + '\n')
+  // Over long-polling each disconnect is a POST of its own: node exits by itself once
+  // they are sent, not at a fixed delay that a loaded machine may outrun. The unref'd
+  // timer only ends a run whose sockets never let go.
   a.close()
   b.close()
-  setTimeout(() => process.exit(0), 300)
+  setTimeout(() => process.exit(0), 5000).unref()
 }
 b.on('message', (m) => {
   seen.push(m.seq)
   if (seen.length === total) done()
 })
 for (let i = 0; i < total; i++) a.emit('message', { to: bId, seq: i, candidate: 'x'.repeat(200) })
-setTimeout(done, 10000)
+// Reports what arrived if the burst never completes; generous, as a loaded machine
+// may take seconds over long-polling.
+overall = setTimeout(done, 30000)

@@ -27,16 +27,26 @@ socket.on('disconnect', (reason) => out({ event: 'disconnect', data: String(reas
 socket.on('connect_error', (err) => out({ event: 'connect_error', data: String(err) }))
 
 const rl = readline.createInterface({ input: process.stdin })
+let closing = false
+// Over long-polling the disconnect is a POST of its own: exiting at a fixed delay could
+// cut it off on a loaded machine, and the hub would keep the connection until its
+// heartbeat. So stop reading stdin and let node exit by itself once no request is
+// pending; the unref'd timer only ends a client whose socket never lets go.
+const finish = () => {
+  if (closing) return
+  closing = true
+  socket.close()
+  rl.close()
+  process.stdin.destroy()
+  setTimeout(() => process.exit(0), 5000).unref()
+}
 rl.on('line', (line) => {
+  if (closing) return
   const cmd = JSON.parse(line)
   if (cmd.close) {
-    socket.close()
-    setTimeout(() => process.exit(0), 50)
+    finish()
     return
   }
   socket.emit(cmd.emit, cmd.data)
 })
-rl.on('close', () => {
-  socket.close()
-  process.exit(0)
-})
+rl.on('close', finish)
