@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use rtcdev::cert::command::{self as cert_cmd, CertTask};
 use rtcdev::cli::{Cli, Command, ServeTask};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::FilterExt;
+use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_env();
@@ -27,13 +29,40 @@ fn init_tracing(verbose: u8) {
         _ => "trace",
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let lines = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // Colour codes only for a terminal, not for a log file.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        .init();
+        .with_filter(filter.and(OtherCratesGated));
+    tracing_subscriber::registry().with(lines).init();
+}
+
+/// rtcdev's own repeated lines go through `info_limited!`; other crates' are gated by
+/// where they come from, one line per target and level every `LOG_EVERY`: a client can
+/// make the TURN library log an error for every datagram it sends. Decided per event
+/// (`event_enabled`), since `enabled` may be asked more than once for one line.
+struct OtherCratesGated;
+
+impl<S> tracing_subscriber::layer::Filter<S> for OtherCratesGated {
+    fn enabled(
+        &self,
+        _: &tracing::Metadata<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        true
+    }
+
+    fn event_enabled(
+        &self,
+        event: &tracing::Event<'_>,
+        _: &tracing_subscriber::layer::Context<'_, S>,
+    ) -> bool {
+        let meta = event.metadata();
+        meta.target().starts_with("rtcdev")
+            || rtcdev::hub::limits::log_gate(&format!("{} {}", meta.target(), meta.level()))
+                .is_some()
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -177,3 +177,77 @@ async fn turn_flags_from_the_command_line_take_effect() {
     assert_eq!(bad["servers"][0]["failure"], "auth", "{bad}");
     assert!(bad["servers"][0]["relayed"].is_null());
 }
+
+/// Datagrams the TURN library cannot handle (a STUN response sent to the server,
+/// ChannelData outside any allocation, bytes that are not STUN) make it log an error
+/// each. From a LAN client that is a way to fill the disk of whoever keeps the logs:
+/// such lines from other crates are written once per 10 s, however many arrive.
+#[test]
+fn another_crates_error_per_datagram_is_written_once() {
+    let sb = Sandbox::new();
+    let log_path = sb.path().join("turn.log");
+    let ca = sb.ca_dir();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("rtcdev"))
+        .current_dir(sb.path())
+        .env("HOME", sb.path())
+        .env_remove("RUST_LOG")
+        .env_remove("RTCDEV_CAROOT")
+        .args(["--ca-dir", ca.to_str().unwrap()])
+        .args(["turn", "--bind", "127.0.0.1", "--port", "0", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&first).expect("turn --json");
+    let udp = json["turn"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|u| u.as_str())
+        .find(|u| u.ends_with("transport=udp"))
+        .expect("a UDP TURN URL");
+    let addr = url_addr(udp);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut response = vec![0x01, 0x01, 0, 0, 0x21, 0x12, 0xA4, 0x42];
+    response.extend_from_slice(&[7; 12]);
+    let channel_data = [0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4];
+    let lines = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("error when handling datagram")
+            .count()
+    };
+    for i in 0..900 {
+        let pkt: &[u8] = match i % 3 {
+            0 => &response,
+            1 => &channel_data,
+            _ => b"\x00\x01not stun at all",
+        };
+        sock.send_to(pkt, addr).unwrap();
+        if i % 100 == 99 {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The first line shows the library did log; wait for it (bounded), then let the
+    // rest of the datagrams be handled.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while lines() == 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let written = lines();
+    child.kill().ok();
+    child.wait().ok();
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        written == 1,
+        "{written} lines for 900 datagrams (want exactly one):\n{}",
+        log.lines().take(20).collect::<Vec<_>>().join("\n")
+    );
+}

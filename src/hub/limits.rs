@@ -296,11 +296,11 @@ impl Drop for ConnGuard {
 /// client cannot fill the disk of whoever keeps the logs.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
-static LOG_GATE: Mutex<Option<HashMap<&'static str, (Instant, u64)>>> = Mutex::new(None);
+static LOG_GATE: Mutex<Option<HashMap<String, (Instant, u64)>>> = Mutex::new(None);
 
 /// Whether a line for `cause` may be written now: `Some(n)` with the number of lines
 /// held back since the last one, `None` to hold this one back.
-pub fn log_gate(cause: &'static str) -> Option<u64> {
+pub fn log_gate(cause: &str) -> Option<u64> {
     let now = Instant::now();
     let mut gate = LOG_GATE.lock().unwrap_or_else(|p| p.into_inner());
     let map = gate.get_or_insert_with(HashMap::new);
@@ -316,7 +316,7 @@ pub fn log_gate(cause: &'static str) -> Option<u64> {
             Some(n)
         }
         None => {
-            map.insert(cause, (now, 0));
+            map.insert(cause.to_string(), (now, 0));
             Some(0)
         }
     }

@@ -216,8 +216,10 @@ impl TurnGuard {
         }
         let mut m = Message::new();
         m.raw = pkt.to_vec();
+        // What is not STUN, and STUN responses (a server is never asked anything), have
+        // no meaning here: dropped before the library, which would log an error for each.
         if m.decode().is_err() {
-            return Inbound::Pass; // the crate drops what it cannot read
+            return Inbound::Drop;
         }
         let method = m.typ.method;
         if m.typ.class == CLASS_INDICATION {
@@ -227,7 +229,7 @@ impl TurnGuard {
             return Inbound::Pass;
         }
         if m.typ.class != CLASS_REQUEST {
-            return Inbound::Pass;
+            return Inbound::Drop;
         }
         if !m.contains(ATTR_MESSAGE_INTEGRITY) {
             if !self.unauthenticated_allowed(src.ip()) {
