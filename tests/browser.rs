@@ -1,25 +1,36 @@
 //! The calling page in a real headless Chromium (fake camera and microphone) against the
-//! built `rtcdev serve`, all inside a network namespace this test creates (loopback plus
-//! a veth pair), so ICE never touches the machine's real addresses. The browser is driven
-//! by tests/js/call_test.mjs (playwright-core with Debian's chromium).
+//! built `rtcdev serve`, all inside network namespaces these tests create, so ICE never
+//! touches the machine's real addresses: loopback plus a veth pair (netns.sh) for the
+//! page's checks, and a small NAT lab (natlab.sh) for network switches. The browsers are
+//! driven by tests/js/call_test.mjs and nat_test.mjs (playwright-core with Debian's
+//! chromium).
 
 mod common;
 
 use std::process::Command;
 
-#[test]
-fn calling_page_in_chromium() {
+/// Runs `node SCRIPT` under `unshare --net sh NETNS_SCRIPT` (a namespace this test
+/// makes) with a fresh HOME, and returns the JSON lines it printed; panics with its
+/// output when it failed. `None` when browser tests are skipped.
+fn run_in_namespace(
+    netns_script: &str,
+    script: &str,
+    tools: &[(&str, &str)],
+) -> Option<Vec<serde_json::Value>> {
     if std::env::var("RTCDEV_SKIP_BROWSER").as_deref() == Ok("1") {
         eprintln!("skipped: RTCDEV_SKIP_BROWSER=1");
-        return;
+        return None;
     }
     assert!(
         common::is_root(),
-        "the browser test makes a network namespace and needs root; set RTCDEV_SKIP_BROWSER=1 to skip it"
+        "the browser tests make network namespaces and need root; set RTCDEV_SKIP_BROWSER=1 to skip them"
     );
     common::require("chromium", "chromium");
     common::require("unshare", "util-linux");
     common::require("ip", "iproute2");
+    for (program, package) in tools {
+        common::require(program, package);
+    }
     let js = common::js_dir();
     assert!(
         js.join("node_modules/playwright-core").exists(),
@@ -28,10 +39,9 @@ fn calling_page_in_chromium() {
     let sb = common::Sandbox::new();
     let out = Command::new("unshare")
         .args(["--net", "sh"])
-        .arg(js.join("netns.sh"))
+        .arg(js.join(netns_script))
         .arg("node")
-        .arg(js.join("call_test.mjs"))
-        .arg("checks")
+        .arg(js.join(script))
         .current_dir(&js)
         .env("HOME", sb.path())
         .env("RTCDEV_BIN", assert_cmd::cargo::cargo_bin("rtcdev"))
@@ -48,10 +58,25 @@ fn calling_page_in_chromium() {
     for r in &results {
         eprintln!("{r}");
     }
-    assert!(
-        out.status.success(),
-        "browser checks failed:\n{stdout}\n{stderr}"
-    );
+    assert!(out.status.success(), "{script} failed:\n{stdout}\n{stderr}");
+    Some(results)
+}
+
+/// The check `name` ran and passed.
+fn passed<'a>(results: &'a [serde_json::Value], name: &str) -> &'a serde_json::Value {
+    let r = results
+        .iter()
+        .find(|r| r["check"] == name)
+        .unwrap_or_else(|| panic!("{name} did not run: {results:?}"));
+    assert_eq!(r["ok"], true, "{r}");
+    r
+}
+
+#[test]
+fn calling_page_in_chromium() {
+    let Some(results) = run_in_namespace("netns.sh", "call_test.mjs", &[]) else {
+        return;
+    };
     for name in [
         "join-notices",
         "two-pages-media",
@@ -74,19 +99,29 @@ fn calling_page_in_chromium() {
         "constrained-ca-trusted",
         "vite-hmr-through-proxy",
     ] {
-        let r = results
-            .iter()
-            .find(|r| r["check"] == name)
-            .unwrap_or_else(|| panic!("{name} did not run:\n{stdout}"));
-        assert_eq!(r["ok"], true, "{r}");
+        passed(&results, name);
     }
-    let media = results
-        .iter()
-        .find(|r| r["check"] == "two-pages-media")
-        .unwrap();
+    let media = passed(&results, "two-pages-media");
     for who in ["ann", "bob"] {
         assert!(media[who]["frames"].as_u64().unwrap() > 0, "{media}");
         assert!(media[who]["audio"].as_u64().unwrap() > 0, "{media}");
         assert!(media[who]["samples"].as_u64().unwrap() > 0, "{media}");
     }
+}
+
+/// Two Chromium browsers behind their own NAT routers (nftables masquerade in network
+/// namespaces, natlab.sh) with `serve --turn` on the lab's internet: a phone that moves
+/// to another network (3 s down, a new address) and one away for 40 s (the hub has
+/// dropped it by then) are both back in the call, decoding both ways, on a path through
+/// the new address, with no stale tile. The recovery times are printed.
+#[test]
+fn calls_survive_a_network_switch_and_an_outage() {
+    let tools = [("nft", "nftables"), ("nsenter", "util-linux")];
+    let Some(results) = run_in_namespace("natlab.sh", "nat_test.mjs", &tools) else {
+        return;
+    };
+    passed(&results, "nat-call-connects");
+    let switch = passed(&results, "network-switch-recovers");
+    assert_eq!(switch["sameHubId"], true, "{switch}");
+    passed(&results, "outage-40s-recovers");
 }

@@ -6,15 +6,13 @@
 import { spawn, execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { chromium } from 'playwright-core'
+import { out, sleep, until, media, launch, check, STEP_TIMEOUT_MS } from './lib.mjs'
 
 const BIN = process.env.RTCDEV_BIN
 const PORT = 8443
 const ORIGIN = `https://localhost:${PORT}`
 const SMALL_PORT = 8446
 const SMALL_ORIGIN = `https://localhost:${SMALL_PORT}`
-const STEP_TIMEOUT_MS = 20000
-const out = (o) => process.stdout.write(JSON.stringify(o) + '\n')
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 let server = null
 
@@ -39,50 +37,6 @@ async function stopServer () {
   await exited
 }
 
-async function until (what, fn, timeout = STEP_TIMEOUT_MS, every = 50) {
-  const deadline = Date.now() + timeout
-  for (;;) {
-    let v
-    try { v = await fn() } catch (e) { v = false }
-    if (v) return v
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
-    await sleep(every)
-  }
-}
-
-// Per remote peer: video frames decoded and their size, audio packets received and
-// samples decoded, connection state, and whether its <video> element plays.
-function media (page) {
-  return page.evaluate(async () => {
-    const res = {}
-    for (const [id, p] of window.rtcdev.peers) {
-      let frames = 0
-      let audio = 0
-      let samples = 0
-      let width = 0
-      let height = 0
-      const stats = await p.pc.getStats()
-      stats.forEach((s) => {
-        if (s.type === 'inbound-rtp' && s.kind === 'video') {
-          frames += s.framesDecoded || 0
-          width = s.frameWidth || width
-          height = s.frameHeight || height
-        }
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-          audio += s.packetsReceived || 0
-          samples += s.totalSamplesReceived || 0
-        }
-      })
-      const v = document.querySelector(`.tile[data-peer="${CSS.escape(id)}"] video`)
-      const video = v ? { width: v.videoWidth, time: v.currentTime, paused: v.paused } : null
-      res[id] = { frames, audio, samples, width, height, video, state: p.pc.connectionState, name: p.meta.name }
-    }
-    return res
-  })
-}
-
-// What a page sends to each peer: the video sender's encoding limits and the video
-// bits a second measured over `ms`.
 async function sending (page, ms = 2000) {
   const sample = () => page.evaluate(async () => {
     const out = {}
@@ -145,32 +99,6 @@ async function open (context, room, name, origin = ORIGIN) {
 async function firstFrameMs (p) {
   await until(`${p.name} first remote frame`, async () => Object.values(await media(p.page)).some((m) => m.frames > 0), STEP_TIMEOUT_MS)
   return Date.now() - p.t0
-}
-
-async function launch () {
-  const browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    headless: true,
-    args: [
-      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
-      '--autoplay-policy=no-user-gesture-required', '--no-sandbox', '--disable-gpu', '--disable-quic',
-      '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
-      '--disable-features=WebRtcHideLocalIpsWithMdns'
-    ]
-  })
-  const context = await browser.newContext({ permissions: ['camera', 'microphone'] })
-  return { browser, context }
-}
-
-async function check (name, fn) {
-  const started = Date.now()
-  try {
-    const detail = await fn()
-    out({ check: name, ok: true, ms: Date.now() - started, ...detail })
-  } catch (err) {
-    out({ check: name, ok: false, error: String(err && err.stack || err) })
-    throw err
-  }
 }
 
 async function checks () {
@@ -444,7 +372,7 @@ async function checks () {
       // The same RTCPeerConnection objects must carry the call across the restart.
       for (const p of [a, b]) await p.page.evaluate(() => { window.pcsBefore = [...window.rtcdev.peers.values()].map((x) => x.pc) })
       await stopServer()
-      await until('Ann saw the drop', () => a.page.evaluate(() => window.rtcdev.signaling.ws.readyState !== 1))
+      await until('Ann saw the drop', () => a.page.evaluate(() => !(window.rtcdev.signaling.ws && window.rtcdev.signaling.ws.readyState === 1)))
       // A server that stays away is said so, in words for anyone, and the notice goes
       // when it is back.
       const away = await until('the server-away notice', () => a.page.evaluate(() => {

@@ -159,12 +159,22 @@ async function start (room, name) {
       for (const id of [...app.peers.keys()]) {
         if (!listed.has(id) && !app.rejoinTimers.has(id)) app.rejoinTimers.set(id, setTimeout(() => dropPeer(id), REJOIN_GRACE_MS))
       }
-      // Our place was kept (resumed): the others still hold their connections to us;
-      // the ones that no longer carry media are restarted from this side, which moved.
+      // Our place was kept (resumed): the others still hold their connections to us,
+      // but what was signalled while we were away may be lost, and we may be on
+      // another network. Each one is told we are back, and ICE restarts from here.
       if (detail.resumed) {
         log('resumed our place in the room')
         for (const p of app.peers.values()) {
-          if (listed.has(p.id) && p.pc.connectionState !== 'connected') p.restartIce()
+          if (!listed.has(p.id)) continue
+          app.signaling.signal(p.id, { kind: 'back' })
+          p.afterAway(true)
+        }
+      } else {
+        // Our place was lost (away past the hub's heartbeat): the others were told we
+        // left, and the ones whose media stopped start over with us as a newcomer.
+        // Connections that still carry media stand.
+        for (const p of [...app.peers.values()]) {
+          if (listed.has(p.id) && p.pc.connectionState !== 'connected') dropPeer(p.id, { quiet: true })
         }
       }
     }
@@ -270,6 +280,10 @@ function displayName (meta, id) {
 
 function addPeer (id, meta, weOffer) {
   meta = meta || {}
+  const held = app.peers.get(id)
+  // Someone we still hold joins again after losing their place: a connection that no
+  // longer carries media is made anew (they offer, as a newcomer does).
+  if (held && !weOffer && held.pc.connectionState !== 'connected') dropPeer(id, { quiet: true })
   if (app.peers.has(id)) {
     // Back under its own id (it resumed its place): its connection stands.
     if (app.rejoinTimers.has(id)) {
@@ -303,6 +317,9 @@ function addPeer (id, meta, weOffer) {
   })
   peer.addEventListener('state', ({ detail }) => {
     el.dataset.state = detail
+    // Media stopping is often the network changing under us: check the hub connection
+    // at once rather than at the next keepalive.
+    if (detail === 'disconnected' || detail === 'failed') app.signaling.probe()
     log(`${meta.name || id}: ${detail}`)
     // ICE found no path: say so on that person's tile, with what usually helps.
     let problem = el.querySelector('.problem')
@@ -350,16 +367,19 @@ async function replan () {
   app.uplink = await uplink.apply(peers, !!app.media.screenTrack)
 }
 
-function dropPeer (id) {
+// `quiet`: the person is still here, only the connection to them is made anew.
+function dropPeer (id, { quiet = false } = {}) {
   const peer = app.peers.get(id)
   if (!peer) return
   clearTimeout(app.rejoinTimers.get(id))
   app.rejoinTimers.delete(id)
   app.peers.delete(id)
   app.stats.delete(id)
+  app.signaling.forget(id)
   peer.close()
   removeTile(id)
   replan()
+  if (quiet) return log(`new connection to ${peer.meta.name || id}`)
   log(`peer ${peer.meta.name || id} left`)
   toast(`${displayName(peer.meta, id)} left`)
 }
@@ -373,11 +393,22 @@ async function onSignal (from, data) {
     return
   }
   let peer = app.peers.get(from)
-  if (!peer && data.kind === 'sdp' && data.description && data.description.type === 'offer') {
-    addPeer(from, { name: from }, false)
+  const offer = data.kind === 'sdp' && data.description && data.description.type === 'offer'
+  // Each side's connection has a session id. Another one means the far side made a new
+  // connection: its offer replaces ours, and what belonged to the old one is dropped.
+  let meta = { name: from }
+  if (peer && data.session && peer.remoteSession && data.session !== peer.remoteSession) {
+    if (!offer) return
+    meta = peer.meta
+    dropPeer(from, { quiet: true })
+    peer = null
+  }
+  if (!peer && offer) {
+    addPeer(from, meta, false)
     peer = app.peers.get(from)
   }
   if (!peer) return
+  if (data.session && !peer.remoteSession) peer.remoteSession = data.session
   try {
     await peer.onSignal(data)
   } catch (err) {

@@ -15,7 +15,11 @@ export class Peer extends EventTarget {
     this.id = id
     this.meta = meta || {}
     this.polite = selfId < id
-    this.send = send
+    // Which connection a signal belongs to, so a far side that starts over is told apart
+    // from late signals of the connection it replaced.
+    this.session = Math.random().toString(36).slice(2, 12)
+    this.remoteSession = null
+    this.send = (data) => send({ ...data, session: this.session })
     this.media = media
     this.offerer = offerer
     this.makingOffer = false
@@ -138,6 +142,8 @@ export class Peer extends EventTarget {
     } else if (data.kind === 'ice') {
       if (!pc.remoteDescription) this.pendingCandidates.push(data.candidate)
       else await this.addCandidate(data.candidate)
+    } else if (data.kind === 'back') {
+      await this.afterAway(false)
     } else if (data.kind === 'state') {
       this.remoteState = { audio: !!data.audio, video: !!data.video }
       this.emit('remote-state', this.remoteState)
@@ -149,6 +155,29 @@ export class Peer extends EventTarget {
       await this.pc.addIceCandidate(candidate)
     } catch (err) {
       if (!this.ignoreOffer) this.emit('log', `bad candidate: ${err}`)
+    }
+  }
+
+  // The hub connection was away, so signals either side sent meanwhile may be lost.
+  // The side that was away (`moved`: it may be on another network) drops an offer it
+  // made and restarts ICE, gathering on the network it has now; the other side sends
+  // its own pending offer again, or restarts a connection that carries nothing.
+  async afterAway (moved) {
+    const pc = this.pc
+    if (pc.connectionState === 'closed') return
+    try {
+      if (moved) {
+        if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' })
+        this.restartIce()
+      } else if (pc.signalingState === 'have-local-offer' && pc.localDescription) {
+        this.emit('log', 'sending our offer again')
+        this.send({ kind: 'sdp', description: pc.localDescription })
+        this.watchOffer()
+      } else if (pc.connectionState !== 'connected') {
+        this.restartIce()
+      }
+    } catch (err) {
+      this.emit('log', `renegotiation after the hub was away failed: ${err}`)
     }
   }
 

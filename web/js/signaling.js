@@ -2,7 +2,11 @@
 
 const BACKOFF_START_MS = 500
 const BACKOFF_MAX_MS = 8000
-const KEEPALIVE_MS = 20000
+const KEEPALIVE_MS = 10000
+// A connection whose network went away (a phone changing Wi-Fi, a suspended tab) is not
+// closed, it just goes quiet: no word from the hub this long after a ping ends it, and a
+// new one takes the place back. Probed at once when the browser sees a network change.
+const PROBE_TIMEOUT_MS = 3000
 // Signals written while the hub is away wait for the next `joined`; past this many the
 // oldest are dropped (a restart renegotiates anyway).
 const MAX_QUEUED_SIGNALS = 200
@@ -25,6 +29,17 @@ export class Signaling extends EventTarget {
     // back (a network switch, a hub connection that died silently).
     this.place = null
     this.resuming = null
+    this.probeTimer = null
+    this.retryTimer = null
+    const check = () => this.probe()
+    globalThis.addEventListener('online', () => this.reconnectNow())
+    globalThis.addEventListener('offline', check)
+    if (globalThis.navigator && navigator.connection && navigator.connection.addEventListener) {
+      navigator.connection.addEventListener('change', check)
+    }
+    if (globalThis.document) {
+      document.addEventListener('visibilitychange', () => { if (document.visibilityState === 'visible') check() })
+    }
   }
 
   emit (type, detail) {
@@ -34,13 +49,18 @@ export class Signaling extends EventTarget {
   connect () {
     this.closed = false
     this.resuming = null
+    clearTimeout(this.retryTimer)
+    this.retryTimer = null
     const ws = new WebSocket(this.url)
     this.ws = ws
     ws.onopen = () => {
       this.backoff = BACKOFF_START_MS
-      this.keepalive = setInterval(() => this.send({ type: 'ping' }), KEEPALIVE_MS)
+      this.keepalive = setInterval(() => this.probe(), KEEPALIVE_MS)
     }
     ws.onmessage = (ev) => {
+      if (this.ws !== ws) return
+      clearTimeout(this.probeTimer)
+      this.probeTimer = null
       let msg
       try { msg = JSON.parse(ev.data) } catch { return }
       this.emit('log', { dir: 'in', msg })
@@ -65,16 +85,49 @@ export class Signaling extends EventTarget {
         this.emit(msg.type, msg)
       }
     }
-    ws.onclose = (ev) => {
-      clearInterval(this.keepalive)
+    ws.onclose = (ev) => this.lost(ws, ev.code, this.backoff)
+  }
+
+  // Asks the hub for a sign of life; none within PROBE_TIMEOUT_MS and this connection is
+  // given up for a new one. Anything the hub sends counts as an answer.
+  probe () {
+    const ws = this.ws
+    if (!ws || ws.readyState !== WebSocket.OPEN || this.probeTimer) return
+    this.send({ type: 'ping' })
+    this.probeTimer = setTimeout(() => {
+      this.probeTimer = null
       if (this.ws !== ws) return
-      this.joined = false
-      this.emit('disconnected', { code: ev.code })
-      if (this.closed) return
-      const wait = this.backoff
-      this.backoff = Math.min(this.backoff * 2, BACKOFF_MAX_MS)
-      setTimeout(() => { if (!this.closed) this.connect() }, wait)
+      this.emit('log', { dir: 'in', msg: { type: 'silence' } })
+      ws.onclose = null
+      ws.onmessage = null
+      try { ws.close() } catch { /* already closing */ }
+      this.lost(ws, 4000, 0)
+    }, PROBE_TIMEOUT_MS)
+  }
+
+  // The browser is online again: a connection being waited for is tried now, and an
+  // open one is probed (it may belong to the network that went away).
+  reconnectNow () {
+    if (this.closed) return
+    if (this.retryTimer) {
+      this.backoff = BACKOFF_START_MS
+      this.connect()
+    } else {
+      this.probe()
     }
+  }
+
+  lost (ws, code, wait) {
+    if (this.ws !== ws) return
+    clearInterval(this.keepalive)
+    clearTimeout(this.probeTimer)
+    this.probeTimer = null
+    this.ws = null
+    this.joined = false
+    this.emit('disconnected', { code })
+    if (this.closed) return
+    this.backoff = Math.min(Math.max(this.backoff, BACKOFF_START_MS) * 2, BACKOFF_MAX_MS)
+    this.retryTimer = setTimeout(() => { if (!this.closed) this.connect() }, wait)
   }
 
   welcomed (msg) {
@@ -107,6 +160,11 @@ export class Signaling extends EventTarget {
     if (this.closed) return
     this.queued.push(msg)
     if (this.queued.length > MAX_QUEUED_SIGNALS) this.queued.shift()
+  }
+
+  // Signals still waiting for `to` are dropped: the connection they were for is gone.
+  forget (to) {
+    this.queued = this.queued.filter((m) => m.to !== to)
   }
 
   send (msg) {

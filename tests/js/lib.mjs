@@ -1,0 +1,77 @@
+// What the browser tests share: one JSON line per result, bounded waits, what a page
+// receives from each peer, and Debian's headless Chromium with a fake camera.
+import { chromium } from 'playwright-core'
+
+export const STEP_TIMEOUT_MS = 20000
+export const out = (o) => process.stdout.write(JSON.stringify(o) + '\n')
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+export async function until (what, fn, timeout = STEP_TIMEOUT_MS, every = 50) {
+  const deadline = Date.now() + timeout
+  for (;;) {
+    let v
+    try { v = await fn() } catch (e) { v = false }
+    if (v) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(every)
+  }
+}
+
+// Per remote peer: video frames decoded and their size, audio packets received and
+// samples decoded, connection state, and whether its <video> element plays.
+export function media (page) {
+  return page.evaluate(async () => {
+    const res = {}
+    for (const [id, p] of window.rtcdev.peers) {
+      let frames = 0
+      let audio = 0
+      let samples = 0
+      let width = 0
+      let height = 0
+      const stats = await p.pc.getStats()
+      stats.forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') {
+          frames += s.framesDecoded || 0
+          width = s.frameWidth || width
+          height = s.frameHeight || height
+        }
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          audio += s.packetsReceived || 0
+          samples += s.totalSamplesReceived || 0
+        }
+      })
+      const v = document.querySelector(`.tile[data-peer="${CSS.escape(id)}"] video`)
+      const video = v ? { width: v.videoWidth, time: v.currentTime, paused: v.paused } : null
+      res[id] = { frames, audio, samples, width, height, video, state: p.pc.connectionState, name: p.meta.name }
+    }
+    return res
+  })
+}
+
+// What a page sends to each peer: the video sender's encoding limits and the video
+// bits a second measured over `ms`.
+export async function launch (executablePath = '/usr/bin/chromium') {
+  const browser = await chromium.launch({
+    executablePath,
+    headless: true,
+    args: [
+      '--use-fake-device-for-media-stream', '--use-fake-ui-for-media-stream',
+      '--autoplay-policy=no-user-gesture-required', '--no-sandbox', '--disable-gpu', '--disable-quic',
+      '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      '--disable-features=WebRtcHideLocalIpsWithMdns'
+    ]
+  })
+  const context = await browser.newContext({ permissions: ['camera', 'microphone'] })
+  return { browser, context }
+}
+
+export async function check (name, fn) {
+  const started = Date.now()
+  try {
+    const detail = await fn()
+    out({ check: name, ok: true, ms: Date.now() - started, ...detail })
+  } catch (err) {
+    out({ check: name, ok: false, error: String(err && err.stack || err) })
+    throw err
+  }
+}
