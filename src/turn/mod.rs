@@ -174,8 +174,8 @@ pub struct TurnServer {
 
 impl TurnServer {
     /// The ICE servers a page should use to reach this server from a device that sees
-    /// this machine's `lan` addresses: STUN and TURN over UDP on each address it can be
-    /// reached on, with its credentials.
+    /// this machine's `lan` addresses: STUN, and TURN over UDP, TCP (and TLS with a TLS
+    /// port), on each address it can be reached on, with its credentials.
     pub fn ice_config(&self, lan: &[IpAddr]) -> IceConfig {
         let port = self.addr.port();
         let hosts = net::server_hosts(self.addr.ip(), lan);
@@ -184,10 +184,7 @@ impl TurnServer {
                 .iter()
                 .map(|h| format!("stun:{}:{port}", net::url_host(h)))
                 .collect(),
-            turn: hosts
-                .iter()
-                .map(|h| format!("turn:{}:{port}?transport=udp", net::url_host(h)))
-                .collect(),
+            turn: turn_urls(&hosts, port, self.tls_addr.map(|t| t.port())),
             turn_auth: self.auth.clone(),
         }
     }
@@ -400,6 +397,21 @@ pub struct TurnUrls {
     pub ice_servers: Vec<IceServer>,
 }
 
+/// `turn:` over UDP and TCP on `port` (TCP gets through networks that block UDP, as
+/// many corporate and hotel ones do), and `turns:` on `tls_port`, for each host.
+fn turn_urls(hosts: &[IpAddr], port: u16, tls_port: Option<u16>) -> Vec<String> {
+    let mut turn = Vec::new();
+    for h in hosts {
+        let h = net::url_host(h);
+        turn.push(format!("turn:{h}:{port}?transport=udp"));
+        turn.push(format!("turn:{h}:{port}?transport=tcp"));
+        if let Some(t) = tls_port {
+            turn.push(format!("turns:{h}:{t}?transport=tcp"));
+        }
+    }
+    turn
+}
+
 /// URLs for every address the server is reachable on.
 pub fn urls(addr: SocketAddr, config: &TurnConfig, tls_addr: Option<SocketAddr>) -> TurnUrls {
     let hosts = net::server_hosts(addr.ip(), &net::lan_addresses());
@@ -408,15 +420,7 @@ pub fn urls(addr: SocketAddr, config: &TurnConfig, tls_addr: Option<SocketAddr>)
         .iter()
         .map(|h| format!("stun:{}:{port}", net::url_host(h)))
         .collect();
-    let mut turn: Vec<String> = Vec::new();
-    for h in &hosts {
-        let h = net::url_host(h);
-        turn.push(format!("turn:{h}:{port}?transport=udp"));
-        turn.push(format!("turn:{h}:{port}?transport=tcp"));
-        if let Some(t) = tls_addr {
-            turn.push(format!("turns:{h}:{}?transport=tcp", t.port()));
-        }
-    }
+    let turn = turn_urls(&hosts, port, tls_addr.map(|t| t.port()));
     let (username, credential) = match (config.users.first(), &config.secret) {
         (Some((u, p)), _) => (Some(u.clone()), Some(p.clone())),
         (None, Some(secret)) => {

@@ -2,8 +2,9 @@
 // `rtcdev serve --turn` on the lab's internet (natlab.sh). A phone changes networks (its
 // link down for 3 s, back on another router with a new address) and a phone is away for
 // 40 s (the same address after): both sides decode each other's video again, on a path
-// through the new address, with one tile for the other and no stale one. Prints one JSON
-// object a line. Usage: unshare --net sh natlab.sh node nat_test.mjs
+// through the new address, with one tile for the other and no stale one. Then b's network
+// blocks UDP (the call goes through TURN over TCP) and TURN's port as well (both pages
+// say there is no connection). Prints one JSON object a line. Usage: unshare --net sh natlab.sh node nat_test.mjs
 import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { out, sleep, until, launch, check, STEP_TIMEOUT_MS } from './lib.mjs'
@@ -17,6 +18,9 @@ const ORIGIN = 'https://10.200.0.1:8443'
 // heartbeat took before.
 const RECOVERY_LIMIT_MS = 20000
 const run = promisify(execFile)
+// NAT_CHECKS=name,name runs only those (while working on one).
+const only = process.env.NAT_CHECKS ? process.env.NAT_CHECKS.split(',') : null
+const step = (name, fn) => (!only || only.includes(name)) ? check(name, fn) : null
 
 function startServer () {
   const server = spawn(BIN, ['serve', '--bind', '0.0.0.0', '--port', '8443', '--turn', '--quiet', '--no-qr', '--room', 'lobby'], {
@@ -41,6 +45,18 @@ async function open (client, name) {
   return { browser, page, name }
 }
 
+// Rules in b's router (nft commands, one each).
+async function firewall (...commands) {
+  for (const c of commands) await run(`${LAB}/b-firewall`, c.split(' '))
+}
+
+// A reload of the page: it comes back as someone new and joins again.
+async function reload (p) {
+  const old = await p.page.evaluate(() => window.rtcdev.signaling.id)
+  await p.page.reload()
+  await until(`${p.name} back after the reload`, () => p.page.evaluate((x) => window.rtcdev.signaling && window.rtcdev.signaling.joined && window.rtcdev.signaling.id !== x, old))
+}
+
 // What a page has of the call: its peers, remote tiles, video frames decoded in all, and
 // the selected candidate pair of each connection.
 function state (page) {
@@ -57,9 +73,13 @@ function state (page) {
       const pair = pairId && stats.get(pairId)
       const end = (id) => {
         const c = id && stats.get(id)
-        return c ? { type: c.candidateType, address: c.address, protocol: c.protocol } : null
+        return c ? { type: c.candidateType, address: c.address, protocol: c.protocol, relayProtocol: c.relayProtocol } : null
       }
-      paths.push(pair ? { state: pair.state, local: end(pair.localCandidateId), remote: end(pair.remoteCandidateId) } : null)
+      const gathered = []
+      stats.forEach((c) => {
+        if (c.type === 'local-candidate' || c.type === 'remote-candidate') gathered.push(`${c.type[0]}:${c.candidateType}/${c.protocol}${c.relayProtocol ? '/' + c.relayProtocol : ''} ${c.address}:${c.port}`)
+      })
+      paths.push(pair ? { state: pair.state, local: end(pair.localCandidateId), remote: end(pair.remoteCandidateId) } : { gathered })
     }
     return {
       peers: window.rtcdev.peers.size,
@@ -94,11 +114,11 @@ async function checks () {
   const a = await open('a', 'Ann')
   const b = await open('b', 'Bob')
   try {
-    await check('nat-call-connects', async () => {
+    await step('nat-call-connects', async () => {
       const s = await bothDecoding(a, b, 'both sides decoding across the NATs', STEP_TIMEOUT_MS)
       return { a: s.a.paths, b: s.b.paths }
     })
-    await check('network-switch-recovers', async () => {
+    await step('network-switch-recovers', async () => {
       const before = (await state(a.page)).paths
       const idBefore = await a.page.evaluate(() => window.rtcdev.signaling.id)
       await run(`${LAB}/switch-a`, ['3'])
@@ -114,11 +134,33 @@ async function checks () {
       const idAfter = await a.page.evaluate(() => window.rtcdev.signaling.id)
       return { recoveredMsAfterLinkBack: ms, before, after: s.a.paths, sameHubId: idBefore === idAfter }
     })
-    await check('outage-40s-recovers', async () => {
+    await step('outage-40s-recovers', async () => {
       await run(`${LAB}/cut-a`, ['40'])
       const back = Date.now()
       const s = await bothDecoding(a, b, 'both sides decoding after a 40 s outage', RECOVERY_LIMIT_MS)
       return { recoveredMsAfterLinkBack: Date.now() - back, a: s.a.paths, b: s.b.paths }
+    })
+    // b's network drops all UDP (as some corporate and hotel networks do): a fresh
+    // connection (b reloads) goes through rtcdev's TURN over TCP.
+    await step('udp-blocked-relays-over-tcp', async () => {
+      await firewall('add table inet block', 'add chain inet block through { type filter hook forward priority 0 ; policy accept ; }', 'add rule inet block through meta l4proto udp drop')
+      await reload(b)
+      const s = await bothDecoding(a, b, 'both sides decoding with UDP blocked at b', STEP_TIMEOUT_MS)
+      const local = s.b.paths[0] && s.b.paths[0].local
+      if (!local || local.type !== 'relay' || local.relayProtocol !== 'tcp') throw new Error(`b's path is not TURN over TCP: ${JSON.stringify(s.b.paths)}`)
+      return { b: s.b.paths }
+    })
+    // And TURN's TCP port too: no path at all. Each side says so on the other's tile,
+    // in words, with what helps.
+    await step('ice-blocked-says-so', async () => {
+      await firewall('add rule inet block through tcp dport 3478 drop')
+      await reload(b)
+      const problem = (p) => p.page.evaluate(() => { const e = document.querySelector('.tile:not(.local) .problem'); return e && e.textContent })
+      const texts = []
+      for (const p of [a, b]) texts.push(await until(`${p.name} says there is no connection`, () => problem(p), 60000, 250))
+      if (!texts.every((t) => t.startsWith('No connection to') && t.includes('relay (TURN) server included'))) throw new Error(`problem texts: ${texts}`)
+      await firewall('delete table inet block')
+      return { texts }
     })
   } finally {
     await a.browser.close()

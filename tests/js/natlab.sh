@@ -16,6 +16,7 @@
 #                                     with a new address (a phone changing networks)
 #   $LAB/cut-a SECONDS                a's current link is down for SECONDS, then back
 #                                     with the same address (a suspended phone)
+#   $LAB/b-firewall ARGS...           nft in b's router (what b's network lets through)
 # Usage: unshare --net sh natlab.sh COMMAND [ARGS...]
 set -eu
 LAB=$(mktemp -d)
@@ -60,6 +61,7 @@ quiet_ns "$a"
 quiet_ns "$b"
 for n in 1 2 3; do
   r=$(newns); pids="$pids $r"
+  eval "r$n=$r"
   quiet_ns "$r"
   ip link add "w$n" type veth peer name wan netns "$r"
   ip link set "w$n" master lab0 up
@@ -127,6 +129,10 @@ dev=\$(echo "\$route" | sed -n 's/.* dev \([^ ]*\).*/\1/p')
 sleep "\$1"
 \$n ip link set "\$dev" up
 \$n ip route replace \$route
+EOF
+cat > "$LAB/b-firewall" <<EOF
+#!/bin/sh
+exec nsenter --net=/proc/$r2/ns/net nft "\$@"
 EOF
 chmod +x "$LAB"/*
 
