@@ -131,10 +131,16 @@ async function checks () {
       return { firstFrameMs: { ann: fa, bob: fb }, ann: ma, bob: mb, videoAtAnn: va.video, videoAtBob: vb.video, uplink }
     })
     await check('stats-overlay', async () => {
+      // On demand: hidden until the debug panel is opened.
+      const shown = () => a.page.evaluate(() => getComputedStyle(document.querySelector('.tile:not(.local) .stats')).display !== 'none')
+      if (await shown()) throw new Error('the stats overlay shows before it was asked for')
+      await a.page.click('#debug-toggle')
+      if (!(await shown())) throw new Error('the debug panel did not show the stats overlay')
       const text = await until('stats text', () => a.page.evaluate(() => {
         const t = document.querySelector('.tile:not(.local) .stats').textContent
         return t.includes('host') && t.includes('rtt') && t
       }))
+      await a.page.click('#debug-toggle')
       return { text }
     })
     await check('chat-crosses', async () => {
@@ -154,7 +160,15 @@ async function checks () {
         const t = document.getElementById('chat-log').textContent
         return t.includes('Bob: hello from Bob') && t
       }))
-      return { line, back }
+      // The name on a chat line is the one the sender joined with (the hub relays it),
+      // not one the message claims.
+      await a.page.evaluate(() => { for (const p of window.rtcdev.peers.values()) p.sendChat({ name: 'Mallory', text: 'spoofed name' }) })
+      const spoof = await until('the spoofing line at Bob', () => b.page.evaluate(() => {
+        const lines = [...document.querySelectorAll('#chat-log > *')].map((l) => l.textContent)
+        return lines.find((l) => l.includes('spoofed name'))
+      }))
+      if (!spoof.startsWith('Ann') || spoof.includes('Mallory')) throw new Error(`chat line under a chosen name: ${spoof}`)
+      return { line, back, spoof }
     })
     await check('camera-off-shows-far-side', async () => {
       await a.page.click('#cam')
@@ -353,14 +367,85 @@ async function checks () {
       await c.page.close()
       return {}
     })
+    await check('reload-and-duplicate-tab', async () => {
+      const d = await open(context, 'call', 'Dee')
+      const connected = (p, id) => p.page.evaluate((x) => { const q = window.rtcdev.peers.get(x); return q && q.pc.connectionState === 'connected' }, id)
+      for (const p of [a, b]) await until(`${p.name} connected to Dee`, () => connected(p, d.id))
+      // A reload is someone new: the old tile goes at once (the page said goodbye), the
+      // new one connects, and chat crosses both ways.
+      const oldId = d.id
+      await d.page.reload()
+      await until('Dee rejoined', () => d.page.evaluate((old) => window.rtcdev.signaling.joined && window.rtcdev.signaling.id !== old, oldId))
+      d.id = await d.page.evaluate(() => window.rtcdev.signaling.id)
+      for (const p of [a, b]) {
+        await until(`${p.name} dropped the old Dee`, () => p.page.evaluate((x) => !window.rtcdev.peers.has(x) && !document.querySelector(`.tile[data-peer="${x}"]`), oldId))
+        await until(`${p.name} connected to the new Dee`, () => connected(p, d.id))
+      }
+      await until('chat open at Dee', () => d.page.evaluate(() => [...window.rtcdev.peers.values()].every((p) => p.chat && p.chat.readyState === 'open')))
+      await d.page.evaluate(() => window.rtcdev.sendChat('back after reload'))
+      await until('Ann reads the reloaded Dee', () => a.page.evaluate(() => document.getElementById('chat-log').textContent.includes('Dee: back after reload')))
+      await a.page.evaluate(() => window.rtcdev.sendChat('welcome back'))
+      await until('the reloaded Dee reads Ann', () => d.page.evaluate(() => document.getElementById('chat-log').textContent.includes('Ann: welcome back')))
+      // A duplicated tab copies the session storage: it is someone new, and the
+      // original keeps its place and its connections.
+      const pcOfAnn = await b.page.evaluate((x) => { window.annPc = window.rtcdev.peers.get(x).pc; return true }, a.id)
+      const storage = await a.page.evaluate(() => JSON.stringify(Object.entries(sessionStorage)))
+      const dupPage = await context.newPage()
+      await dupPage.addInitScript((entries) => { for (const [k, v] of JSON.parse(entries)) sessionStorage.setItem(k, v) }, storage)
+      await dupPage.goto(a.page.url())
+      await until('the duplicate joined', () => dupPage.evaluate(() => window.rtcdev.signaling.joined))
+      const dupId = await dupPage.evaluate(() => window.rtcdev.signaling.id)
+      if (dupId === a.id) throw new Error('the duplicate took the original\'s id')
+      await until('Bob connected to the duplicate', () => connected(b, dupId))
+      const kept = await b.page.evaluate((x) => window.rtcdev.peers.get(x) && window.rtcdev.peers.get(x).pc === window.annPc && window.annPc.connectionState === 'connected', a.id)
+      if (!pcOfAnn || !kept) throw new Error('the original lost its connection to Bob')
+      await dupPage.close()
+      await d.page.close()
+      for (const id of [dupId, d.id]) await until('the closed tabs dropped', () => b.page.evaluate((x) => !window.rtcdev.peers.has(x), id))
+      return { reloaded: d.id, duplicate: dupId }
+    })
+    await check('camera-in-use-says-so', async () => {
+      // Another app holds the camera: the browser's getUserMedia fails with
+      // NotReadableError for video (Chromium's fake devices cannot be busy, so the page
+      // sees that error as it would), the microphone opens.
+      const page = await context.newPage()
+      await page.addInitScript(() => {
+        localStorage.setItem('rtcdev.name', 'Fay')
+        const md = navigator.mediaDevices
+        const real = md.getUserMedia.bind(md)
+        md.getUserMedia = (c) => (c && c.video) ? Promise.reject(new DOMException('Could not start video source', 'NotReadableError')) : real(c)
+      })
+      await page.goto(`${ORIGIN}/?room=call`)
+      const text = await until('the in-use notice', () => page.evaluate(() => {
+        const t = document.getElementById('notice').textContent
+        return t.includes('in use by another app') && t
+      }))
+      if (!text.includes('hear you') || text.includes('receive-only')) throw new Error(`notice: ${text}`)
+      const fay = await until('Fay joined', () => page.evaluate(() => window.rtcdev.signaling.joined && window.rtcdev.signaling.id))
+      // And it is true: Ann hears Fay.
+      await until('Ann hears Fay', async () => { const m = (await media(a.page))[fay]; return m && m.samples > 0 && m.audio > 0 })
+      await page.close()
+      await until('Fay gone at Ann', () => a.page.evaluate((x) => !window.rtcdev.peers.has(x), fay))
+      return { text }
+    })
     await check('phone-width-360', async () => {
       await a.page.setViewportSize({ width: 360, height: 740 })
       await sleep(300)
       const layout = await a.page.evaluate(() => {
         const controls = [...document.querySelectorAll('.controls button')].filter((b) => !b.hidden)
         const offscreen = controls.filter((b) => { const r = b.getBoundingClientRect(); return r.right > window.innerWidth + 1 || r.bottom > window.innerHeight + 1 })
-        return { scrollWidth: document.documentElement.scrollWidth, offscreen: offscreen.map((b) => b.id), videos: document.querySelectorAll('.tile video[playsinline]').length }
+        const own = document.querySelector('.tile.local').getBoundingClientRect()
+        const far = document.querySelector('.tile:not(.local) video')
+        return {
+          scrollWidth: document.documentElement.scrollWidth,
+          offscreen: offscreen.map((b) => b.id),
+          videos: document.querySelectorAll('.tile video[playsinline]').length,
+          ownWidth: Math.round(own.width),
+          farFit: getComputedStyle(far).objectFit
+        }
       })
+      // One's own picture small in the corner; the far side's whole, not cropped.
+      if (layout.ownWidth > 180 || layout.farFit !== 'contain') throw new Error(`phone layout: ${JSON.stringify(layout)}`)
       if (process.env.SCREENSHOT) await a.page.screenshot({ path: process.env.SCREENSHOT })
       if (layout.scrollWidth > 360 || layout.offscreen.length) throw new Error(`layout overflows at 360 px: ${JSON.stringify(layout)}`)
       await a.page.setViewportSize({ width: 1280, height: 720 })

@@ -80,7 +80,7 @@ async function lobby (room) {
     await app.media.open()
     $('preview').srcObject = app.media.stream
     await fillDevices()
-    if (app.media.error) $('lobby-note').innerHTML = mediaHelp(app.media.error)
+    if (mediaNotice()) $('lobby-note').innerHTML = mediaNotice()
   }
   $('random-room').onclick = () => { $('room').value = randomRoom() }
   const reopen = async () => {
@@ -115,7 +115,33 @@ function mediaHelp (error) {
       '(on iOS: Settings → Safari → Camera / Microphone), then reload. You are joining receive-only.'
   }
   if (error === 'NotFoundError' || error === 'OverconstrainedError') return 'No camera or microphone found: joining receive-only.'
+  if (error === 'NotReadableError' || error === 'AbortError') {
+    return 'The camera and microphone are in use by another app (or the system would not start them). ' +
+      'Close the other app, then reload. You are joining receive-only.'
+  }
   return `Cannot open camera or microphone (${escapeHtml(error)}): joining receive-only.`
+}
+
+// The camera or the microphone opened without the other: say which, why, and what the
+// others get.
+function partialHelp (media) {
+  const why = {
+    NotReadableError: 'it is in use by another app',
+    AbortError: 'it is in use by another app',
+    NotFoundError: 'none was found',
+    OverconstrainedError: 'none was found',
+    NotAllowedError: 'it is blocked for this site'
+  }[media.partial] || escapeHtml(media.partial)
+  const stream = media.stream
+  if (stream && !stream.getVideoTracks().length) return `Your camera could not be opened (${why}): the others hear you but do not see you.`
+  if (stream && !stream.getAudioTracks().length) return `Your microphone could not be opened (${why}): the others see you but do not hear you.`
+  return ''
+}
+
+function mediaNotice () {
+  if (app.media.error) return mediaHelp(app.media.error)
+  if (app.media.partial) return partialHelp(app.media)
+  return ''
 }
 
 async function start (room, name) {
@@ -123,7 +149,7 @@ async function start (room, name) {
   app.name = name
   $('call').hidden = false
   if (!app.media.stream && window.isSecureContext) await app.media.open()
-  if (app.media.error) notice(mediaHelp(app.media.error))
+  if (mediaNotice()) notice(mediaNotice())
   const me = tile('self', `${name} (you)`, { local: true })
   me.querySelector('video').srcObject = app.media.stream
   me.classList.toggle('mirrored', app.media.mirrored())
@@ -144,11 +170,11 @@ async function start (room, name) {
     app.iceServers = detail.iceServers || []
     if (Number.isInteger(detail.roomSize) && detail.roomSize >= 2) app.roomSize = detail.roomSize
     $('ice-list').textContent = JSON.stringify(app.iceServers, null, 2) || '[]'
-    notice(app.media.error ? mediaHelp(app.media.error) : '')
+    notice(mediaNotice())
   })
   sig.addEventListener('joined', ({ detail }) => {
     clearTimeout(app.awayTimer)
-    if ($('notice').textContent.startsWith('Cannot reach the rtcdev server')) notice(app.media.error ? mediaHelp(app.media.error) : '')
+    if ($('notice').textContent.startsWith('Cannot reach the rtcdev server')) notice(mediaNotice())
     const first = !app.joinedAt
     app.joinedAt = app.joinedAt || performance.now()
     if (first && detail.peers.length) toast(`In this call: ${detail.peers.map((p) => displayName(p.meta, p.id)).join(', ')}`)
@@ -330,9 +356,16 @@ function addPeer (id, meta, weOffer) {
         problem.setAttribute('role', 'status')
         el.append(problem)
       }
-      problem.textContent = `No connection to ${displayName(meta, id)}: the networks between you block a ` +
-        'direct path. Trying again; a TURN server relays around this (rtcdev serve --turn).'
-    } else if (problem) {
+      const relayed = app.iceServers.some((s) => [].concat(s.urls).some((u) => /^turns?:/.test(u)))
+      problem.textContent = relayed
+        ? `No connection to ${displayName(meta, id)}: the networks between you block every path, the ` +
+          'relay (TURN) server included. One of you may be on a network that blocks it (a guest or office ' +
+          'Wi-Fi); trying again.'
+        : `No connection to ${displayName(meta, id)}: the networks between you block a direct path. ` +
+          'Trying again; a TURN server relays around this (rtcdev serve --turn).'
+    } else if (problem && detail === 'connected') {
+      // It stays through the retries (an ICE restart goes back to connecting) until a
+      // path is found.
       problem.remove()
     }
     if (detail === 'connected') {
@@ -344,7 +377,9 @@ function addPeer (id, meta, weOffer) {
   // The sending plan as soon as the senders exist: a page joining a big room does not
   // start every encoder at full rate first.
   peer.addEventListener('negotiated', () => replan())
-  peer.addEventListener('chat', ({ detail }) => chatLine(detail.name, detail.text))
+  // The sender's name is the one it joined with (relayed by the hub), never one a
+  // message claims.
+  peer.addEventListener('chat', ({ detail }) => chatLine(displayName(peer.meta, peer.id), detail.text))
   peer.addEventListener('chat-close', () => { if (app.rejoinTimers.has(peer.id)) dropPeer(peer.id) })
   peer.addEventListener('remote-state', ({ detail }) => setBadges(el, detail))
   peer.addEventListener('log', ({ detail }) => log(`${meta.name || id}: ${detail}`))
@@ -506,7 +541,10 @@ function wireControls () {
     $('qr-dialog').showModal()
   }
   $('chat-toggle').onclick = () => { $('chat').hidden = !$('chat').hidden }
-  $('debug-toggle').onclick = () => { $('debug').hidden = !$('debug').hidden }
+  $('debug-toggle').onclick = () => {
+    $('debug').hidden = !$('debug').hidden
+    document.body.classList.toggle('show-stats', !$('debug').hidden)
+  }
   $('chat-form').onsubmit = (ev) => {
     ev.preventDefault()
     const text = $('chat-input').value.trim()
@@ -522,7 +560,7 @@ function wireControls () {
 }
 
 app.sendChat = (text) => {
-  const msg = { name: app.name, text }
+  const msg = { text }
   for (const p of app.peers.values()) p.sendChat(msg)
   chatLine(`${app.name} (you)`, text)
 }

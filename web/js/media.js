@@ -27,6 +27,7 @@ export class Media {
   // Opens camera and microphone; falls back to audio only, then to none (receive-only).
   async open ({ cameraId, micId } = {}) {
     this.error = null
+    this.partial = null
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
       this.error = 'insecure'
       return null
@@ -34,16 +35,20 @@ export class Media {
     const video = this.cameraConstraints(cameraId)
     const audio = micId ? { deviceId: { exact: micId } } : true
     const attempts = [{ video, audio }, { audio }, { video }]
+    let failure = null
     for (const constraints of attempts) {
       try {
         this.stream = await navigator.mediaDevices.getUserMedia(constraints)
         this.cameraTrack = this.stream.getVideoTracks()[0] || null
+        // Half of it opened: why the other half did not, for the notice.
+        this.partial = failure
         return this.stream
       } catch (err) {
-        this.error = err.name
+        failure = err.name
         if (err.name === 'NotAllowedError' || err.name === 'SecurityError') break
       }
     }
+    this.error = failure
     this.stream = null
     return null
   }

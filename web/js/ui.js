@@ -24,7 +24,13 @@ export function tile (id, label, { local = false } = {}) {
   badges.className = 'badges'
   el.append(video, name, stats, badges)
   $('tiles').append(el)
+  markPeers()
   return el
+}
+
+// Whether anyone else is on screen: a phone then shows its own picture small.
+function markPeers () {
+  $('tiles').classList.toggle('with-peers', !!document.querySelector('.tile:not(.local)'))
 }
 
 export function removeTile (id) {
@@ -34,6 +40,7 @@ export function removeTile (id) {
     v.srcObject = null
     el.remove()
   }
+  markPeers()
 }
 
 export function setBadges (el, { audio, video }) {
