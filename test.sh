@@ -13,6 +13,7 @@ declare -A tools=(
   [curl]=curl
   [nginx]=nginx-light
   [chromium]=chromium
+  [firefox-esr]=firefox-esr
   [unshare]=util-linux
   [ip]=iproute2
   [nft]=nftables

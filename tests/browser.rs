@@ -3,7 +3,7 @@
 //! touches the machine's real addresses: loopback plus a veth pair (netns.sh) for the
 //! page's checks, and a small NAT lab (natlab.sh) for network switches. The browsers are
 //! driven by tests/js/call_test.mjs and nat_test.mjs (playwright-core with Debian's
-//! chromium).
+//! chromium) and firefox_test.mjs (puppeteer-core with Debian's firefox-esr).
 
 mod common;
 
@@ -16,6 +16,7 @@ fn run_in_namespace(
     netns_script: &str,
     script: &str,
     tools: &[(&str, &str)],
+    env: &[(&str, &str)],
 ) -> Option<Vec<serde_json::Value>> {
     if std::env::var("RTCDEV_SKIP_BROWSER").as_deref() == Ok("1") {
         eprintln!("skipped: RTCDEV_SKIP_BROWSER=1");
@@ -47,6 +48,7 @@ fn run_in_namespace(
         .env("RTCDEV_BIN", assert_cmd::cargo::cargo_bin("rtcdev"))
         .env_remove("RTCDEV_CAROOT")
         .env_remove("CAROOT")
+        .envs(env.iter().copied())
         .output()
         .expect("unshare");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -74,7 +76,7 @@ fn passed<'a>(results: &'a [serde_json::Value], name: &str) -> &'a serde_json::V
 
 #[test]
 fn calling_page_in_chromium() {
-    let Some(results) = run_in_namespace("netns.sh", "call_test.mjs", &[]) else {
+    let Some(results) = run_in_namespace("netns.sh", "call_test.mjs", &[], &[]) else {
         return;
     };
     for name in [
@@ -92,6 +94,8 @@ fn calling_page_in_chromium() {
         "phone-width-360",
         "three-pages-full-mesh",
         "leaver-disappears",
+        "reload-and-duplicate-tab",
+        "camera-in-use-says-so",
         "hub-restart-survived",
         "fifth-page-sees-room-full",
         "accessibility-axe",
@@ -117,11 +121,37 @@ fn calling_page_in_chromium() {
 #[test]
 fn calls_survive_a_network_switch_and_an_outage() {
     let tools = [("nft", "nftables"), ("nsenter", "util-linux")];
-    let Some(results) = run_in_namespace("natlab.sh", "nat_test.mjs", &tools) else {
+    let Some(results) = run_in_namespace("natlab.sh", "nat_test.mjs", &tools, &[]) else {
         return;
     };
     passed(&results, "nat-call-connects");
     let switch = passed(&results, "network-switch-recovers");
     assert_eq!(switch["sameHubId"], true, "{switch}");
     passed(&results, "outage-40s-recovers");
+    let tcp = passed(&results, "udp-blocked-relays-over-tcp");
+    assert_eq!(tcp["b"][0]["local"]["relayProtocol"], "tcp", "{tcp}");
+    passed(&results, "ice-blocked-says-so");
+}
+
+/// Debian's Firefox ESR (WebDriver BiDi through puppeteer-core, fake camera and
+/// microphone) and Chromium in one call: Firefox trusts the page through the CA that
+/// `rtcdev cert --install` put in its profile, and video, audio, chat and mute cross
+/// both ways.
+#[test]
+fn firefox_and_chromium_in_one_call() {
+    let tools = [
+        ("firefox-esr", "firefox-esr"),
+        ("certutil", "libnss3-tools"),
+    ];
+    let env = [("NETNS_DEFAULT_ROUTE", "1")];
+    let Some(results) = run_in_namespace("netns.sh", "firefox_test.mjs", &tools, &env) else {
+        return;
+    };
+    passed(&results, "firefox-trusts-the-ca");
+    let call = passed(&results, "firefox-and-chromium-call");
+    for side in ["inFox", "inChrome"] {
+        assert!(call[side]["frames"].as_u64().unwrap() > 10, "{call}");
+        assert!(call[side]["samples"].as_u64().unwrap() > 0, "{call}");
+    }
+    passed(&results, "firefox-chat-and-mute");
 }

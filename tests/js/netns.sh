@@ -13,6 +13,9 @@ ip addr add 10.99.0.1/24 dev rtc0
 ip addr add 10.99.0.2/24 dev rtc1
 ip link set rtc0 up
 ip link set rtc1 up
+# Firefox gathers ICE candidates only when there is a default route: one into the veth
+# pair keeps every packet inside the namespace all the same.
+if [ "${NETNS_DEFAULT_ROUTE:-}" = 1 ]; then ip route add default dev rtc0; fi
 # Wait (bounded) until both ends are up, so no interface changes under the browser.
 i=0
 until ip -o link show dev rtc0 | grep -q 'state UP' && ip -o link show dev rtc1 | grep -q 'state UP'; do
