@@ -82,6 +82,7 @@ fn calling_page_in_chromium() {
     for name in [
         "join-notices",
         "two-pages-media",
+        "inspector-shows-the-call",
         "stats-overlay",
         "chat-crosses",
         "camera-off-shows-far-side",
@@ -130,7 +131,20 @@ fn calls_survive_a_network_switch_and_an_outage() {
     passed(&results, "outage-40s-recovers");
     let tcp = passed(&results, "udp-blocked-relays-over-tcp");
     assert_eq!(tcp["b"][0]["local"]["relayProtocol"], "tcp", "{tcp}");
-    passed(&results, "ice-blocked-says-so");
+    let ice = passed(&results, "ice-test-page-from-the-device");
+    assert!(
+        ice["printed"]
+            .as_str()
+            .is_some_and(|p| p.contains("allocated over tcp")),
+        "{ice}"
+    );
+    let blocked = passed(&results, "ice-blocked-says-so");
+    assert!(
+        blocked["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("TURN server")),
+        "{blocked}"
+    );
 }
 
 /// Debian's Firefox ESR (WebDriver BiDi through puppeteer-core, fake camera and

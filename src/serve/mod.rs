@@ -6,6 +6,8 @@ pub mod assets;
 mod banner;
 pub mod certs;
 pub mod deploy;
+mod ice_report;
+mod inspect;
 pub mod onboarding;
 pub mod proxy;
 mod routes;
@@ -208,6 +210,7 @@ pub async fn run_on(
         config.room.clone(),
         net::reachable(addr.ip(), &lan),
     );
+    state.set_json_output(config.json);
     let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
     let u = banner::urls(addr, &state);
     crate::server::print_stdout(&banner::banner(&u, &config, !state.lan().is_empty()));

@@ -15,6 +15,8 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use tower_http::compression::CompressionLayer;
 
+use super::ice_report::{self, IceReport, ReportLimit};
+use super::inspect::{self, Inspector};
 use super::{Content, assets, onboarding};
 use crate::hub::Hub;
 use crate::hub::protocol::{PeerId, RoomName};
@@ -53,6 +55,10 @@ struct StateInner {
     port: u16,
     room: String,
     lan: RwLock<Vec<IpAddr>>,
+    /// Terminal output as JSON lines (`--json`).
+    json: std::sync::atomic::AtomicBool,
+    ice_reports: ReportLimit,
+    inspector: Inspector,
 }
 
 impl AppState {
@@ -73,8 +79,18 @@ impl AppState {
                 port,
                 room,
                 lan: RwLock::new(lan),
+                json: std::sync::atomic::AtomicBool::new(false),
+                ice_reports: ReportLimit::default(),
+                inspector: Inspector::default(),
             }),
         }
+    }
+
+    /// Prints what devices report (the ICE test) as JSON lines.
+    pub fn set_json_output(&self, json: bool) {
+        self.inner
+            .json
+            .store(json, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The port the links carry.
@@ -157,6 +173,21 @@ pub fn router(
             policy.clone(),
             origin::check_origin,
         ));
+    // The ICE test page and the room inspector are rtcdev's own whatever the content;
+    // what pages report is checked like the hub: pages of other origins may not post.
+    let ice = Router::new()
+        .route("/ice", get(ice_page))
+        .route("/ice/ice.js", get(ice_script))
+        .route("/ice/report", axum::routing::post(ice_report))
+        .route("/inspect", get(inspect_page))
+        .route("/inspect/view.js", get(inspect_script))
+        .route("/inspect/state.json", get(inspect_state))
+        .route("/inspect/report", axum::routing::post(inspect_report))
+        .layer(middleware::from_fn_with_state(
+            policy.clone(),
+            origin::check_origin,
+        ))
+        .with_state(state.clone());
     let app = Router::new()
         .route("/config.json", get(config_json))
         .route("/qr.svg", get(qr_svg))
@@ -167,6 +198,7 @@ pub fn router(
         .route("/ca.mobileconfig", get(mobileconfig))
         .with_state(state.clone())
         .merge(hub)
+        .merge(ice)
         .layer(policy.cors())
         .merge(content)
         .layer(middleware::from_fn_with_state(state, plain_http_guard))
@@ -277,4 +309,139 @@ async fn ca_pem(State(state): State<AppState>) -> Response {
 
 async fn mobileconfig(State(state): State<AppState>) -> Response {
     onboarding::mobileconfig(state.inner.ca.as_ref())
+}
+
+async fn ice_page(headers: HeaderMap) -> Response {
+    assets::bundled(&axum::http::Uri::from_static("/ice.html"), &headers)
+}
+
+async fn ice_script(headers: HeaderMap) -> Response {
+    assets::bundled(&axum::http::Uri::from_static("/ice/ice.js"), &headers)
+}
+
+/// A device's ICE test result: printed in the terminal, labelled with the device.
+async fn ice_report(State(state): State<AppState>, req: Request) -> Response {
+    let from = crate::hub::client_ip_parts(req.extensions())
+        .map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let Ok(body) = axum::body::to_bytes(req.into_body(), ice_report::MAX_BODY).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "an ICE test report is at most {} bytes\n",
+                ice_report::MAX_BODY
+            ),
+        )
+            .into_response();
+    };
+    let report = match IceReport::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    if !state.inner.ice_reports.allow() {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many ICE test reports; try again in a minute\n",
+        )
+            .into_response();
+    }
+    if state.inner.json.load(std::sync::atomic::Ordering::Relaxed) {
+        crate::server::print_stdout(&format!("{}\n", report.json(&user_agent, &from)));
+    } else {
+        crate::server::print_stdout(&report.lines(&user_agent, &from));
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The inspector shows devices' addresses: only to this machine.
+fn only_here(req: &Request, port: u16) -> Option<Response> {
+    let here = crate::hub::client_ip_parts(req.extensions()).is_some_and(|ip| ip.is_loopback());
+    (!here).then(|| {
+        (
+            StatusCode::FORBIDDEN,
+            format!(
+                "The room inspector shows the devices' addresses, so it is served to this \
+                 machine only: open https://localhost:{port}/inspect there.\n"
+            ),
+        )
+            .into_response()
+    })
+}
+
+async fn inspect_page(State(state): State<AppState>, req: Request) -> Response {
+    if let Some(refused) = only_here(&req, state.inner.port) {
+        return refused;
+    }
+    assets::bundled(
+        &axum::http::Uri::from_static("/inspect.html"),
+        req.headers(),
+    )
+}
+
+async fn inspect_script(headers: HeaderMap) -> Response {
+    assets::bundled(&axum::http::Uri::from_static("/inspect/view.js"), &headers)
+}
+
+async fn inspect_state(State(state): State<AppState>, req: Request) -> Response {
+    if let Some(refused) = only_here(&req, state.inner.port) {
+        return refused;
+    }
+    let mut r = Json(state.inner.inspector.snapshot()).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// A calling page's report on its connections; a failure's verdict is printed.
+async fn inspect_report(State(state): State<AppState>, req: Request) -> Response {
+    let from = crate::hub::client_ip_parts(req.extensions())
+        .map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+    let browser = ice_report::device_label(
+        req.headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(""),
+    );
+    let Ok(body) = axum::body::to_bytes(req.into_body(), inspect::MAX_BODY).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a report is at most {} bytes\n", inspect::MAX_BODY),
+        )
+            .into_response();
+    };
+    let report: inspect::Report = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("not a report: {e}\n")).into_response(),
+    };
+    let origin = inspect::Origin {
+        browser: &browser,
+        from: &from,
+    };
+    match state.inner.inspector.report(report, origin) {
+        Ok(verdicts) => {
+            // Printed after the inspector's lock is released.
+            for line in verdicts {
+                if state.inner.json.load(std::sync::atomic::Ordering::Relaxed) {
+                    crate::server::print_stdout(&format!(
+                        "{}\n",
+                        serde_json::json!({"event": "call-failed", "verdict": line.trim()})
+                    ));
+                } else {
+                    crate::server::print_stdout(&format!("{line}\n"));
+                }
+            }
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(inspect::Refused::Invalid(e)) => {
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+        Err(inspect::Refused::Full(e)) => {
+            (StatusCode::TOO_MANY_REQUESTS, format!("{e}\n")).into_response()
+        }
+    }
 }

@@ -130,6 +130,22 @@ async function checks () {
       const uplink = await checkUplink(a.page, 2)
       return { firstFrameMs: { ann: fa, bob: fb }, ann: ma, bob: mb, videoAtAnn: va.video, videoAtBob: vb.video, uplink }
     })
+    await check('inspector-shows-the-call', async () => {
+      // The laptop's view of the room: both ends of Ann <-> Bob, connected, with media.
+      const page = await context.newPage()
+      await page.goto(`${ORIGIN}/inspect`)
+      const seen = await until('the inspector showing Ann and Bob connected', () => page.evaluate(([x, y]) => {
+        const room = window.inspectorState && window.inspectorState.rooms.call
+        const ab = room && room[x] && room[x].connections[y]
+        const ba = room && room[y] && room[y].connections[x]
+        const media = (s) => s && s.state === 'connected' && s.summary && s.summary.kbpsIn > 0 && s.summary.path
+        const row = document.querySelector('section[data-room="call"] tr[data-pair]')
+        return media(ab) && media(ba) && row && { ab: ab.summary, ba: ba.summary, names: [room[x].name, room[y].name], row: row.textContent }
+      }, [a.id, b.id]))
+      if (!seen.row.includes('Ann') || !seen.row.includes('Bob')) throw new Error(`inspector row: ${seen.row}`)
+      await page.close()
+      return seen
+    })
     await check('stats-overlay', async () => {
       // On demand: hidden until the debug panel is opened.
       const shown = () => a.page.evaluate(() => getComputedStyle(document.querySelector('.tile:not(.local) .stats')).display !== 'none')
@@ -573,6 +589,16 @@ async function checks () {
       await join.goto(`http://localhost:${PORT}/join?room=axe`)
       found.join = await audit(join)
       await join.close()
+      // The ICE test page, with no server to test (this serve runs no TURN): it says so.
+      const ice = await context.newPage()
+      await ice.goto(`${ORIGIN}/ice`)
+      await until('the ICE servers filled in', () => ice.evaluate(() => document.getElementById('servers').value !== ''))
+      await ice.click('#run')
+      await until('the ICE test done', () => ice.evaluate(() => window.iceResults))
+      const said = await ice.evaluate(() => document.getElementById('verdicts').textContent)
+      if (!said.includes('No STUN or TURN server to test')) throw new Error(`ICE page without servers: ${said}`)
+      found.ice = await audit(ice)
+      await ice.close()
       const bad = Object.entries(found).filter(([, v]) => v.length)
       if (bad.length) throw new Error(`accessibility violations: ${JSON.stringify(Object.fromEntries(bad))}`)
       return { pages: Object.keys(found) }

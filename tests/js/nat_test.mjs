@@ -28,7 +28,9 @@ function startServer () {
   })
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('server did not start')), STEP_TIMEOUT_MS)
+    server.printed = ''
     server.stdout.on('data', (d) => {
+      server.printed += String(d)
       if (String(d).includes('Local:')) { clearTimeout(timer); resolve(server) }
     })
     server.on('exit', (code) => reject(new Error(`server exited ${code}`)))
@@ -150,6 +152,33 @@ async function checks () {
       if (!local || local.type !== 'relay' || local.relayProtocol !== 'tcp') throw new Error(`b's path is not TURN over TCP: ${JSON.stringify(s.b.paths)}`)
       return { b: s.b.paths }
     })
+    // The ICE test page on b, in that network: each server's verdict from b's side, on
+    // the page and in serve's terminal, labelled with the device.
+    await step('ice-test-page-from-the-device', async () => {
+      const page = await b.page.context().newPage()
+      await page.goto(`${ORIGIN}/ice`)
+      await until('the ICE servers filled in', () => page.evaluate(() => document.getElementById('servers').value.includes('turn:')))
+      await page.fill('#device', "Bob's phone")
+      await page.click('#run')
+      const results = await until('the ICE test results', () => page.evaluate(() => window.iceResults), 30000, 250)
+      const sent = await until('the result sent', () => page.evaluate(() => document.getElementById('sent').textContent))
+      await page.close()
+      const by = (re) => results.find((r) => re.test(r.url))
+      const stun = by(/^stun:/)
+      const udp = by(/^turn:.*transport=udp/)
+      const tcp = by(/^turn:.*transport=tcp/)
+      if (!stun || stun.verdict !== 'fail' || stun.failure !== 'unreachable') throw new Error(`STUN over blocked UDP: ${JSON.stringify(stun)}`)
+      if (!udp || udp.verdict !== 'fail' || udp.failure !== 'unreachable') throw new Error(`TURN over blocked UDP: ${JSON.stringify(udp)}`)
+      if (!tcp || tcp.verdict !== 'ok' || !/^relay 10\.200\.0\.1:\d+ allocated over tcp$/.test(tcp.detail)) throw new Error(`TURN over TCP: ${JSON.stringify(tcp)}`)
+      const printed = await until('the report in serve\'s terminal', () => {
+        const i = server.printed.indexOf('ICE test from "Bob\'s phone"')
+        return i >= 0 && server.printed.slice(i).split('\n').slice(0, results.length + 1).join('\n')
+      })
+      if (!/\(Chrome \d+ on Linux\), 10\.200\.0\.12:/.test(printed) || !/OK +turn:.*transport=tcp +relay .* allocated over tcp/.test(printed) || !/FAIL unreachable +stun:/.test(printed)) {
+        throw new Error(`printed: ${printed}`)
+      }
+      return { results, sent, printed }
+    })
     // And TURN's TCP port too: no path at all. Each side says so on the other's tile,
     // in words, with what helps.
     await step('ice-blocked-says-so', async () => {
@@ -159,8 +188,14 @@ async function checks () {
       const texts = []
       for (const p of [a, b]) texts.push(await until(`${p.name} says there is no connection`, () => problem(p), 60000, 250))
       if (!texts.every((t) => t.startsWith('No connection to') && t.includes('relay (TURN) server included'))) throw new Error(`problem texts: ${texts}`)
+      // The terminal says why, once for the connection, from what both ends reported.
+      const verdict = await until('the failure verdict in serve\'s terminal', () => {
+        const lines = server.printed.split('\n').filter((l) => l.includes('call failed in room nat:'))
+        return lines.length && lines
+      })
+      if (verdict.length !== 1 || !verdict[0].includes('TURN server')) throw new Error(`verdict: ${verdict}`)
       await firewall('delete table inet block')
-      return { texts }
+      return { texts, verdict: verdict[0] }
     })
   } finally {
     await a.browser.close()

@@ -6,6 +6,7 @@ import { Signaling } from './signaling.js'
 import { Media } from './media.js'
 import { Peer } from './peers.js'
 import { summarize, format } from './stats.js'
+import { Reporter } from './inspect.js'
 import * as uplink from './uplink.js'
 import { $, tile, removeTile, setBadges, notice, chatLine, eventLine, escapeHtml, toast } from './ui.js'
 
@@ -161,6 +162,7 @@ async function start (room, name) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
   const sig = new Signaling(`${proto}//${location.host}/ws`)
   app.signaling = sig
+  app.reporter = new Reporter(app)
   sig.addEventListener('log', ({ detail }) => {
     const m = detail.msg
     if (m.type === 'signal') log(`${detail.dir} signal ${m.from || m.to || 'room'} ${m.data && m.data.kind}`)
@@ -334,6 +336,7 @@ function addPeer (id, meta, weOffer) {
     offerer: weOffer
   })
   app.peers.set(id, peer)
+  if (app.reporter) app.reporter.watch(peer)
   const el = tile(id, meta.name || id)
   const video = el.querySelector('video')
   peer.addEventListener('track', () => {

@@ -140,6 +140,7 @@ export class Peer extends EventTarget {
       this.emit('negotiated')
       for (const c of this.pendingCandidates.splice(0)) await this.addCandidate(c)
     } else if (data.kind === 'ice') {
+      if (data.candidate && data.candidate.candidate) this.emit('remote-candidate', data.candidate)
       if (!pc.remoteDescription) this.pendingCandidates.push(data.candidate)
       else await this.addCandidate(data.candidate)
     } else if (data.kind === 'back') {
