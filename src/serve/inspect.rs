@@ -83,7 +83,7 @@ fn clean(s: &str) -> String {
         .to_string()
 }
 
-/// Candidate types seen, by type ("host", "srflx", "prflx", "relay").
+/// Candidates seen over the connection's life, by type ("host", "srflx", "prflx", "relay").
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Counts(BTreeMap<String, u32>);
 
@@ -103,15 +103,18 @@ impl Counts {
         self.0.values().sum()
     }
 
+    /// The types seen, e.g. "host, srflx, relay" (counts grow with every ICE restart,
+    /// so they are left out of the verdict).
     fn describe(&self) -> String {
-        if self.0.is_empty() {
-            return "none".to_string();
+        let kinds: Vec<&str> = ["host", "srflx", "prflx", "relay"]
+            .into_iter()
+            .filter(|k| self.has(k))
+            .collect();
+        if kinds.is_empty() {
+            "none".to_string()
+        } else {
+            kinds.join(", ")
         }
-        self.0
-            .iter()
-            .map(|(k, n)| format!("{n} {k}"))
-            .collect::<Vec<_>>()
-            .join(", ")
     }
 }
 
@@ -228,10 +231,12 @@ impl Inspector {
                 }
                 "connection" => {
                     side.state = detail.clone();
+                    // Said once a failure: the ICE restarts that follow fail again
+                    // without news, until the connection has worked in between.
                     if detail == "failed" && !side.failed_said {
                         side.failed_said = true;
                         failed.push(peer.clone());
-                    } else if detail != "failed" {
+                    } else if detail == "connected" {
                         side.failed_said = false;
                     }
                 }
@@ -262,9 +267,10 @@ impl Inspector {
             if other.is_some_and(|o| o.failed_said) {
                 continue; // said already, from the other end
             }
+            let (a, b) = (short(pages.get(&id), &id), short(pages.get(&peer), &peer));
             verdicts.push(format!(
                 "  call failed in room {room}: {me} <-> {other_name}: {}",
-                verdict(this, other, &me, &other_name)
+                verdict(this, other, &a, &b)
             ));
         }
         Ok(verdicts)
@@ -305,13 +311,16 @@ fn side_of<'a>(page: &'a mut Page, peer: &str) -> Option<&'a mut Side> {
     Some(page.sides.entry(peer.to_string()).or_default())
 }
 
+/// A page's name, or the start of its id.
+fn short(page: Option<&Page>, id: &str) -> String {
+    match page {
+        Some(p) if !p.name.is_empty() => p.name.clone(),
+        _ => id.chars().take(8).collect(),
+    }
+}
+
 fn display(page: &Page, id: &str) -> String {
-    let who = if page.name.is_empty() {
-        id.chars().take(8).collect()
-    } else {
-        page.name.clone()
-    };
-    format!("{who} ({})", page.browser)
+    format!("{} ({})", short(Some(page), id), page.browser)
 }
 
 fn forget_stale(rooms: &mut HashMap<String, HashMap<String, Page>>, now: Instant) {
@@ -460,14 +469,35 @@ mod tests {
             lines[0].contains("room r: a (Chrome 131 on Android 14) <-> b: only host candidates"),
             "{lines:?}"
         );
-        // Failed again without recovering in between: not said twice.
-        let again = report("r", "a", serde_json::json!([ev("connection", "failed")]));
+        // Failed again after an ICE restart that did not help: not said twice.
+        let again = report(
+            "r",
+            "a",
+            serde_json::json!([ev("connection", "connecting"), ev("connection", "failed")]),
+        );
         assert!(ins.report(again, ORIGIN).unwrap().is_empty());
+        // From the other end: said already.
+        let other =
+            serde_json::json!([{"peer": "a", "at": 2, "kind": "connection", "detail": "failed"}]);
+        assert!(
+            ins.report(report("r", "b", other), ORIGIN)
+                .unwrap()
+                .is_empty()
+        );
+        // Worked in between (both ends say so), then failed: said again.
+        let fine = serde_json::json!([{"peer": "a", "at": 3, "kind": "connection", "detail": "connected"}]);
+        ins.report(report("r", "b", fine), ORIGIN).unwrap();
+        let later = report(
+            "r",
+            "a",
+            serde_json::json!([ev("connection", "connected"), ev("connection", "failed")]),
+        );
+        assert_eq!(ins.report(later, ORIGIN).unwrap().len(), 1);
         let snap = ins.snapshot();
         let side = &snap["rooms"]["r"]["a"]["connections"]["b"];
         assert_eq!(side["state"], "failed");
         assert_eq!(side["local"]["host"], 1);
-        assert_eq!(side["timeline"].as_array().unwrap().len(), 4);
+        assert_eq!(side["timeline"].as_array().unwrap().len(), 7);
     }
 
     #[test]
