@@ -131,6 +131,12 @@ fn calls_survive_a_network_switch_and_an_outage() {
     passed(&results, "outage-40s-recovers");
     let tcp = passed(&results, "udp-blocked-relays-over-tcp");
     assert_eq!(tcp["b"][0]["local"]["relayProtocol"], "tcp", "{tcp}");
+    assert!(
+        tcp["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("UDP blocked on Bob's network")),
+        "{tcp}"
+    );
     let ice = passed(&results, "ice-test-page-from-the-device");
     assert!(
         ice["printed"]

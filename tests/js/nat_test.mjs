@@ -150,7 +150,10 @@ async function checks () {
       const s = await bothDecoding(a, b, 'both sides decoding with UDP blocked at b', STEP_TIMEOUT_MS)
       const local = s.b.paths[0] && s.b.paths[0].local
       if (!local || local.type !== 'relay' || local.relayProtocol !== 'tcp') throw new Error(`b's path is not TURN over TCP: ${JSON.stringify(s.b.paths)}`)
-      return { b: s.b.paths }
+      // And the terminal says how the call got through.
+      const said = await until('the UDP-blocked verdict in serve\'s terminal', () => server.printed.split('\n').find((l) => l.includes('call connected in room nat:')))
+      if (!said.includes("UDP blocked on Bob's network: connected through TURN over TCP")) throw new Error(`verdict: ${said}`)
+      return { b: s.b.paths, verdict: said }
     })
     // The ICE test page on b, in that network: each server's verdict from b's side, on
     // the page and in serve's terminal, labelled with the device.

@@ -16,6 +16,8 @@ const DEFAULT_ROOM_SIZE = 8
 // it to come back under the same id (it resumes its place, even on a restarted serve,
 // whose resume tokens are signed with a key of its CA).
 const REJOIN_GRACE_MS = 15000
+// A connection neither connected nor failed this long shows the no-path message.
+const NO_PATH_MS = 20000
 // How long the hub may be away before the page says so.
 const HUB_AWAY_NOTICE_MS = 3000
 const ROOM_RE = /^[A-Za-z0-9_.-]{1,64}$/
@@ -338,6 +340,7 @@ function addPeer (id, meta, weOffer) {
   app.peers.set(id, peer)
   if (app.reporter) app.reporter.watch(peer)
   const el = tile(id, meta.name || id)
+  peer.noPathTimer = setTimeout(() => noPath(el, meta, id), NO_PATH_MS)
   const video = el.querySelector('video')
   peer.addEventListener('track', () => {
     video.srcObject = peer.remoteStream
@@ -350,27 +353,13 @@ function addPeer (id, meta, weOffer) {
     // at once rather than at the next keepalive.
     if (detail === 'disconnected' || detail === 'failed') app.signaling.probe()
     log(`${meta.name || id}: ${detail}`)
-    // ICE found no path: say so on that person's tile, with what usually helps.
-    let problem = el.querySelector('.problem')
-    if (detail === 'failed') {
-      if (!problem) {
-        problem = document.createElement('div')
-        problem.className = 'problem'
-        problem.setAttribute('role', 'status')
-        el.append(problem)
-      }
-      const relayed = app.iceServers.some((s) => [].concat(s.urls).some((u) => /^turns?:/.test(u)))
-      problem.textContent = relayed
-        ? `No connection to ${displayName(meta, id)}: the networks between you block every path, the ` +
-          'relay (TURN) server included. One of you may be on a network that blocks it (a guest or office ' +
-          'Wi-Fi); trying again.'
-        : `No connection to ${displayName(meta, id)}: the networks between you block a direct path. ` +
-          'Trying again; a TURN server relays around this (rtcdev serve --turn).'
-    } else if (problem && detail === 'connected') {
-      // It stays through the retries (an ICE restart goes back to connecting) until a
-      // path is found.
-      problem.remove()
-    }
+    // ICE found no path: say so on that person's tile, with what usually helps; the
+    // message stays through the retries (an ICE restart goes back to connecting) until
+    // a path is found.
+    clearTimeout(peer.noPathTimer)
+    if (detail === 'failed') noPath(el, meta, id)
+    else if (detail === 'connected') el.querySelector('.problem')?.remove()
+    else if (detail !== 'closed') peer.noPathTimer = setTimeout(() => noPath(el, meta, id), NO_PATH_MS)
     if (detail === 'connected') {
       sendState(peer.id)
       replan()
@@ -386,6 +375,25 @@ function addPeer (id, meta, weOffer) {
   peer.addEventListener('chat-close', () => { if (app.rejoinTimers.has(peer.id)) dropPeer(peer.id) })
   peer.addEventListener('remote-state', ({ detail }) => setBadges(el, detail))
   peer.addEventListener('log', ({ detail }) => log(`${meta.name || id}: ${detail}`))
+}
+
+// The tile's message when no path reaches that person: after a failure, or when the
+// far side's restarts keep a connection from ever failing or connecting.
+function noPath (el, meta, id) {
+  let problem = el.querySelector('.problem')
+  if (!problem) {
+    problem = document.createElement('div')
+    problem.className = 'problem'
+    problem.setAttribute('role', 'status')
+    el.append(problem)
+  }
+  const relayed = app.iceServers.some((s) => [].concat(s.urls).some((u) => /^turns?:/.test(u)))
+  problem.textContent = relayed
+    ? `No connection to ${displayName(meta, id)}: the networks between you block every path, the ` +
+      'relay (TURN) server included. One of you may be on a network that blocks it (a guest or office ' +
+      'Wi-Fi); trying again.'
+    : `No connection to ${displayName(meta, id)}: the networks between you block a direct path. ` +
+      'Trying again; a TURN server relays around this (rtcdev serve --turn).'
 }
 
 function peerLeft (id) {
@@ -414,6 +422,7 @@ function dropPeer (id, { quiet = false } = {}) {
   app.peers.delete(id)
   app.stats.delete(id)
   app.signaling.forget(id)
+  clearTimeout(peer.noPathTimer)
   peer.close()
   removeTile(id)
   replan()

@@ -7,11 +7,14 @@
 //! connections per page, the timeline (a ring), the text of each entry; pages that
 //! stop reporting are forgotten.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+
+mod verdict;
+use verdict::Facts;
 
 /// Largest report body accepted, in bytes.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -22,6 +25,8 @@ const MAX_SIDES: usize = 32;
 const TIMELINE: usize = 200;
 const MAX_TEXT: usize = 200;
 const MAX_ERRORS: usize = 20;
+/// A connection not connected this long after its first news gets a verdict.
+const SLOW: Duration = Duration::from_secs(10);
 /// A page that has not reported for this long is gone.
 const FORGET_AFTER: Duration = Duration::from_secs(30);
 
@@ -126,10 +131,20 @@ pub struct Side {
     summary: Option<Summary>,
     local: Counts,
     remote: Counts,
+    /// What the local relay candidates were allocated over ("udp", "tcp", "tls").
+    relay_over: BTreeSet<String>,
+    /// Signaling states this end went through.
+    signaling: BTreeSet<String>,
     errors: Vec<String>,
     timeline: VecDeque<Entry>,
     #[serde(skip)]
     failed_said: bool,
+    #[serde(skip)]
+    connected_said: bool,
+    #[serde(skip)]
+    slow_said: bool,
+    #[serde(skip)]
+    since: Option<Instant>,
 }
 
 /// A timeline entry.
@@ -170,6 +185,13 @@ impl std::fmt::Display for Refused {
             Refused::Invalid(s) | Refused::Full(s) => f.write_str(s),
         }
     }
+}
+
+/// What happened to a connection, worth a line.
+enum News {
+    Failed,
+    Slow,
+    Connected,
 }
 
 /// Who a page is, as the connection tells it (not the page).
@@ -217,14 +239,24 @@ impl Inspector {
         page.from = clean(origin.from);
         page.seen = now;
         let mut failed = Vec::new();
+        let mut connected = Vec::new();
         for e in r.events {
             let peer = clean(&e.peer);
             let Some(side) = side_of(page, &peer) else {
                 continue;
             };
             let detail = clean(&e.detail);
+            side.since.get_or_insert(now);
             match e.kind.as_str() {
-                "local-candidate" => side.local.add(&detail),
+                "local-candidate" => {
+                    side.local.add(&detail);
+                    if let Some(over) = detail.split(" over ").nth(1) {
+                        side.relay_over.insert(over.to_string());
+                    }
+                }
+                "signaling" => {
+                    side.signaling.insert(detail.clone());
+                }
                 "remote-candidate" => side.remote.add(&detail),
                 "candidate-error" if side.errors.len() < MAX_ERRORS => {
                     side.errors.push(detail.clone())
@@ -235,9 +267,12 @@ impl Inspector {
                     // without news, until the connection has worked in between.
                     if detail == "failed" && !side.failed_said {
                         side.failed_said = true;
+                        side.connected_said = false;
                         failed.push(peer.clone());
                     } else if detail == "connected" {
                         side.failed_said = false;
+                        side.slow_said = true;
+                        connected.push(peer.clone());
                     }
                 }
                 _ => {}
@@ -257,21 +292,78 @@ impl Inspector {
                 side.summary = Some(s);
             }
         }
-        let me = display(page, &id);
-        for peer in failed {
-            let this = &pages[&id].sides[&peer];
-            let (other, other_name) = match pages.get(&peer) {
-                Some(p) => (p.sides.get(&id), display(p, &peer)),
-                None => (None, peer.clone()),
-            };
-            if other.is_some_and(|o| o.failed_said) {
-                continue; // said already, from the other end
+        // Not connected a while after its first news, and not failed either: said once.
+        let mut slow = Vec::new();
+        for (peer, side) in &mut page.sides {
+            let waiting = !matches!(side.state.as_str(), "connected" | "failed" | "closed");
+            if waiting
+                && !side.slow_said
+                && side.since.is_some_and(|t| now.duration_since(t) >= SLOW)
+            {
+                side.slow_said = true;
+                slow.push(peer.clone());
             }
+        }
+        // A connection that works is news only when a rule finds how it got through
+        // worth saying; its path may come in a later report than the state.
+        for (peer, side) in &page.sides {
+            if side.state == "connected"
+                && !side.connected_said
+                && side.summary.as_ref().is_some_and(|s| s.path.is_some())
+                && !connected.contains(peer)
+            {
+                connected.push(peer.clone());
+            }
+        }
+        let news = failed
+            .into_iter()
+            .map(|p| (p, News::Failed))
+            .chain(slow.into_iter().map(|p| (p, News::Slow)))
+            .chain(connected.into_iter().map(|p| (p, News::Connected)));
+        for (peer, what) in news {
+            let here = &pages[&id].sides[&peer];
+            let there = pages.get(&peer).and_then(|p| p.sides.get(&id));
             let (a, b) = (short(pages.get(&id), &id), short(pages.get(&peer), &peer));
-            verdicts.push(format!(
-                "  call failed in room {room}: {me} <-> {other_name}: {}",
-                verdict(this, other, &a, &b)
-            ));
+            let facts = Facts {
+                here,
+                there,
+                here_name: &a,
+                there_name: &b,
+            };
+            let who = format!(
+                "{} <-> {}",
+                display(&pages[&id], &id),
+                pages
+                    .get(&peer)
+                    .map_or_else(|| peer.clone(), |p| display(p, &peer))
+            );
+            let line = match what {
+                // Said already, from the other end.
+                News::Failed if there.is_some_and(|t| t.failed_said) => None,
+                News::Failed => Some(format!(
+                    "  call failed in room {room}: {who}: {}",
+                    verdict::failure(&facts)
+                )),
+                News::Slow if there.is_some_and(|t| t.slow_said && t.state != "connected") => None,
+                News::Slow => Some(format!(
+                    "  not connected after {} s in room {room}: {who}: {}",
+                    SLOW.as_secs(),
+                    verdict::failure(&facts)
+                )),
+                News::Connected => {
+                    let said = here.summary.as_ref().is_some_and(|s| s.path.is_some());
+                    let line = verdict::success(&facts)
+                        .filter(|_| !there.is_some_and(|t| t.connected_said))
+                        .map(|v| format!("  call connected in room {room}: {who}: {v}"));
+                    if said
+                        && let Some(side) = pages.get_mut(&id).and_then(|p| p.sides.get_mut(&peer))
+                    {
+                        side.connected_said = true;
+                    }
+                    line
+                }
+            };
+            verdicts.extend(line);
         }
         Ok(verdicts)
     }
@@ -330,74 +422,9 @@ fn forget_stale(rooms: &mut HashMap<String, HashMap<String, Page>>, now: Instant
     rooms.retain(|_, pages| !pages.is_empty());
 }
 
-/// Why a connection failed, in one line, from what both ends reported (`other` is
-/// `None` when the far page reported nothing).
-fn verdict(this: &Side, other: Option<&Side>, me: &str, them: &str) -> String {
-    let unreachable_turn = |s: &Side| {
-        s.errors
-            .iter()
-            .find(|e| e.starts_with("701") && e.contains("turn"))
-            .cloned()
-    };
-    if this.remote.total() == 0 {
-        return format!(
-            "no ICE candidate from {them} reached {me}: it gathered none, or signaling lost them"
-        );
-    }
-    let relay_here = this.local.has("relay");
-    let relay_there = other.is_some_and(|o| o.local.has("relay")) || this.remote.has("relay");
-    let reflexive = |c: &Counts| c.has("srflx") || c.has("relay");
-    if !reflexive(&this.local) && !reflexive(&this.remote) {
-        return format!(
-            "only host candidates on both sides ({me}: {}; {them}: {}), and no STUN or TURN server: \
-             the devices cannot reach each other directly (different networks, or Wi-Fi that \
-             isolates clients); a TURN server relays around this (rtcdev serve --turn)",
-            this.local.describe(),
-            this.remote.describe()
-        );
-    }
-    if let Some(e) = unreachable_turn(this) {
-        return format!(
-            "{me} could not reach the TURN server ({e}): its network blocks it (UDP and TCP to the TURN port)"
-        );
-    }
-    if let Some(e) = other.and_then(unreachable_turn) {
-        return format!(
-            "{them} could not reach the TURN server ({e}): its network blocks it (UDP and TCP to the TURN port)"
-        );
-    }
-    if !relay_here && !relay_there {
-        return format!(
-            "no pair of candidates worked and neither side has a relay ({me}: {}; {them}: {}): \
-             a TURN server relays around this (rtcdev serve --turn)",
-            this.local.describe(),
-            this.remote.describe()
-        );
-    }
-    let without = if relay_here { them } else { me };
-    format!(
-        "no pair of candidates worked, the relay included ({me}: {}; {them}: {}); {without} has no relay \
-         candidate: its network may block the TURN server",
-        this.local.describe(),
-        this.remote.describe()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn side(local: &[&str], remote: &[&str], errors: &[&str]) -> Side {
-        let mut s = Side::default();
-        for c in local {
-            s.local.add(c);
-        }
-        for c in remote {
-            s.remote.add(c);
-        }
-        s.errors = errors.iter().map(|e| e.to_string()).collect();
-        s
-    }
 
     fn report(room: &str, id: &str, events: serde_json::Value) -> Report {
         serde_json::from_value(serde_json::json!({
@@ -410,45 +437,6 @@ mod tests {
         browser: "Chrome 131 on Android 14",
         from: "10.0.0.9",
     };
-
-    #[test]
-    fn verdicts_name_the_likely_cause() {
-        let v = verdict(&side(&["host udp"], &[], &[]), None, "Ann", "Bob");
-        assert!(
-            v.starts_with("no ICE candidate from Bob reached Ann"),
-            "{v}"
-        );
-        let v = verdict(&side(&["host udp"], &["host udp"], &[]), None, "Ann", "Bob");
-        assert!(v.starts_with("only host candidates on both sides"), "{v}");
-        assert!(v.contains("rtcdev serve --turn"), "{v}");
-        let blocked = side(
-            &["host udp", "srflx udp"],
-            &["host udp", "relay udp"],
-            &["701 Failed to establish connection turn:10.0.0.1:3478?transport=tcp"],
-        );
-        let v = verdict(&blocked, None, "Ann", "Bob");
-        assert!(
-            v.starts_with("Ann could not reach the TURN server (701"),
-            "{v}"
-        );
-        let v = verdict(
-            &side(&["host udp", "srflx udp"], &["host udp", "srflx udp"], &[]),
-            None,
-            "Ann",
-            "Bob",
-        );
-        assert!(v.contains("neither side has a relay"), "{v}");
-        let v = verdict(
-            &side(&["host udp", "relay udp"], &["host udp", "srflx udp"], &[]),
-            Some(&side(&["host udp", "srflx udp"], &[], &[])),
-            "Ann",
-            "Bob",
-        );
-        assert!(
-            v.ends_with("Bob has no relay candidate: its network may block the TURN server"),
-            "{v}"
-        );
-    }
 
     #[test]
     fn both_sides_join_and_a_failure_is_said_once() {
