@@ -138,11 +138,26 @@ async function checks () {
         const room = window.inspectorState && window.inspectorState.rooms.call
         const ab = room && room[x] && room[x].connections[y]
         const ba = room && room[y] && room[y].connections[x]
-        const media = (s) => s && s.state === 'connected' && s.summary && s.summary.kbpsIn > 0 && s.summary.path
+        const media = (s) => s && s.state === 'connected' && s.summary && s.summary.kbpsIn > 0 && s.summary.path && s.history.length >= 3
         const row = document.querySelector('section[data-room="call"] tr[data-pair]')
-        return media(ab) && media(ba) && row && { ab: ab.summary, ba: ba.summary, names: [room[x].name, room[y].name], row: row.textContent }
+        const graph = row && row.querySelector('svg polyline')
+        return media(ab) && media(ba) && graph && {
+          ab: ab.summary,
+          ba: ba.summary,
+          history: ab.history.length,
+          names: [room[x].name, room[y].name],
+          row: row.textContent,
+          points: graph.getAttribute('points').split(' ').length
+        }
       }, [a.id, b.id]))
       if (!seen.row.includes('Ann') || !seen.row.includes('Bob')) throw new Error(`inspector row: ${seen.row}`)
+      // Both ends name the same selected pair: Ann's local end is Bob's remote one (a
+      // peer-reflexive end is the other's host or srflx, learned from its checks).
+      const [al, , ar] = seen.ab.path.split(' ')
+      const [bl, , br] = seen.ba.path.split(' ')
+      const same = (x, y) => x === y || x === 'prflx' || y === 'prflx'
+      if (!same(al, br) || !same(ar, bl)) throw new Error(`the two ends disagree on the pair: ${seen.ab.path} / ${seen.ba.path}`)
+      if (seen.points < 3) throw new Error(`graph with ${seen.points} points`)
       await page.close()
       return seen
     })

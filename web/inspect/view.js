@@ -16,7 +16,7 @@ function who (pages, id) {
 }
 
 function sideCells (side) {
-  if (!side) return [el('td', {}, 'no report'), el('td'), el('td'), el('td'), el('td'), el('td')]
+  if (!side) return [el('td', {}, 'no report'), el('td'), el('td'), el('td'), el('td'), el('td'), el('td')]
   const s = side.summary || {}
   return [
     el('td', { class: side.state }, side.state || '?'),
@@ -24,8 +24,31 @@ function sideCells (side) {
     el('td', {}, s.rttMs != null ? `${s.rttMs} ms` : ''),
     el('td', {}, `${s.kbpsIn ?? '?'} / ${s.kbpsOut ?? '?'} kb/s`),
     el('td', {}, s.lossPct != null ? `${s.lossPct}%` : ''),
-    el('td', {}, s.resolution ? `${s.resolution} ${s.fps ?? ''} fps` : '')
+    el('td', {}, s.resolution ? `${s.resolution} ${s.fps ?? ''} fps` : ''),
+    el('td', {}, graph(side))
   ]
+}
+
+// A small line graph of bitrate in (solid) and out (dashed) over the last reports.
+function graph (side) {
+  const h = (side && side.history) || []
+  const W = 160
+  const H = 28
+  const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg')
+  svg.setAttribute('width', W)
+  svg.setAttribute('height', H)
+  svg.setAttribute('role', 'img')
+  const top = Math.max(1, ...h.map((p) => Math.max(p.kbpsIn, p.kbpsOut)))
+  svg.setAttribute('aria-label', `bitrate over the last ${h.length} reports, up to ${top} kb/s`)
+  for (const [key, dash] of [['kbpsIn', ''], ['kbpsOut', '3 2']]) {
+    const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline')
+    line.setAttribute('points', h.map((p, i) => `${(i * (W - 2)) / Math.max(1, h.length - 1) + 1},${H - 1 - (p[key] / top) * (H - 2)}`).join(' '))
+    line.setAttribute('fill', 'none')
+    line.setAttribute('stroke', 'currentColor')
+    if (dash) line.setAttribute('stroke-dasharray', dash)
+    svg.append(line)
+  }
+  return svg
 }
 
 function timeline (pages, a, b, sa, sb) {
@@ -54,7 +77,7 @@ function draw (state) {
   for (const [room, pages] of rooms) {
     const section = el('section', { 'data-room': room }, el('h2', {}, `Room ${room}`))
     const table = el('table', {}, el('thead', {}, el('tr', {},
-      ...['connection', 'seen from', 'state', 'path', 'rtt', 'in / out', 'loss', 'video'].map((h) => el('th', {}, h)))))
+      ...['connection', 'seen from', 'state', 'path', 'rtt', 'in / out', 'loss', 'video', 'in — / out - -'].map((h) => el('th', {}, h)))))
     const body = el('tbody')
     const pairs = new Set()
     for (const [a, page] of Object.entries(pages)) {

@@ -23,6 +23,8 @@ const MAX_PAGES: usize = 32;
 const MAX_SIDES: usize = 32;
 /// Timeline entries kept per side of a connection.
 const TIMELINE: usize = 200;
+/// Summaries kept per side for the graphs (one a report: two minutes).
+const HISTORY: usize = 60;
 const MAX_TEXT: usize = 200;
 const MAX_ERRORS: usize = 20;
 /// A connection not connected this long after its first news gets a verdict.
@@ -137,6 +139,8 @@ pub struct Side {
     signaling: BTreeSet<String>,
     errors: Vec<String>,
     timeline: VecDeque<Entry>,
+    /// The last summaries' figures, oldest first, for the view's graphs.
+    history: VecDeque<Point>,
     #[serde(skip)]
     failed_said: bool,
     #[serde(skip)]
@@ -145,6 +149,15 @@ pub struct Side {
     slow_said: bool,
     #[serde(skip)]
     since: Option<Instant>,
+}
+
+/// One summary's figures, for a graph.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Point {
+    kbps_in: u64,
+    kbps_out: u64,
+    rtt_ms: Option<u64>,
 }
 
 /// A timeline entry.
@@ -289,6 +302,14 @@ impl Inspector {
         for s in r.peers {
             let peer = clean(&s.peer);
             if let Some(side) = side_of(page, &peer) {
+                if side.history.len() >= HISTORY {
+                    side.history.pop_front();
+                }
+                side.history.push_back(Point {
+                    kbps_in: s.kbps_in.unwrap_or(0),
+                    kbps_out: s.kbps_out.unwrap_or(0),
+                    rtt_ms: s.rtt_ms,
+                });
                 side.summary = Some(s);
             }
         }
