@@ -52,6 +52,24 @@ pub enum Command {
     Probe(ProbeArgs),
     /// A local STUN/TURN server (UDP, TCP, TLS) for testing relay paths.
     Turn(TurnArgs),
+    /// Shell completions (bash, zsh, fish, elvish, powershell), on stdout.
+    Completions(CompletionsArgs),
+    /// The manual page (roff), on stdout.
+    #[command(
+        after_help = "Example:\n  rtcdev man > ~/.local/share/man/man1/rtcdev.1 && man rtcdev"
+    )]
+    Man,
+}
+
+/// `rtcdev completions`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Install:\n  bash: rtcdev completions bash > ~/.local/share/bash-completion/completions/rtcdev\n  zsh:  rtcdev completions zsh > ~/.zfunc/_rtcdev   (with fpath+=~/.zfunc before compinit)\n  fish: rtcdev completions fish > ~/.config/fish/completions/rtcdev.fish\n  PowerShell: rtcdev completions powershell >> $PROFILE"
+)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `rtcdev probe`.
@@ -325,6 +343,11 @@ pub struct ServeArgs {
     #[arg(long)]
     pub no_qr: bool,
 
+    /// Open the room in this machine's browser once the server is up ($BROWSER, or the
+    /// system's default).
+    #[arg(long)]
+    pub open: bool,
+
     /// Print only the URLs.
     #[arg(long, short)]
     pub quiet: bool,
@@ -469,6 +492,7 @@ impl ServeArgs {
                 QrMode::Auto
             },
             quiet: self.quiet,
+            open: self.open,
             json: self.json,
             lan_poll: crate::serve::LAN_POLL_INTERVAL,
             lan: std::sync::Arc::new(crate::net::lan_addresses),

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use clap::CommandFactory;
 use rtcdev::cert::command::{self as cert_cmd, CertTask};
 use rtcdev::cli::{Cli, Command, ServeTask};
 use tracing_subscriber::EnvFilter;
@@ -113,6 +114,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
                 rtcdev::server::shutdown_signal(),
             ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completions(args) => {
+            // Into a buffer first: a closed pipe (`| head`) is no panic.
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut Cli::command(), "rtcdev", &mut out);
+            rtcdev::server::print_stdout(&String::from_utf8_lossy(&out));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut out)?;
+            rtcdev::server::print_stdout(&String::from_utf8_lossy(&out));
             Ok(ExitCode::SUCCESS)
         }
         Command::Signal(args) => {

@@ -452,6 +452,7 @@ fn test_config(
         allowed_hosts: vec![],
         qr: QrMode::Never,
         quiet: true,
+        open: false,
         json: false,
         lan_poll: Duration::from_millis(100),
         lan,

@@ -270,6 +270,7 @@ fn a_taken_default_port_moves_to_the_next() {
         allowed_hosts: vec![],
         qr: rtcdev::serve::QrMode::Never,
         quiet: true,
+        open: false,
         json: false,
         lan_poll: Duration::from_secs(5),
         lan: std::sync::Arc::new(Vec::new),
@@ -376,4 +377,49 @@ fn print_nginx(sb: &Sandbox, extra: &[&str]) -> String {
     let out = sb.rtcdev().args(&args).output().unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// `--open`: the room's URL on this machine goes to the browser ($BROWSER here: a script that
+/// writes down what it was given), once the server answers.
+#[test]
+fn open_hands_the_room_to_the_browser() {
+    let sb = Sandbox::new();
+    let seen = sb.path().join("opened.txt");
+    let browser = sb.path().join("fake-browser");
+    std::fs::write(
+        &browser,
+        format!("#!/bin/sh\nprintf '%s\\n' \"$@\" > '{}'\n", seen.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        &browser,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut proc = sb.spawn_env(
+        &[
+            "serve",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--room",
+            "open-room",
+            "--json",
+            "--open",
+        ],
+        &[("BROWSER", browser.to_str().unwrap())],
+    );
+    // A first run creates the CA and says so before the JSON.
+    let line = std::iter::repeat_with(|| proc.line())
+        .find(|l| l.starts_with('{'))
+        .unwrap();
+    let urls: serde_json::Value = serde_json::from_str(&line).expect("--json");
+    let local = urls["local"][0].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !seen.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let opened = std::fs::read_to_string(&seen).expect("the browser was started");
+    assert_eq!(opened.trim(), format!("{local}?room=open-room"));
 }

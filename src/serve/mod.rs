@@ -95,6 +95,8 @@ pub struct ServeConfig {
     pub qr: QrMode,
     /// Print only the essentials.
     pub quiet: bool,
+    /// Open the room in this machine's browser once up.
+    pub open: bool,
     /// Print the URLs as one JSON object.
     pub json: bool,
     /// How often to look at the LAN addresses.
@@ -214,6 +216,9 @@ pub async fn run_on(
     let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
     let u = banner::urls(addr, &state);
     crate::server::print_stdout(&banner::banner(&u, &config, !state.lan().is_empty()));
+    if config.open {
+        open_browser(&u);
+    }
 
     let stop_watch = CancellationToken::new();
     if let Some(ca) = ca {
@@ -239,6 +244,18 @@ pub async fn run_on(
 }
 
 /// Starts rtcdev's TURN server next to `serve` (UDP 3478, or a free port when that is
+/// Opens the room, at its address on this machine, in this machine's browser;
+/// a machine without one is told, not failed.
+fn open_browser(u: &banner::Urls) {
+    let Some(local) = u.local.first() else {
+        return;
+    };
+    let url = format!("{local}?room={}", u.room);
+    if let Err(e) = opener::open_browser(&url) {
+        tracing::warn!(%url, "could not open a browser ({e}); open the URL yourself");
+    }
+}
+
 /// taken) and points the hub's ICE servers at it with short-lived REST credentials.
 async fn start_embedded_turn(
     config: &crate::turn::TurnConfig,
