@@ -144,6 +144,13 @@ fn calls_survive_a_network_switch_and_an_outage() {
             .is_some_and(|p| p.contains("allocated over tcp")),
         "{ice}"
     );
+    let wrong = passed(&results, "ice-test-page-wrong-password");
+    assert!(
+        wrong["printed"]
+            .as_str()
+            .is_some_and(|p| p.contains("FAIL auth")),
+        "{wrong}"
+    );
     let blocked = passed(&results, "ice-blocked-says-so");
     assert!(
         blocked["verdict"]

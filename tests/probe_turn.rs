@@ -121,6 +121,13 @@ async fn probe_passes_against_rtcdev_turn_and_names_failures() {
         "{}",
         wrong.table()
     );
+    // 401, as the RFC and coturn answer a wrong password (browsers report a 400 as a
+    // generic allocation error, not as the credentials).
+    assert!(
+        wrong.servers[0].details.contains("401"),
+        "{}",
+        wrong.table()
+    );
     let unknown = probe_one(&format!("turn:{a}"), Some("mallory"), Some("pw")).await;
     assert_eq!(unknown.servers[0].verdict, Verdict::Fail);
     assert_eq!(

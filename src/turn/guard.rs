@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use turn::auth::AuthHandler;
 use turn::proto::peeraddr::PeerAddress;
 use webrtc::stun::attributes::{
     ATTR_MESSAGE_INTEGRITY, ATTR_NONCE, ATTR_REALM, ATTR_USERNAME, ATTR_XOR_PEER_ADDRESS,
@@ -31,6 +32,7 @@ use webrtc::stun::error_code::{
     CODE_ALLOC_QUOTA_REACHED, CODE_FORBIDDEN, CODE_INSUFFICIENT_CAPACITY, CODE_STALE_NONCE,
     CODE_UNAUTHORIZED, ErrorCode, ErrorCodeAttribute,
 };
+use webrtc::stun::integrity::MessageIntegrity;
 use webrtc::stun::message::{
     CLASS_ERROR_RESPONSE, CLASS_INDICATION, CLASS_REQUEST, CLASS_SUCCESS_RESPONSE, Getter,
     METHOD_ALLOCATE, METHOD_BINDING, METHOD_CHANNEL_BIND, METHOD_CREATE_PERMISSION, METHOD_SEND,
@@ -123,6 +125,9 @@ pub struct TurnGuard {
     peers_refused: AtomicU64,
     quota_refused: AtomicU64,
     nonces_issued: AtomicU64,
+    /// The server's credentials, to answer a wrong password 401 as the RFC and coturn do
+    /// (the crate answers 400, which browsers do not report as a credential failure).
+    auth: Option<Arc<dyn AuthHandler + Send + Sync>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -146,7 +151,36 @@ impl TurnGuard {
             peers_refused: AtomicU64::new(0),
             quota_refused: AtomicU64::new(0),
             nonces_issued: AtomicU64::new(0),
+            auth: None,
         }
+    }
+
+    /// Checks signed requests against these credentials before the crate sees them.
+    pub fn with_auth(mut self, auth: Arc<dyn AuthHandler + Send + Sync>) -> Self {
+        self.auth = Some(auth);
+        self
+    }
+
+    /// A signed request whose user is unknown or whose MESSAGE-INTEGRITY does not match
+    /// that user's key: answered 401 with a nonce (RFC 8489 9.2.4), within the rate of
+    /// unauthenticated answers. `None` lets it through.
+    fn wrong_credentials(&self, m: &Message, src: SocketAddr) -> Option<Inbound> {
+        let auth = self.auth.as_ref()?;
+        let mut user = TextAttribute::new(ATTR_USERNAME, String::new());
+        let mut realm = TextAttribute::new(ATTR_REALM, String::new());
+        if user.get_from(m).is_err() || realm.get_from(m).is_err() {
+            return None; // the crate answers 400: a malformed request
+        }
+        let signed = auth
+            .auth_handle(&user.text, &realm.text, src)
+            .is_ok_and(|key| MessageIntegrity(key).check(&mut m.clone()).is_ok());
+        if signed {
+            return None;
+        }
+        if !self.unauthenticated_allowed(src.ip()) {
+            return Some(Inbound::Drop);
+        }
+        Some(self.challenge(m, CODE_UNAUTHORIZED))
     }
 
     /// The figures for `/healthz`.
@@ -249,6 +283,9 @@ impl TurnGuard {
                 return Inbound::Drop;
             }
             return self.challenge(&m, CODE_STALE_NONCE);
+        }
+        if let Some(refused) = self.wrong_credentials(&m, src) {
+            return refused;
         }
         if method == METHOD_CREATE_PERMISSION || method == METHOD_CHANNEL_BIND {
             if let Some(why) = self.refused_peer(&m) {

@@ -268,18 +268,25 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
     if !config.bind.is_unspecified() {
         own.push(config.bind);
     }
+    let auth = Arc::new(Auth {
+        users: config.users.iter().cloned().collect(),
+        secret: config.secret.clone(),
+    });
     let g = &config.guard;
-    let guard = Arc::new(guard::TurnGuard::new(
-        &config.realm,
-        policy::PeerPolicy {
-            allow_loopback: g.allow_loopback_peers,
-            allow: g.allow_peers.clone(),
-            deny: g.deny_peers.clone(),
-            own,
-        },
-        g.user_quota,
-        g.total_quota,
-    ));
+    let guard = Arc::new(
+        guard::TurnGuard::new(
+            &config.realm,
+            policy::PeerPolicy {
+                allow_loopback: g.allow_loopback_peers,
+                allow: g.allow_peers.clone(),
+                deny: g.deny_peers.clone(),
+                own,
+            },
+            g.user_quota,
+            g.total_quota,
+        )
+        .with_auth(auth.clone()),
+    );
     let relay = || {
         Box::new(RelayAddressGeneratorRanges {
             relay_address: relay_ip,
@@ -338,10 +345,7 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
     let server = Server::new(ServerConfig {
         conn_configs,
         realm: config.realm.clone(),
-        auth_handler: Arc::new(Auth {
-            users: config.users.iter().cloned().collect(),
-            secret: config.secret.clone(),
-        }),
+        auth_handler: auth,
         channel_bind_timeout: Duration::from_secs(0),
         alloc_close_notify: Some(closed_tx),
     })

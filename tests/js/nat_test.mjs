@@ -182,6 +182,30 @@ async function checks () {
       }
       return { results, sent, printed }
     })
+    // A wrong TURN password typed into /ice (on a, whose network lets everything
+    // through): the TURN URLs fail as auth, and the terminal says so.
+    await step('ice-test-page-wrong-password', async () => {
+      const page = await a.page.context().newPage()
+      await page.goto(`${ORIGIN}/ice`)
+      await until('the ICE servers filled in', () => page.evaluate(() => document.getElementById('servers').value.includes('turn:')))
+      await page.evaluate(() => {
+        const servers = JSON.parse(document.getElementById('servers').value)
+        for (const s of servers) if (s.credential) s.credential = 'wrong-password'
+        document.getElementById('servers').value = JSON.stringify(servers)
+      })
+      await page.fill('#device', "Ann's laptop")
+      await page.click('#run')
+      const results = await until('the ICE test results', () => page.evaluate(() => window.iceResults), 30000, 250)
+      await page.close()
+      const turn = results.filter((r) => /^turn:/.test(r.url))
+      if (!turn.length || !turn.every((r) => r.verdict === 'fail' && r.failure === 'auth' && r.detail.startsWith('401'))) throw new Error(`TURN with a wrong password: ${JSON.stringify(results)}`)
+      const printed = await until('the 401 in serve\'s terminal', () => {
+        const i = server.printed.indexOf('ICE test from "Ann\'s laptop"')
+        return i >= 0 && server.printed.slice(i).split('\n').slice(0, results.length + 1).join('\n')
+      })
+      if (!/FAIL auth +turn:.*401/.test(printed)) throw new Error(`printed: ${printed}`)
+      return { results, printed }
+    })
     // And TURN's TCP port too: no path at all. Each side says so on the other's tile,
     // in words, with what helps.
     await step('ice-blocked-says-so', async () => {
