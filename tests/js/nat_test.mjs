@@ -7,6 +7,8 @@
 // say there is no connection). Prints one JSON object a line. Usage: unshare --net sh natlab.sh node nat_test.mjs
 import { spawn, execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
+import { readFileSync } from 'node:fs'
+import https from 'node:https'
 import { out, sleep, until, launch, check, STEP_TIMEOUT_MS } from './lib.mjs'
 
 const BIN = process.env.RTCDEV_BIN
@@ -45,6 +47,18 @@ async function open (client, name) {
   await page.goto(`${ORIGIN}/?room=nat`)
   await until(`${name} joined`, () => page.evaluate(() => !!(window.rtcdev.signaling && window.rtcdev.joinedAt)))
   return { browser, page, name }
+}
+
+// /inspect/state.json as this machine gets it (serve runs here), trusting the local CA.
+function inspectorState () {
+  const ca = readFileSync(`${process.env.HOME}/.local/share/rtcdev/rootCA.pem`)
+  return new Promise((resolve, reject) => {
+    https.get('https://127.0.0.1:8443/inspect/state.json', { ca }, (res) => {
+      let body = ''
+      res.on('data', (d) => { body += d })
+      res.on('end', () => { try { resolve(JSON.parse(body)) } catch (e) { reject(new Error(`${res.statusCode}: ${body}`)) } })
+    }).on('error', reject)
+  })
 }
 
 // Rules in b's router (nft commands, one each).
@@ -221,6 +235,10 @@ async function checks () {
         return lines.length && lines
       })
       if (verdict.length !== 1 || !verdict[0].includes('TURN server')) throw new Error(`verdict: ${verdict}`)
+      // /inspect shows it too, on the connection, to this machine.
+      const state = await inspectorState()
+      const shown = Object.values(state.rooms.nat || {}).flatMap((p) => Object.values(p.connections)).map((c) => c.verdict).filter(Boolean)
+      if (!shown.some((v) => v === verdict[0].trim())) throw new Error(`/inspect shows ${JSON.stringify(shown)}`)
       await firewall('delete table inet block')
       return { texts, verdict: verdict[0] }
     })

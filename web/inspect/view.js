@@ -90,6 +90,9 @@ function draw (state) {
       const sb = pages[b] && pages[b].connections[a]
       body.append(el('tr', { 'data-pair': key }, el('td', { rowspan: '2' }, `${who(pages, a)} ↔ ${who(pages, b)}`), el('td', {}, pages[a] ? pages[a].name || a.slice(0, 8) : a.slice(0, 8)), ...sideCells(sa)))
       body.append(el('tr', {}, el('td', {}, pages[b] ? pages[b].name || b.slice(0, 8) : b.slice(0, 8)), ...sideCells(sb)))
+      // What rtcdev made of it, from either end (the terminal says it too).
+      const said = [sa, sb].map((x) => x && x.verdict).filter(Boolean)
+      if (said.length) body.append(el('tr', { class: 'verdict' }, el('td', { colspan: '10' }, said.join('\n'))))
       const d = timeline(pages, a, b, sa, sb)
       d.dataset.key = `${room} ${key}`
       if (open.has(d.dataset.key)) d.open = true

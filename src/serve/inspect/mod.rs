@@ -141,6 +141,8 @@ pub struct Side {
     timeline: VecDeque<Entry>,
     /// The last summaries' figures, oldest first, for the view's graphs.
     history: VecDeque<Point>,
+    /// The last verdict said about this connection (shown on `/inspect` too).
+    verdict: Option<String>,
     #[serde(skip)]
     failed_said: bool,
     #[serde(skip)]
@@ -384,7 +386,12 @@ impl Inspector {
                     line
                 }
             };
-            verdicts.extend(line);
+            if let Some(line) = line {
+                if let Some(side) = pages.get_mut(&id).and_then(|p| p.sides.get_mut(&peer)) {
+                    side.verdict = Some(line.trim().to_string());
+                }
+                verdicts.push(line);
+            }
         }
         Ok(verdicts)
     }
@@ -505,6 +512,12 @@ mod tests {
         let snap = ins.snapshot();
         let side = &snap["rooms"]["r"]["a"]["connections"]["b"];
         assert_eq!(side["state"], "failed");
+        assert!(
+            side["verdict"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("call failed in room r: a (")),
+            "{side}"
+        );
         assert_eq!(side["local"]["host"], 1);
         assert_eq!(side["timeline"].as_array().unwrap().len(), 7);
     }
