@@ -335,6 +335,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "URL", env = "RTCDEV_PROXY")]
     pub proxy: Option<String>,
 
+    /// With --proxy: put rtcdev's inspector agent at the top of the app's HTML pages, so
+    /// its own RTCPeerConnections show in /inspect and get verdicts (nothing else in
+    /// the page changes).
+    #[arg(long, requires = "proxy")]
+    pub inspect: bool,
+
     /// Print the terminal QR code even when stdout is not a terminal.
     #[arg(long, conflicts_with = "no_qr")]
     pub qr: bool,
@@ -448,7 +454,9 @@ impl ServeArgs {
         };
         let content = match (&self.dir, &self.proxy) {
             (Some(d), _) => crate::serve::content_dir_with(d, self.hidden)?,
-            (None, Some(url)) => Content::Proxy(Box::new(crate::serve::proxy::Proxy::new(url)?)),
+            (None, Some(url)) => Content::Proxy(Box::new(
+                crate::serve::proxy::Proxy::new(url)?.with_inspect(self.inspect),
+            )),
             (None, None) => Content::Bundled,
         };
         let tls = match (self.listen.cert, self.listen.key) {

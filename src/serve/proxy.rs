@@ -47,7 +47,14 @@ const HOP_BY_HOP: &[&str] = &[
 pub struct Proxy {
     base: Uri,
     client: Client<HttpConnector, Body>,
+    /// Inject the inspector agent into HTML pages (`--inspect`).
+    inspect: bool,
 }
+
+/// The tag `--inspect` puts at the top of the upstream's HTML pages.
+pub const AGENT_TAG: &str = "<script src=\"/inspect/agent.js\"></script>";
+/// Largest HTML page the agent is put into; a bigger one passes unchanged.
+const MAX_INJECT: usize = 8 << 20;
 
 impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +79,17 @@ impl Proxy {
             bail!("--proxy {url:?}: no host; write it as http://host:port");
         }
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Ok(Proxy { base, client })
+        Ok(Proxy {
+            base,
+            client,
+            inspect: false,
+        })
+    }
+
+    /// Puts the inspector agent into the upstream's HTML pages.
+    pub fn with_inspect(mut self, inspect: bool) -> Self {
+        self.inspect = inspect;
+        self
     }
 
     /// The upstream URL as given.
@@ -103,6 +120,16 @@ impl Proxy {
             .uri(target.clone());
         let headers = builder.headers_mut().expect("fresh builder");
         copy_end_to_end(&parts.headers, headers);
+        // A page the agent goes into is asked for uncompressed.
+        let wants_html = self.inspect
+            && parts
+                .headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|a| a.contains("text/html"));
+        if wants_html {
+            headers.remove(header::ACCEPT_ENCODING);
+        }
         // The host the client asked for: HTTP/2 carries it as the authority.
         let host = parts
             .uri
@@ -169,6 +196,28 @@ impl Proxy {
                 "the --proxy upstream refused a request for host {host}; if it is vite, add the name to server.allowedHosts in vite.config (webpack-dev-server: allowedHosts)"
             );
         }
+        let html = res_parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("text/html"));
+        if self.inspect && html && !res_parts.headers.contains_key(header::CONTENT_ENCODING) {
+            let small = res_parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_none_or(|n| n <= MAX_INJECT);
+            if small {
+                return match axum::body::to_bytes(Body::new(res_body), MAX_INJECT).await {
+                    Ok(page) => {
+                        res_parts.headers.remove(header::CONTENT_LENGTH);
+                        res_parts.headers.remove(header::ETAG);
+                        Response::from_parts(res_parts, Body::from(inject_agent(&page)))
+                    }
+                    Err(e) => self.bad_gateway(&format!("reading the page for --inspect: {e}")),
+                };
+            }
+        }
         Response::from_parts(res_parts, Body::new(res_body))
     }
 
@@ -187,6 +236,26 @@ impl Proxy {
 
 /// The host name a request was for, when it is a name (not an IP or localhost), the
 /// kind dev servers refuse unless told.
+/// The page with the agent's tag right after `<head ...>` (or `<html ...>`, or at the
+/// start), before any script of the page's own.
+pub fn inject_agent(page: &[u8]) -> Vec<u8> {
+    let lower = page.to_ascii_lowercase();
+    let after = |tag: &[u8]| -> Option<usize> {
+        let at = lower.windows(tag.len()).position(|w| w == tag)?;
+        let next = *lower.get(at + tag.len())?;
+        if next != b'>' && !next.is_ascii_whitespace() {
+            return None;
+        }
+        Some(at + lower[at..].iter().position(|&b| b == b'>')? + 1)
+    };
+    let at = after(b"<head").or_else(|| after(b"<html")).unwrap_or(0);
+    let mut out = Vec::with_capacity(page.len() + AGENT_TAG.len());
+    out.extend_from_slice(&page[..at]);
+    out.extend_from_slice(AGENT_TAG.as_bytes());
+    out.extend_from_slice(&page[at..]);
+    out
+}
+
 fn headers_host(h: &HeaderMap, uri: &Uri) -> Option<String> {
     let host = uri.authority().map(|a| a.host().to_string()).or_else(|| {
         let v = h.get(header::HOST)?.to_str().ok()?;
@@ -249,6 +318,28 @@ mod tests {
         );
         assert!(Proxy::new("localhost:5173").is_err());
         assert!(Proxy::new("not a url").is_err());
+    }
+
+    #[test]
+    fn the_agent_goes_first_into_the_head() {
+        let tag = AGENT_TAG;
+        let page =
+            b"<!doctype html><HTML lang=en><Head data-x=1><script src=app.js></script></head>";
+        let out = String::from_utf8(inject_agent(page)).unwrap();
+        assert_eq!(
+            out,
+            format!(
+                "<!doctype html><HTML lang=en><Head data-x=1>{tag}<script src=app.js></script></head>"
+            )
+        );
+        let out = String::from_utf8(inject_agent(b"<html><header>x</header>")).unwrap();
+        assert_eq!(
+            out,
+            format!("<html>{tag}<header>x</header>"),
+            "<header> is no <head>"
+        );
+        let out = String::from_utf8(inject_agent(b"<p>bare")).unwrap();
+        assert_eq!(out, format!("{tag}<p>bare"));
     }
 
     #[test]

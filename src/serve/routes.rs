@@ -181,6 +181,9 @@ pub fn router(
         .route("/ice/report", axum::routing::post(ice_report))
         .route("/inspect", get(inspect_page))
         .route("/inspect/view.js", get(inspect_script))
+        .route("/inspect/agent.js", get(agent_script))
+        .route("/inspect/reporter.js", get(reporter_script))
+        .route("/inspect/stats.js", get(stats_script))
         .route("/inspect/state.json", get(inspect_state))
         .route("/inspect/report", axum::routing::post(inspect_report))
         .layer(middleware::from_fn_with_state(
@@ -444,4 +447,18 @@ async fn inspect_report(State(state): State<AppState>, req: Request) -> Response
             (StatusCode::TOO_MANY_REQUESTS, format!("{e}\n")).into_response()
         }
     }
+}
+
+// The inspector agent that `--proxy --inspect` puts into the app's pages, and the two
+// modules it loads (the calling page's own reporter and stats summary).
+async fn agent_script(headers: HeaderMap) -> Response {
+    assets::bundled(&axum::http::Uri::from_static("/inspect/agent.js"), &headers)
+}
+
+async fn reporter_script(headers: HeaderMap) -> Response {
+    assets::bundled(&axum::http::Uri::from_static("/js/inspect.js"), &headers)
+}
+
+async fn stats_script(headers: HeaderMap) -> Response {
+    assets::bundled(&axum::http::Uri::from_static("/js/stats.js"), &headers)
 }

@@ -686,6 +686,9 @@ async function checks () {
           fs.writeFileSync(css, `#x { color: rgb(0, 0, ${color}); }\n`)
           await until(`${origin}: the hot update`, async () => (await colorOf()) === `rgb(0, 0, ${color})`)
           if (!(await page.evaluate(() => window.notReloaded === true))) throw new Error(`${origin}: the page reloaded instead of a hot update`)
+          // Without --inspect the app's HTML arrives as the upstream sent it.
+          const html = await page.evaluate(async () => (await fetch('/')).text())
+          if (html.includes('/inspect/agent.js')) throw new Error('the agent was put into a page without --inspect')
           seen[origin] = await colorOf()
           await page.close()
         }
@@ -694,6 +697,62 @@ async function checks () {
         proxy.kill('SIGTERM')
         await vite.close()
         fs.rmSync(dir, { recursive: true, force: true })
+      }
+    })
+    await check('proxied-app-inspected', async () => {
+      // The developer's own app behind `serve --proxy --inspect`: two peer connections
+      // of its own in one page show in /inspect, and the app sees the browser's own
+      // RTCPeerConnection (same prototype, instanceof).
+      const http = await import('node:http')
+      const appHtml = `<!doctype html><html><head><title>my app</title></head><body><script>
+        (async () => {
+          const a = new RTCPeerConnection()
+          const b = new RTCPeerConnection()
+          window.sameProto = Object.getPrototypeOf(a) === RTCPeerConnection.prototype && a instanceof RTCPeerConnection && typeof RTCPeerConnection.generateCertificate === 'function'
+          a.onicecandidate = (e) => { if (e.candidate) b.addIceCandidate(e.candidate) }
+          b.onicecandidate = (e) => { if (e.candidate) a.addIceCandidate(e.candidate) }
+          const stream = await navigator.mediaDevices.getUserMedia({ video: true })
+          for (const t of stream.getTracks()) a.addTrack(t, stream)
+          await a.setLocalDescription()
+          await b.setRemoteDescription(a.localDescription)
+          await b.setLocalDescription()
+          await a.setRemoteDescription(b.localDescription)
+          window.appPcs = [a, b]
+        })()
+      </script></body></html>`
+      const upstream = http.createServer((req, res) => {
+        res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' })
+        res.end(appHtml)
+      })
+      await new Promise((resolve) => upstream.listen(5174, '127.0.0.1', resolve))
+      const proxy = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', '8447', '--quiet', '--no-qr', '--proxy', 'http://127.0.0.1:5174', '--inspect'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      try {
+        await new Promise((resolve, reject) => {
+          const timer = setTimeout(() => reject(new Error('proxy server did not start')), STEP_TIMEOUT_MS)
+          proxy.stdout.on('data', (d) => { if (String(d).includes('https://')) { clearTimeout(timer); resolve() } })
+        })
+        const app = await context.newPage()
+        await app.goto('https://localhost:8447/')
+        await until('the app connected its peers', () => app.evaluate(() => window.appPcs && window.appPcs.every((pc) => pc.connectionState === 'connected')))
+        const first = await app.evaluate(() => document.head.firstElementChild && document.head.firstElementChild.getAttribute('src'))
+        if (first !== '/inspect/agent.js') throw new Error(`first in the head: ${first}`)
+        if (!(await app.evaluate(() => window.sameProto))) throw new Error('the app saw another RTCPeerConnection')
+        const view = await context.newPage()
+        await view.goto('https://localhost:8447/inspect')
+        const seen = await until('the app\'s connections in /inspect', () => view.evaluate(() => {
+          const room = window.inspectorState && window.inspectorState.rooms['app /']
+          const pages = room ? Object.values(room) : []
+          const conns = pages.length === 1 ? Object.values(pages[0].connections) : []
+          const live = conns.filter((c) => c.state === 'connected' && c.summary && c.summary.path && c.remote.host > 0)
+          return live.length === 2 && conns.some((c) => c.summary.kbpsOut > 0) && { name: pages[0].name, paths: live.map((c) => c.summary.path) }
+        }))
+        if (seen.name !== 'my app') throw new Error(`page name ${seen.name}`)
+        await view.close()
+        await app.close()
+        return seen
+      } finally {
+        proxy.kill('SIGTERM')
+        upstream.close()
       }
     })
   } finally {
