@@ -262,6 +262,69 @@ pub fn json_string(s: &str) -> String {
 mod tests {
     use super::*;
 
+    /// Every frame type either side sends and every error code is in docs/PROTOCOL.md,
+    /// which users read: the spec keeps in step with the code.
+    #[test]
+    fn the_protocol_doc_names_every_frame_and_error() {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        // What a client sends, each accepted by the decoder.
+        for (kind, frame) in [
+            ("join", r#"{"type":"join","room":"r"}"#),
+            ("signal", r#"{"type":"signal","data":{}}"#),
+            ("leave", r#"{"type":"leave"}"#),
+            ("ping", r#"{"type":"ping"}"#),
+            ("resume", r#"{"type":"resume","id":"a","token":"b"}"#),
+        ] {
+            assert!(decode(frame).is_ok(), "{frame}");
+            assert!(
+                doc.contains(&format!("\"type\":\"{kind}\"")),
+                "{kind} not in the doc"
+            );
+        }
+        for kind in [
+            "welcome",
+            "joined",
+            "peer-joined",
+            "peer-left",
+            "signal",
+            "pong",
+            "error",
+        ] {
+            assert!(
+                doc.contains(&format!("`{kind}`")) || doc.contains(&format!("\"type\":\"{kind}\"")),
+                "{kind} not in the doc"
+            );
+        }
+        let every = [
+            HubError::BadRequest(String::new()),
+            HubError::RoomFull(2),
+            HubError::NotInRoom,
+            HubError::UnknownPeer(String::new()),
+            HubError::TooLarge(1),
+            HubError::RateLimited(1),
+            HubError::JoinsRateLimited(1),
+            HubError::ResumeRefused(String::new()),
+        ];
+        // A new error must join the list above: this match stops compiling without it.
+        for e in &every {
+            match e {
+                HubError::BadRequest(_)
+                | HubError::RoomFull(_)
+                | HubError::NotInRoom
+                | HubError::UnknownPeer(_)
+                | HubError::TooLarge(_)
+                | HubError::RateLimited(_)
+                | HubError::JoinsRateLimited(_)
+                | HubError::ResumeRefused(_) => {}
+            }
+            assert!(
+                doc.contains(&format!("`{}`", e.code())),
+                "{} not in the doc",
+                e.code()
+            );
+        }
+    }
+
     #[test]
     fn decodes_every_frame() {
         match decode(r#"{"type":"join","room":"a-B_1.x","meta":{"name":"Ann"},"extra":1}"#).unwrap()
