@@ -8,6 +8,7 @@ cd "$(dirname "$0")"
 declare -A tools=(
   [mkcert]=mkcert
   [certutil]=libnss3-tools
+  [keytool]=openjdk-17-jre-headless
   [openssl]=openssl
   [update-ca-certificates]=ca-certificates
   [curl]=curl

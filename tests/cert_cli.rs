@@ -801,3 +801,110 @@ fn leaves_and_the_ca_are_what_the_readme_says() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the bundle holds the key");
 }
+
+/// The `cacerts` of `JAVA_HOME`, with the real `keytool`, on a copy of the JDK's
+/// keystore: install, check, uninstall, twice each; the other entries are untouched; an
+/// entry of another certificate under the CA's name is left alone; without `JAVA_HOME`
+/// no Java store is touched.
+#[test]
+fn java_keystore_install_and_uninstall_with_keytool() {
+    common::require("keytool", "openjdk-17-jre-headless");
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v keytool"])
+        .output()
+        .unwrap();
+    let real = std::fs::canonicalize(stdout(&found).trim()).unwrap();
+    let jdk = real.parent().unwrap().parent().unwrap();
+    let sb = Sandbox::new();
+    let home = sb.path().join("jdk");
+    std::fs::create_dir_all(home.join("bin")).unwrap();
+    std::fs::create_dir_all(home.join("lib/security")).unwrap();
+    std::os::unix::fs::symlink(&real, home.join("bin/keytool")).unwrap();
+    let cacerts = home.join("lib/security/cacerts");
+    std::fs::copy(jdk.join("lib/security/cacerts"), &cacerts).expect("the JDK's cacerts");
+    let entries = || {
+        let out = sb
+            .tool("keytool")
+            .args([
+                "-list",
+                "-keystore",
+                cacerts.to_str().unwrap(),
+                "-storepass",
+                "changeit",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .filter(|l| l.contains("trustedCertEntry"))
+            .count()
+    };
+    let before = entries();
+    assert!(before > 0, "the JDK's keystore has its CAs");
+    let run = |args: &[&str]| {
+        let out = sb
+            .rtcdev()
+            .env("RTCDEV_TRUST_STORES", "java")
+            .env("JAVA_HOME", &home)
+            .args(args)
+            .output()
+            .unwrap();
+        (out.status.success(), stdout(&out), stderr(&out))
+    };
+    let (ok, first, err) = run(&["cert", "--install"]);
+    assert!(ok, "{first}{err}");
+    assert!(
+        first.contains("Java") && first.contains("now installed"),
+        "{first}"
+    );
+    assert_eq!(entries(), before + 1);
+    let (ok, second, _) = run(&["cert", "--install"]);
+    assert!(ok && second.contains("already installed"), "{second}");
+    assert_eq!(entries(), before + 1);
+    let (ok, third, _) = run(&["cert", "--uninstall"]);
+    assert!(ok && third.contains("now uninstalled"), "{third}");
+    let (ok, fourth, _) = run(&["cert", "--uninstall"]);
+    assert!(ok && fourth.contains("was not installed"), "{fourth}");
+    assert_eq!(entries(), before, "the JDK's own entries untouched");
+
+    // Another certificate under the CA's name: neither replaced nor deleted.
+    let (_, json, _) = run(&["cert", "--install", "--json"]);
+    let report: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let nick = report["ca"]["name"].as_str().unwrap().to_string();
+    run(&["cert", "--uninstall"]);
+    let other = Sandbox::new();
+    other.localhost_cert_files();
+    let other_pem = other.ca_dir().join("rootCA.pem");
+    assert!(
+        sb.tool("keytool")
+            .args(["-importcert", "-noprompt", "-alias", &nick, "-file"])
+            .arg(&other_pem)
+            .args([
+                "-keystore",
+                cacerts.to_str().unwrap(),
+                "-storepass",
+                "changeit"
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (ok, clash, err) = run(&["cert", "--install"]);
+    assert!(
+        !ok && clash.contains("holds another certificate"),
+        "{clash}{err}"
+    );
+    let (_, gone, _) = run(&["cert", "--uninstall"]);
+    assert!(gone.contains("was not installed"), "{gone}");
+    assert_eq!(entries(), before + 1, "the other certificate stays");
+
+    // JAVA_HOME unset: no Java store at all.
+    let out = sb
+        .rtcdev()
+        .env("RTCDEV_TRUST_STORES", "java")
+        .args(["cert", "--install"])
+        .output()
+        .unwrap();
+    assert!(!stdout(&out).contains("Java"), "{}", stdout(&out));
+}

@@ -31,7 +31,11 @@ impl Signal {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap());
         for (k, _) in std::env::vars() {
-            if k.starts_with("RTCDEV_") || k == "CAROOT" || k.starts_with("XDG_") {
+            if k.starts_with("RTCDEV_")
+                || k == "CAROOT"
+                || k == "JAVA_HOME"
+                || k.starts_with("XDG_")
+            {
                 cmd.env_remove(k);
             }
         }

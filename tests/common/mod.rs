@@ -44,7 +44,11 @@ impl Sandbox {
         let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("rtcdev"));
         cmd.current_dir(self.path()).args(args);
         for (k, _) in std::env::vars() {
-            if k.starts_with("RTCDEV_") || k == "CAROOT" || k.starts_with("XDG_") {
+            if k.starts_with("RTCDEV_")
+                || k == "CAROOT"
+                || k == "JAVA_HOME"
+                || k.starts_with("XDG_")
+            {
                 cmd.env_remove(k);
             }
         }
@@ -156,7 +160,7 @@ impl Drop for Spawned {
 
 fn scrub(cmd: &mut assert_cmd::Command, home: &Path) {
     for (k, _) in std::env::vars() {
-        if k.starts_with("RTCDEV_") || k == "CAROOT" || k.starts_with("XDG_") {
+        if k.starts_with("RTCDEV_") || k == "CAROOT" || k == "JAVA_HOME" || k.starts_with("XDG_") {
             cmd.env_remove(k);
         }
     }

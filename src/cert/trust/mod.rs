@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::ca::Ca;
 
+mod java;
 #[cfg(target_os = "linux")]
 mod linux;
 mod nss;
@@ -34,6 +35,8 @@ pub enum StoreKind {
     System,
     /// NSS databases: Firefox profiles and Chromium's `~/.pki/nssdb` on Linux.
     Nss,
+    /// The `cacerts` keystore of `JAVA_HOME` (when it is set).
+    Java,
 }
 
 impl StoreKind {
@@ -44,8 +47,9 @@ impl StoreKind {
             let kind = match part.to_ascii_lowercase().as_str() {
                 "system" => StoreKind::System,
                 "nss" | "firefox" | "chrome" | "chromium" => StoreKind::Nss,
+                "java" => StoreKind::Java,
                 other => bail!(
-                    "unknown trust store {other:?} in RTCDEV_TRUST_STORES; use system, nss or both (system,nss)"
+                    "unknown trust store {other:?} in RTCDEV_TRUST_STORES; use system, nss, java or a list (system,nss)"
                 ),
             };
             if !kinds.contains(&kind) {
@@ -53,14 +57,14 @@ impl StoreKind {
             }
         }
         if kinds.is_empty() {
-            bail!("RTCDEV_TRUST_STORES is empty; use system, nss or both (system,nss)");
+            bail!("RTCDEV_TRUST_STORES is empty; use system, nss, java or a list (system,nss)");
         }
         Ok(kinds)
     }
 
     /// Every kind.
     pub fn all() -> Vec<StoreKind> {
-        vec![StoreKind::System, StoreKind::Nss]
+        vec![StoreKind::System, StoreKind::Nss, StoreKind::Java]
     }
 }
 
@@ -130,6 +134,7 @@ pub fn discover(kinds: &[StoreKind]) -> (Vec<Box<dyn TrustStore>>, Vec<StoreResu
         let found = match kind {
             StoreKind::System => system_store().map(|s| vec![s]),
             StoreKind::Nss => nss::databases(),
+            StoreKind::Java => java::detect(),
         };
         match found {
             Ok(mut s) => stores.append(&mut s),
