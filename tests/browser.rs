@@ -103,6 +103,7 @@ fn calling_page_in_chromium() {
         "no-request-leaves-the-origin",
         "constrained-ca-trusted",
         "vite-hmr-through-proxy",
+        "hub-errors-in-words",
         "proxied-app-inspected",
     ] {
         passed(&results, name);

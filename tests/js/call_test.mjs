@@ -699,6 +699,16 @@ async function checks () {
         fs.rmSync(dir, { recursive: true, force: true })
       }
     })
+    await check('hub-errors-in-words', async () => {
+      // A page that floods the hub is slowed down, says so in words, and stays in the call.
+      const f = await open(context, 'flood', 'Flo')
+      await f.page.evaluate(() => { for (let i = 0; i < 400; i++) window.rtcdev.signaling.send({ type: 'ping' }) })
+      const said = await until('the rate-limit toast', () => f.page.evaluate(() => [...document.querySelectorAll('.toast')].map((t) => t.textContent).find((t) => t.includes('Too many messages'))))
+      await sleep(1500)
+      await until('Flo still in the call', () => f.page.evaluate(() => window.rtcdev.signaling.joined && window.rtcdev.signaling.ws.readyState === 1))
+      await f.page.close()
+      return { said }
+    })
     await check('proxied-app-inspected', async () => {
       // The developer's own app behind `serve --proxy --inspect`: two peer connections
       // of its own in one page show in /inspect, and the app sees the browser's own

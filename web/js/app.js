@@ -221,6 +221,14 @@ async function start (room, name) {
   sig.addEventListener('error', ({ detail }) => {
     if (detail.code === 'room-full' && !app.joinedAt) roomFull()
     else if (detail.code === 'room-full') notice('The room filled up while the connection to the server was down; reload to try again.')
+    else if (detail.code === 'rate-limited') toast('Too many messages at once: the server is slowing this page down.')
+    else if (detail.code === 'too-large') toast('A message was too large for the server and was not sent.')
+    else if (detail.code === 'bad-request' || detail.code === 'not-in-room') {
+      notice(`The rtcdev server refused a message from this page (${escapeHtml(detail.message || detail.code)}). ` +
+        'If the call misbehaves, reload the page.')
+    }
+    // unknown-peer (someone left as we signalled) and resume-refused (handled by the
+    // reconnect) are routine.
   })
   sig.addEventListener('disconnected', () => {
     log('hub connection lost; reconnecting')
