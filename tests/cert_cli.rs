@@ -308,7 +308,7 @@ fn bad_input_is_a_clear_error() {
         .code(2);
     sb.rtcdev()
         .args(["cert", "--install"])
-        .env("RTCDEV_TRUST_STORES", "keychain")
+        .env("RTCDEV_TRUST_STORES", "toaster")
         .assert()
         .code(1)
         .stderr(predicate::str::contains("unknown trust store"));

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::ca::Ca;
 
+mod desktop;
 mod java;
 #[cfg(target_os = "linux")]
 mod linux;
@@ -37,6 +38,12 @@ pub enum StoreKind {
     Nss,
     /// The `cacerts` keystore of `JAVA_HOME` (when it is set).
     Java,
+    /// macOS's system keychain (`security`); the system store on macOS.
+    Keychain,
+    /// Windows' current-user Root store (`certutil.exe`); the system store on Windows.
+    Windows,
+    /// From inside WSL, the Windows store, so the Windows browser trusts the page.
+    Wsl,
 }
 
 impl StoreKind {
@@ -48,8 +55,11 @@ impl StoreKind {
                 "system" => StoreKind::System,
                 "nss" | "firefox" | "chrome" | "chromium" => StoreKind::Nss,
                 "java" => StoreKind::Java,
+                "keychain" | "macos" => StoreKind::Keychain,
+                "windows" => StoreKind::Windows,
+                "wsl" => StoreKind::Wsl,
                 other => bail!(
-                    "unknown trust store {other:?} in RTCDEV_TRUST_STORES; use system, nss, java or a list (system,nss)"
+                    "unknown trust store {other:?} in RTCDEV_TRUST_STORES; use system, nss, java, keychain, windows, wsl or a list (system,nss)"
                 ),
             };
             if !kinds.contains(&kind) {
@@ -57,14 +67,21 @@ impl StoreKind {
             }
         }
         if kinds.is_empty() {
-            bail!("RTCDEV_TRUST_STORES is empty; use system, nss, java or a list (system,nss)");
+            bail!(
+                "RTCDEV_TRUST_STORES is empty; use system, nss, java, keychain, windows, wsl or a list (system,nss)"
+            );
         }
         Ok(kinds)
     }
 
-    /// Every kind.
+    /// The kinds this machine has: the system store (the keychain on macOS, the Root
+    /// store on Windows), NSS, Java, and from WSL the Windows store too.
     pub fn all() -> Vec<StoreKind> {
-        vec![StoreKind::System, StoreKind::Nss, StoreKind::Java]
+        let mut kinds = vec![StoreKind::System, StoreKind::Nss, StoreKind::Java];
+        if cfg!(target_os = "linux") && desktop::is_wsl() {
+            kinds.push(StoreKind::Wsl);
+        }
+        kinds
     }
 }
 
@@ -135,6 +152,9 @@ pub fn discover(kinds: &[StoreKind]) -> (Vec<Box<dyn TrustStore>>, Vec<StoreResu
             StoreKind::System => system_store().map(|s| vec![s]),
             StoreKind::Nss => nss::databases(),
             StoreKind::Java => java::detect(),
+            StoreKind::Keychain => desktop::Keychain::detect().map(boxed),
+            StoreKind::Windows => desktop::WindowsRoot::detect().map(boxed),
+            StoreKind::Wsl => desktop::WindowsRoot::detect_wsl().map(boxed),
         };
         match found {
             Ok(mut s) => stores.append(&mut s),
@@ -152,11 +172,25 @@ fn system_store() -> Result<Box<dyn TrustStore>> {
     linux::SystemStore::detect().map(|s| Box::new(s) as Box<dyn TrustStore>)
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+fn system_store() -> Result<Box<dyn TrustStore>> {
+    desktop::Keychain::detect().map(|s| Box::new(s) as Box<dyn TrustStore>)
+}
+
+#[cfg(windows)]
+fn system_store() -> Result<Box<dyn TrustStore>> {
+    desktop::WindowsRoot::detect().map(|s| Box::new(s) as Box<dyn TrustStore>)
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 fn system_store() -> Result<Box<dyn TrustStore>> {
     bail!(
         "the system store of this OS is not supported yet; import rootCA.pem (rtcdev cert --caroot) by hand"
     )
+}
+
+fn boxed<S: TrustStore + 'static>(s: S) -> Vec<Box<dyn TrustStore>> {
+    vec![Box::new(s)]
 }
 
 /// Installs or uninstalls the CA in every selected store, each independently: one
