@@ -99,6 +99,7 @@ fn calling_page_in_chromium() {
         "camera-in-use-says-so",
         "hub-restart-survived",
         "fifth-page-sees-room-full",
+        "join-page-per-device",
         "accessibility-axe",
         "no-request-leaves-the-origin",
         "constrained-ca-trusted",

@@ -581,6 +581,35 @@ async function checks () {
     })
     // axe-core on the lobby, the call and the phone's /join page: no serious or critical
     // violation (contrast, names, keyboard access, ...).
+    await check('join-page-per-device', async () => {
+      // The phone link's page as each kind of device opens it before it trusts the CA:
+      // its own steps first, the CA's fingerprint shown, nothing wider than the screen.
+      const devices = {
+        iphone: { ua: 'Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Mobile/15E148 Safari/604.1', width: 390, touch: 5, want: 'ios' },
+        ipad: { ua: 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15', width: 820, touch: 5, want: 'ios' },
+        android: { ua: 'Mozilla/5.0 (Linux; Android 14; Pixel 7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Mobile Safari/537.36', width: 412, touch: 5, want: 'android' },
+        desktop: { ua: 'Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36', width: 1280, touch: 0, want: 'desktop' }
+      }
+      const seen = {}
+      for (const [name, d] of Object.entries(devices)) {
+        const ctx = await browser.newContext({ userAgent: d.ua, viewport: { width: d.width, height: 800 }, hasTouch: d.touch > 0 })
+        await ctx.addInitScript((n) => Object.defineProperty(Navigator.prototype, 'maxTouchPoints', { get: () => n }), d.touch)
+        const page = await ctx.newPage()
+        await page.route('**/trust-check', (route) => route.abort())
+        await page.goto(`http://localhost:${PORT}/join?room=ua`)
+        const got = await until(`${name}: the page laid out`, () => page.evaluate(() => {
+          const first = document.querySelector('#steps [data-platform]')
+          const fp = document.getElementById('fingerprint').textContent.trim()
+          return first && { first: first.dataset.platform, fp, wide: document.documentElement.scrollWidth > window.innerWidth + 1 }
+        }))
+        await ctx.close()
+        if (got.first !== d.want) throw new Error(`${name}: the ${got.first} steps come first`)
+        if (!/^[0-9A-F]{2}([: ]?[0-9A-F]{2}){31}$/.test(got.fp.replace(/\s+/g, ' '))) throw new Error(`${name}: fingerprint ${got.fp}`)
+        if (got.wide) throw new Error(`${name}: the page is wider than the screen`)
+        seen[name] = got.first
+      }
+      return { seen }
+    })
     await check('accessibility-axe', async () => {
       const axe = readFileSync(new URL('./node_modules/axe-core/axe.min.js', import.meta.url), 'utf8')
       const audit = async (page) => {

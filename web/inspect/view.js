@@ -29,26 +29,34 @@ function sideCells (side) {
   ]
 }
 
-// A small line graph of bitrate in (solid) and out (dashed) over the last reports.
-function graph (side) {
-  const h = (side && side.history) || []
-  const W = 160
+// A small line graph over the last reports of the given keys (solid, then dashed),
+// scaled to the highest value.
+function lines (h, keys, label, unit) {
+  const W = 120
   const H = 28
   const svg = document.createElementNS('http://www.w3.org/2000/svg', 'svg')
   svg.setAttribute('width', W)
   svg.setAttribute('height', H)
   svg.setAttribute('role', 'img')
-  const top = Math.max(1, ...h.map((p) => Math.max(p.kbpsIn, p.kbpsOut)))
-  svg.setAttribute('aria-label', `bitrate over the last ${h.length} reports, up to ${top} kb/s`)
-  for (const [key, dash] of [['kbpsIn', ''], ['kbpsOut', '3 2']]) {
+  const top = Math.max(1, ...h.flatMap((p) => keys.map((k) => p[k] || 0)))
+  svg.setAttribute('aria-label', `${label} over the last ${h.length} reports, up to ${top} ${unit}`)
+  keys.forEach((key, n) => {
     const line = document.createElementNS('http://www.w3.org/2000/svg', 'polyline')
-    line.setAttribute('points', h.map((p, i) => `${(i * (W - 2)) / Math.max(1, h.length - 1) + 1},${H - 1 - (p[key] / top) * (H - 2)}`).join(' '))
+    line.setAttribute('points', h.map((p, i) => `${(i * (W - 2)) / Math.max(1, h.length - 1) + 1},${H - 1 - ((p[key] || 0) / top) * (H - 2)}`).join(' '))
     line.setAttribute('fill', 'none')
     line.setAttribute('stroke', 'currentColor')
-    if (dash) line.setAttribute('stroke-dasharray', dash)
+    if (n) line.setAttribute('stroke-dasharray', '3 2')
     svg.append(line)
-  }
+  })
   return svg
+}
+
+// Bitrate in (solid) and out (dashed), and the round trip, over the last reports.
+function graph (side) {
+  const h = (side && side.history) || []
+  const box = document.createElement('span')
+  box.append(lines(h, ['kbpsIn', 'kbpsOut'], 'bitrate in and out', 'kb/s'), ' ', lines(h, ['rttMs'], 'round trip', 'ms'))
+  return box
 }
 
 function timeline (pages, a, b, sa, sb) {
@@ -77,7 +85,7 @@ function draw (state) {
   for (const [room, pages] of rooms) {
     const section = el('section', { 'data-room': room }, el('h2', {}, `Room ${room}`))
     const table = el('table', {}, el('thead', {}, el('tr', {},
-      ...['connection', 'seen from', 'state', 'path', 'rtt', 'in / out', 'loss', 'video', 'in — / out - -'].map((h) => el('th', {}, h)))))
+      ...['connection', 'seen from', 'state', 'path', 'rtt', 'in / out', 'loss', 'video', 'kb/s in — out - -, rtt'].map((h) => el('th', {}, h)))))
     const body = el('tbody')
     const pairs = new Set()
     for (const [a, page] of Object.entries(pages)) {
