@@ -23,11 +23,15 @@ async function startServer () {
   await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('server did not start')), STEP_TIMEOUT_MS)
     server.stdout.on('data', (d) => {
+      printed += String(d)
       if (String(d).includes('Local:')) { clearTimeout(timer); resolve() }
     })
     server.on('exit', (code) => reject(new Error(`server exited ${code}`)))
   })
 }
+
+// What serve printed on stdout, over all its runs (the inspector's verdicts among it).
+let printed = ''
 
 async function stopServer () {
   const s = server
@@ -302,9 +306,11 @@ async function checks () {
         })
         const sent = await r.page.evaluate(() => window.rtcdev.media.stream ? window.rtcdev.media.stream.getTracks().length : 0)
         if (sent !== 0) throw new Error(`receive-only page holds ${sent} local tracks`)
+        // The inspector tells the laptop why nothing comes from Rae.
+        const verdict = await until('the no-media verdict', () => printed.split('\n').find((l) => l.includes('nothing arrives at') && l.includes('from Rae: Rae sends no audio or video')), 20000, 250)
         await r.page.close()
         for (const p of [a, b]) await until(`${p.name} dropped Rae`, () => p.page.evaluate((id) => !window.rtcdev.peers.has(id), r.id))
-        return { notice, frames: m.map((x) => x.frames) }
+        return { notice, frames: m.map((x) => x.frames), verdict }
       } finally {
         await denied.close()
       }

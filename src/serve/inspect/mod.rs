@@ -27,6 +27,8 @@ const TIMELINE: usize = 200;
 const HISTORY: usize = 60;
 const MAX_TEXT: usize = 200;
 const MAX_ERRORS: usize = 20;
+/// A connection connected this long with nothing arriving gets a verdict.
+const NO_MEDIA: Duration = Duration::from_secs(5);
 /// A connection not connected this long after its first news gets a verdict.
 const SLOW: Duration = Duration::from_secs(10);
 /// A page that has not reported for this long is gone.
@@ -151,6 +153,10 @@ pub struct Side {
     slow_said: bool,
     #[serde(skip)]
     since: Option<Instant>,
+    #[serde(skip)]
+    connected_at: Option<Instant>,
+    #[serde(skip)]
+    media_said: bool,
 }
 
 /// One summary's figures, for a graph.
@@ -207,6 +213,7 @@ enum News {
     Failed,
     Slow,
     Connected,
+    NoMedia,
 }
 
 /// Who a page is, as the connection tells it (not the page).
@@ -287,7 +294,11 @@ impl Inspector {
                     } else if detail == "connected" {
                         side.failed_said = false;
                         side.slow_said = true;
+                        side.connected_at.get_or_insert(now);
                         connected.push(peer.clone());
+                    }
+                    if detail != "connected" {
+                        side.connected_at = None;
                     }
                 }
                 _ => {}
@@ -327,6 +338,23 @@ impl Inspector {
                 slow.push(peer.clone());
             }
         }
+        // Connected a while, and nothing at all arrives: said once.
+        let mut silent = Vec::new();
+        for (peer, side) in &mut page.sides {
+            let quiet = side
+                .summary
+                .as_ref()
+                .is_some_and(|s| s.kbps_in == Some(0) && s.frames_decoded.unwrap_or(0) == 0);
+            if quiet
+                && !side.media_said
+                && side
+                    .connected_at
+                    .is_some_and(|t| now.duration_since(t) >= NO_MEDIA)
+            {
+                side.media_said = true;
+                silent.push(peer.clone());
+            }
+        }
         // A connection that works is news only when a rule finds how it got through
         // worth saying; its path may come in a later report than the state.
         for (peer, side) in &page.sides {
@@ -342,7 +370,8 @@ impl Inspector {
             .into_iter()
             .map(|p| (p, News::Failed))
             .chain(slow.into_iter().map(|p| (p, News::Slow)))
-            .chain(connected.into_iter().map(|p| (p, News::Connected)));
+            .chain(connected.into_iter().map(|p| (p, News::Connected)))
+            .chain(silent.into_iter().map(|p| (p, News::NoMedia)));
         for (peer, what) in news {
             let here = &pages[&id].sides[&peer];
             let there = pages.get(&peer).and_then(|p| p.sides.get(&id));
@@ -372,6 +401,10 @@ impl Inspector {
                     "  not connected after {} s in room {room}: {who}: {}",
                     SLOW.as_secs(),
                     verdict::failure(&facts)
+                )),
+                News::NoMedia => Some(format!(
+                    "  no media in room {room}: {who}: connected for {} s and nothing arrives at {a} from {b}: {b} sends no audio or video (no camera or microphone, or no track added to the connection)",
+                    NO_MEDIA.as_secs()
                 )),
                 News::Connected => {
                     let said = here.summary.as_ref().is_some_and(|s| s.path.is_some());
@@ -520,6 +553,42 @@ mod tests {
         );
         assert_eq!(side["local"]["host"], 1);
         assert_eq!(side["timeline"].as_array().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn connected_without_media_is_said_once() {
+        let ins = Inspector::default();
+        let up = serde_json::json!([{"peer": "b", "at": 1, "kind": "connection", "detail": "connected"}]);
+        ins.report(report("r", "a", up), ORIGIN).unwrap();
+        // Five seconds later by the inspector's clock.
+        {
+            let mut rooms = ins.rooms.lock().unwrap();
+            let side = rooms.get_mut("r").unwrap().get_mut("a").unwrap();
+            let side = side.sides.get_mut("b").unwrap();
+            side.connected_at = Some(Instant::now() - NO_MEDIA - Duration::from_secs(1));
+        }
+        let quiet = || -> Report {
+            serde_json::from_value(serde_json::json!({
+                "room": "r", "id": "a", "name": "a",
+                "peers": [{"peer": "b", "state": "connected", "kbpsIn": 0, "framesDecoded": 0}]
+            }))
+            .unwrap()
+        };
+        let lines = ins.report(quiet(), ORIGIN).unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("nothing arrives at a from b"),
+            "{lines:?}"
+        );
+        assert!(ins.report(quiet(), ORIGIN).unwrap().is_empty(), "said once");
+        // Media arriving is no news.
+        let fine: Report = serde_json::from_value(serde_json::json!({
+            "room": "r", "id": "c", "name": "c",
+            "events": [{"peer": "d", "at": 1, "kind": "connection", "detail": "connected"}],
+            "peers": [{"peer": "d", "state": "connected", "kbpsIn": 300, "framesDecoded": 90}]
+        }))
+        .unwrap();
+        assert!(ins.report(fine, ORIGIN).unwrap().is_empty());
     }
 
     #[test]
