@@ -154,6 +154,7 @@ fn calls_survive_a_network_switch_and_an_outage() {
             .is_some_and(|p| p.contains("FAIL auth")),
         "{wrong}"
     );
+    passed(&results, "symmetric-nat-through-relay");
     let blocked = passed(&results, "ice-blocked-says-so");
     assert!(
         blocked["verdict"]

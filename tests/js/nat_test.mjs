@@ -242,6 +242,20 @@ async function checks () {
       await firewall('delete table inet block')
       return { texts, verdict: verdict[0] }
     })
+    // Both routers now map every flow to a random port (a symmetric NAT, as many
+    // mobile carriers run): no reflexive pair can work, and a fresh connection (b
+    // reloads) goes through the relay, both ways.
+    await step('symmetric-nat-through-relay', async () => {
+      for (const r of ['2', '3']) {
+        await run(`${LAB}/router`, [r, 'flush', 'chain', 'ip', 'nat', 'post'])
+        await run(`${LAB}/router`, [r, 'add', 'rule', 'ip', 'nat', 'post', 'oifname', 'wan', 'masquerade', 'random,fully-random'])
+      }
+      await reload(b)
+      const s = await bothDecoding(a, b, 'both sides decoding behind symmetric NATs', STEP_TIMEOUT_MS)
+      const relayed = [...s.a.paths, ...s.b.paths].some((p) => p && [p.local, p.remote].some((e) => e && e.type === 'relay'))
+      if (!relayed) throw new Error(`no relay in the paths: ${JSON.stringify([s.a.paths, s.b.paths])}`)
+      return { a: s.a.paths, b: s.b.paths }
+    })
   } finally {
     await a.browser.close()
     await b.browser.close()

@@ -17,6 +17,7 @@
 #   $LAB/cut-a SECONDS                a's current link is down for SECONDS, then back
 #                                     with the same address (a suspended phone)
 #   $LAB/b-firewall ARGS...           nft in b's router (what b's network lets through)
+#   $LAB/router N ARGS...             nft in router N (1, 2 or 3)
 # Usage: unshare --net sh natlab.sh COMMAND [ARGS...]
 set -eu
 LAB=$(mktemp -d)
@@ -133,6 +134,13 @@ EOF
 cat > "$LAB/b-firewall" <<EOF
 #!/bin/sh
 exec nsenter --net=/proc/$r2/ns/net nft "\$@"
+EOF
+cat > "$LAB/router" <<EOF
+#!/bin/sh
+# router N ARGS...: nft ARGS in router N
+case "\$1" in 1) p=$r1 ;; 2) p=$r2 ;; 3) p=$r3 ;; *) echo "router 1, 2 or 3" >&2; exit 2 ;; esac
+shift
+exec nsenter --net=/proc/\$p/ns/net nft "\$@"
 EOF
 chmod +x "$LAB"/*
 
