@@ -15,7 +15,7 @@ pub const MAX_BODY: usize = 16 * 1024;
 /// Most results in one report.
 const MAX_RESULTS: usize = 32;
 /// Longest text kept from a field, in characters.
-const MAX_TEXT: usize = 200;
+pub(super) const MAX_TEXT: usize = 200;
 /// Reports printed per [`WINDOW`]; past it they are refused with 429.
 const PER_WINDOW: u32 = 20;
 const WINDOW: Duration = Duration::from_secs(60);
@@ -55,9 +55,9 @@ struct IceResult {
     ms: Option<u64>,
 }
 
-/// Text safe to print: control characters (escape sequences, newlines) become spaces,
+/// Text a device sent, safe to keep and print: control characters (escape sequences, newlines) become spaces,
 /// and it is cut to [`MAX_TEXT`] characters.
-fn clean(s: &str) -> String {
+pub(super) fn clean(s: &str) -> String {
     s.chars()
         .take(MAX_TEXT)
         .map(|c| if c.is_control() { ' ' } else { c })

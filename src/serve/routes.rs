@@ -176,14 +176,16 @@ pub fn router(
     // The ICE test page and the room inspector are rtcdev's own whatever the content;
     // what pages report is checked like the hub: pages of other origins may not post.
     let ice = Router::new()
-        .route("/ice", get(ice_page))
-        .route("/ice/ice.js", get(ice_script))
+        .route("/ice", own_asset("/ice.html"))
+        .route("/ice/ice.js", own_asset("/ice/ice.js"))
         .route("/ice/report", axum::routing::post(ice_report))
         .route("/inspect", get(inspect_page))
-        .route("/inspect/view.js", get(inspect_script))
-        .route("/inspect/agent.js", get(agent_script))
-        .route("/inspect/reporter.js", get(reporter_script))
-        .route("/inspect/stats.js", get(stats_script))
+        .route("/inspect/view.js", own_asset("/inspect/view.js"))
+        // The agent `--proxy --inspect` puts into the app's pages, and the two modules
+        // it loads: the calling page's own reporter and stats summary.
+        .route("/inspect/agent.js", own_asset("/inspect/agent.js"))
+        .route("/inspect/reporter.js", own_asset("/js/inspect.js"))
+        .route("/inspect/stats.js", own_asset("/js/stats.js"))
         .route("/inspect/state.json", get(inspect_state))
         .route("/inspect/report", axum::routing::post(inspect_report))
         .layer(middleware::from_fn_with_state(
@@ -314,33 +316,11 @@ async fn mobileconfig(State(state): State<AppState>) -> Response {
     onboarding::mobileconfig(state.inner.ca.as_ref())
 }
 
-async fn ice_page(headers: HeaderMap) -> Response {
-    assets::bundled(&axum::http::Uri::from_static("/ice.html"), &headers)
-}
-
-async fn ice_script(headers: HeaderMap) -> Response {
-    assets::bundled(&axum::http::Uri::from_static("/ice/ice.js"), &headers)
-}
-
 /// A device's ICE test result: printed in the terminal, labelled with the device.
 async fn ice_report(State(state): State<AppState>, req: Request) -> Response {
-    let from = crate::hub::client_ip_parts(req.extensions())
-        .map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
-    let user_agent = req
-        .headers()
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let Ok(body) = axum::body::to_bytes(req.into_body(), ice_report::MAX_BODY).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "an ICE test report is at most {} bytes\n",
-                ice_report::MAX_BODY
-            ),
-        )
-            .into_response();
+    let (from, user_agent, body) = match read_report(req, ice_report::MAX_BODY).await {
+        Ok(parts) => parts,
+        Err(refused) => return refused,
     };
     let report = match IceReport::parse(&body) {
         Ok(r) => r,
@@ -386,10 +366,6 @@ async fn inspect_page(State(state): State<AppState>, req: Request) -> Response {
     )
 }
 
-async fn inspect_script(headers: HeaderMap) -> Response {
-    assets::bundled(&axum::http::Uri::from_static("/inspect/view.js"), &headers)
-}
-
 async fn inspect_state(State(state): State<AppState>, req: Request) -> Response {
     if let Some(refused) = only_here(&req, state.inner.port) {
         return refused;
@@ -402,21 +378,11 @@ async fn inspect_state(State(state): State<AppState>, req: Request) -> Response 
 
 /// A calling page's report on its connections; a failure's verdict is printed.
 async fn inspect_report(State(state): State<AppState>, req: Request) -> Response {
-    let from = crate::hub::client_ip_parts(req.extensions())
-        .map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
-    let browser = ice_report::device_label(
-        req.headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or(""),
-    );
-    let Ok(body) = axum::body::to_bytes(req.into_body(), inspect::MAX_BODY).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("a report is at most {} bytes\n", inspect::MAX_BODY),
-        )
-            .into_response();
+    let (from, user_agent, body) = match read_report(req, inspect::MAX_BODY).await {
+        Ok(parts) => parts,
+        Err(refused) => return refused,
     };
+    let browser = ice_report::device_label(&user_agent);
     let report: inspect::Report = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("not a report: {e}\n")).into_response(),
@@ -449,16 +415,33 @@ async fn inspect_report(State(state): State<AppState>, req: Request) -> Response
     }
 }
 
-// The inspector agent that `--proxy --inspect` puts into the app's pages, and the two
-// modules it loads (the calling page's own reporter and stats summary).
-async fn agent_script(headers: HeaderMap) -> Response {
-    assets::bundled(&axum::http::Uri::from_static("/inspect/agent.js"), &headers)
+/// A file of rtcdev's own pages at a fixed path, whatever `serve` serves besides.
+fn own_asset(path: &'static str) -> axum::routing::MethodRouter<AppState> {
+    get(move |headers: HeaderMap| async move {
+        assets::bundled(&axum::http::Uri::from_static(path), &headers)
+    })
 }
 
-async fn reporter_script(headers: HeaderMap) -> Response {
-    assets::bundled(&axum::http::Uri::from_static("/js/inspect.js"), &headers)
-}
-
-async fn stats_script(headers: HeaderMap) -> Response {
-    assets::bundled(&axum::http::Uri::from_static("/js/stats.js"), &headers)
+/// What a device's report comes with: its address, its user agent, and the body, up to
+/// `max` bytes (past it, 413).
+async fn read_report(
+    req: Request,
+    max: usize,
+) -> Result<(String, String, axum::body::Bytes), Response> {
+    let from = crate::hub::client_ip_parts(req.extensions())
+        .map_or_else(|| "an unknown address".to_string(), |ip| ip.to_string());
+    let user_agent = req
+        .headers()
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    match axum::body::to_bytes(req.into_body(), max).await {
+        Ok(body) => Ok((from, user_agent, body)),
+        Err(_) => Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a report is at most {max} bytes\n"),
+        )
+            .into_response()),
+    }
 }

@@ -14,6 +14,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 mod verdict;
+#[cfg(test)]
+use super::ice_report::MAX_TEXT;
+use super::ice_report::clean;
 use verdict::Facts;
 
 /// Largest report body accepted, in bytes.
@@ -25,7 +28,6 @@ const MAX_SIDES: usize = 32;
 const TIMELINE: usize = 200;
 /// Summaries kept per side for the graphs (one a report: two minutes).
 const HISTORY: usize = 60;
-const MAX_TEXT: usize = 200;
 const MAX_ERRORS: usize = 20;
 /// A connection connected this long with nothing arriving gets a verdict.
 const NO_MEDIA: Duration = Duration::from_secs(5);
@@ -80,16 +82,6 @@ pub struct Summary {
     fps: Option<u64>,
     #[serde(default)]
     resolution: Option<String>,
-}
-
-/// Text safe to keep and print: no control characters, at most [`MAX_TEXT`] characters.
-fn clean(s: &str) -> String {
-    s.chars()
-        .take(MAX_TEXT)
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
 }
 
 /// Candidates seen over the connection's life, by type ("host", "srflx", "prflx", "relay").
