@@ -6,7 +6,7 @@
 import { spawn, execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { chromium } from 'playwright-core'
-import { out, sleep, until, media, launch, check, STEP_TIMEOUT_MS } from './lib.mjs'
+import { out, sleep, until, media, launch, check, serve, stop, STEP_TIMEOUT_MS } from './lib.mjs'
 
 const BIN = process.env.RTCDEV_BIN
 const PORT = 8443
@@ -17,28 +17,13 @@ const SMALL_ORIGIN = `https://localhost:${SMALL_PORT}`
 let server = null
 
 async function startServer () {
-  server = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(PORT), '--quiet', '--no-qr', '--room', 'lobby'], {
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not start')), STEP_TIMEOUT_MS)
-    server.stdout.on('data', (d) => {
-      printed += String(d)
-      if (String(d).includes('Local:')) { clearTimeout(timer); resolve() }
-    })
-    server.on('exit', (code) => reject(new Error(`server exited ${code}`)))
-  })
+  server = await serve(BIN, ['--bind', '127.0.0.1', '--port', String(PORT), '--quiet', '--no-qr', '--room', 'lobby'])
 }
-
-// What serve printed on stdout, over all its runs (the inspector's verdicts among it).
-let printed = ''
 
 async function stopServer () {
   const s = server
   server = null
-  const exited = new Promise((resolve) => s.on('exit', resolve))
-  s.kill('SIGTERM')
-  await exited
+  await stop(s)
 }
 
 async function sending (page, ms = 2000) {
@@ -307,7 +292,7 @@ async function checks () {
         const sent = await r.page.evaluate(() => window.rtcdev.media.stream ? window.rtcdev.media.stream.getTracks().length : 0)
         if (sent !== 0) throw new Error(`receive-only page holds ${sent} local tracks`)
         // The inspector tells the laptop why nothing comes from Rae.
-        const verdict = await until('the no-media verdict', () => printed.split('\n').find((l) => l.includes('nothing arrives at') && l.includes('from Rae: Rae sends no audio or video')), 20000, 250)
+        const verdict = await until('the no-media verdict', () => server.printed.split('\n').find((l) => l.includes('nothing arrives at') && l.includes('from Rae: Rae sends no audio or video')), 20000, 250)
         await r.page.close()
         for (const p of [a, b]) await until(`${p.name} dropped Rae`, () => p.page.evaluate((id) => !window.rtcdev.peers.has(id), r.id))
         return { notice, frames: m.map((x) => x.frames), verdict }

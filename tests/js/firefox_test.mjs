@@ -3,27 +3,15 @@
 // `rtcdev serve`, inside the namespace netns.sh makes. Firefox trusts the page because
 // `rtcdev cert --install` put the CA into its profile, as it does for a user's. Prints one
 // JSON object a line. Usage: unshare --net sh netns.sh node firefox_test.mjs
-import { spawn, execFileSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
 import puppeteer from 'puppeteer-core'
-import { out, until, media, launch, check, STEP_TIMEOUT_MS } from './lib.mjs'
+import { until, media, launch, check, serve, runChecks } from './lib.mjs'
 
 const BIN = process.env.RTCDEV_BIN
 const ORIGIN = 'https://localhost:8443'
 const PROFILE = `${process.env.HOME}/.mozilla/firefox/rtcdev-test.default-esr`
 
-function startServer () {
-  const server = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', '8443', '--quiet', '--no-qr', '--room', 'lobby'], {
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not start')), STEP_TIMEOUT_MS)
-    server.stdout.on('data', (d) => {
-      if (String(d).includes('Local:')) { clearTimeout(timer); resolve(server) }
-    })
-    server.on('exit', (code) => reject(new Error(`server exited ${code}`)))
-  })
-}
 
 function firefox () {
   return puppeteer.launch({
@@ -98,16 +86,5 @@ async function checks () {
 mkdirSync(PROFILE, { recursive: true })
 execFileSync('certutil', ['-N', '-d', `sql:${PROFILE}`, '--empty-password'])
 execFileSync(BIN, ['cert', '--install'], { env: { ...process.env, RTCDEV_TRUST_STORES: 'nss' }, stdio: 'ignore' })
-const server = await startServer()
-let failed = false
-try {
-  await checks()
-} catch (err) {
-  failed = true
-  out({ log: String(err && err.stack || err) })
-} finally {
-  const exited = new Promise((resolve) => server.on('exit', resolve))
-  server.kill('SIGTERM')
-  await exited
-}
-process.exit(failed ? 1 : 0)
+const server = await serve(BIN, ['--bind', '127.0.0.1', '--port', '8443', '--quiet', '--no-qr', '--room', 'lobby'])
+await runChecks(server, checks)

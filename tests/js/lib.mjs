@@ -1,5 +1,6 @@
 // What the browser tests share: one JSON line per result, bounded waits, what a page
 // receives from each peer, and Debian's headless Chromium with a fake camera.
+import { spawn } from 'node:child_process'
 import { chromium } from 'playwright-core'
 
 export const STEP_TIMEOUT_MS = 20000
@@ -74,4 +75,40 @@ export async function check (name, fn) {
     out({ check: name, ok: false, error: String(err && err.stack || err) })
     throw err
   }
+}
+
+// `rtcdev serve ARGS`, resolved once it has printed its URLs. What it prints on stdout
+// gathers in `.printed` (ICE test reports, the inspector's verdicts).
+export function serve (bin, args) {
+  const server = spawn(bin, ['serve', ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  server.printed = ''
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('serve did not start')), STEP_TIMEOUT_MS)
+    server.stdout.on('data', (d) => {
+      server.printed += String(d)
+      if (server.printed.includes('Local:')) { clearTimeout(timer); resolve(server) }
+    })
+    server.on('exit', (code) => reject(new Error(`serve exited ${code}`)))
+  })
+}
+
+// Stops what `serve` started, and waits for it to exit.
+export async function stop (server) {
+  const exited = new Promise((resolve) => server.on('exit', resolve))
+  server.kill('SIGTERM')
+  await exited
+}
+
+// Runs `checks` against `server`, stops it, and exits 1 if a check threw.
+export async function runChecks (server, checks) {
+  let failed = false
+  try {
+    await checks()
+  } catch (err) {
+    failed = true
+    out({ log: String(err && err.stack || err) })
+  } finally {
+    await stop(server)
+  }
+  process.exit(failed ? 1 : 0)
 }

@@ -5,11 +5,11 @@
 // through the new address, with one tile for the other and no stale one. Then b's network
 // blocks UDP (the call goes through TURN over TCP) and TURN's port as well (both pages
 // say there is no connection). Prints one JSON object a line. Usage: unshare --net sh natlab.sh node nat_test.mjs
-import { spawn, execFile, execFileSync } from 'node:child_process'
+import { execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { readFileSync } from 'node:fs'
 import https from 'node:https'
-import { out, sleep, until, launch, check, STEP_TIMEOUT_MS } from './lib.mjs'
+import { out, sleep, until, launch, check, serve, runChecks, STEP_TIMEOUT_MS } from './lib.mjs'
 
 const BIN = process.env.RTCDEV_BIN
 const LAB = process.env.LAB
@@ -24,20 +24,6 @@ const run = promisify(execFile)
 const only = process.env.NAT_CHECKS ? process.env.NAT_CHECKS.split(',') : null
 const step = (name, fn) => (!only || only.includes(name)) ? check(name, fn) : null
 
-function startServer () {
-  const server = spawn(BIN, ['serve', '--bind', '0.0.0.0', '--port', '8443', '--turn', '--quiet', '--no-qr', '--room', 'lobby'], {
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('server did not start')), STEP_TIMEOUT_MS)
-    server.printed = ''
-    server.stdout.on('data', (d) => {
-      server.printed += String(d)
-      if (String(d).includes('Local:')) { clearTimeout(timer); resolve(server) }
-    })
-    server.on('exit', (code) => reject(new Error(`server exited ${code}`)))
-  })
-}
 
 async function open (client, name) {
   const { browser, context } = await launch(`${LAB}/${client}-chromium`)
@@ -63,7 +49,7 @@ function inspectorState () {
 
 // Rules in b's router (nft commands, one each).
 async function firewall (...commands) {
-  for (const c of commands) await run(`${LAB}/b-firewall`, c.split(' '))
+  for (const c of commands) await run(`${LAB}/router`, ['2', ...c.split(' ')])
 }
 
 // A reload of the page: it comes back as someone new and joins again.
@@ -263,16 +249,5 @@ async function checks () {
 }
 
 execFileSync(BIN, ['cert', '--install'], { env: { ...process.env, RTCDEV_TRUST_STORES: 'nss' }, stdio: 'ignore' })
-const server = await startServer()
-let failed = false
-try {
-  await checks()
-} catch (err) {
-  failed = true
-  out({ log: String(err && err.stack || err) })
-} finally {
-  const exited = new Promise((resolve) => server.on('exit', resolve))
-  server.kill('SIGTERM')
-  await exited
-}
-process.exit(failed ? 1 : 0)
+const server = await serve(BIN, ['--bind', '0.0.0.0', '--port', '8443', '--turn', '--quiet', '--no-qr', '--room', 'lobby'])
+await runChecks(server, checks)

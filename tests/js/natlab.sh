@@ -16,7 +16,6 @@
 #                                     with a new address (a phone changing networks)
 #   $LAB/cut-a SECONDS                a's current link is down for SECONDS, then back
 #                                     with the same address (a suspended phone)
-#   $LAB/b-firewall ARGS...           nft in b's router (what b's network lets through)
 #   $LAB/router N ARGS...             nft in router N (1, 2 or 3)
 # Usage: unshare --net sh natlab.sh COMMAND [ARGS...]
 set -eu
@@ -130,10 +129,6 @@ dev=\$(echo "\$route" | sed -n 's/.* dev \([^ ]*\).*/\1/p')
 sleep "\$1"
 \$n ip link set "\$dev" up
 \$n ip route replace \$route
-EOF
-cat > "$LAB/b-firewall" <<EOF
-#!/bin/sh
-exec nsenter --net=/proc/$r2/ns/net nft "\$@"
 EOF
 cat > "$LAB/router" <<EOF
 #!/bin/sh

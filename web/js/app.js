@@ -83,7 +83,8 @@ async function lobby (room) {
     await app.media.open()
     $('preview').srcObject = app.media.stream
     await fillDevices()
-    if (mediaNotice()) $('lobby-note').innerHTML = mediaNotice()
+    const said = mediaNotice()
+    if (said) $('lobby-note').innerHTML = said
   }
   $('random-room').onclick = () => { $('room').value = randomRoom() }
   const reopen = async () => {
@@ -152,7 +153,8 @@ async function start (room, name) {
   app.name = name
   $('call').hidden = false
   if (!app.media.stream && window.isSecureContext) await app.media.open()
-  if (mediaNotice()) notice(mediaNotice())
+  const said = mediaNotice()
+  if (said) notice(said)
   const me = tile('self', `${name} (you)`, { local: true })
   me.querySelector('video').srcObject = app.media.stream
   me.classList.toggle('mirrored', app.media.mirrored())
