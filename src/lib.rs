@@ -7,6 +7,7 @@
 //! - [`signal`]: `rtcdev signal`, the hub alone.
 //! - [`probe`]: `rtcdev probe`, STUN/TURN checks with a relay echo (webrtc-rs).
 //! - [`turn`]: `rtcdev turn`, a STUN/TURN server (webrtc-rs turn crate) behind a guard.
+//! - [`echo`]: the echo peer `serve` adds to a room, to test a call with one device.
 //!
 //! The parts they share:
 //! - [`cli`]: the command line and its conversion into configs, where every value is
@@ -25,6 +26,7 @@
 
 pub mod cert;
 pub mod cli;
+pub mod echo;
 pub mod hub;
 pub mod ice;
 pub mod net;

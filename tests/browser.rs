@@ -186,3 +186,24 @@ fn firefox_and_chromium_in_one_call() {
     }
     passed(&results, "firefox-chat-and-mute");
 }
+
+/// "Test alone": one Chromium page asks for rtcdev's echo peer (webrtc-rs, in the serve
+/// process) and decodes its own video and audio coming back, over host candidates and,
+/// with `&relay`, through rtcdev's TURN on both sides; chat comes back; the echo leaves
+/// with the page and at its time limit, and serve says why.
+#[test]
+fn echo_peer_sends_a_page_its_own_media() {
+    let Some(results) = run_in_namespace("netns.sh", "echo_test.mjs", &[], &[]) else {
+        return;
+    };
+    let host = passed(&results, "echo-sends-own-media-back");
+    assert_eq!(host["echo"]["local"], "host", "{host}");
+    assert!(host["echo"]["frames"].as_u64().unwrap() > 10, "{host}");
+    assert!(host["echo"]["samples"].as_u64().unwrap() > 0, "{host}");
+    passed(&results, "echo-echoes-chat");
+    passed(&results, "one-echo-per-room");
+    let relay = passed(&results, "echo-through-turn");
+    assert_eq!(relay["echo"]["local"], "relay", "{relay}");
+    passed(&results, "echo-leaves-with-the-page");
+    passed(&results, "echo-time-limit");
+}

@@ -1180,3 +1180,123 @@ async fn the_inspector_is_for_this_machine_only() {
     let (s, _, _) = call(&app, from("/inspect", "[::1]")).await;
     assert_eq!(s, StatusCode::OK);
 }
+
+/// Asking for the echo peer: only pages of the origin may, for a room someone is in,
+/// one echo per room, at most `echo::MAX_ECHOES` at once, at the per-address join rate;
+/// each refusal says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_requests_are_checked() {
+    struct Nobody;
+    impl rtcdev::hub::core::PeerSink for Nobody {
+        fn deliver(&self, _: &rtcdev::hub::core::Event) {}
+    }
+    let sb = Sandbox::new();
+    let (ca, _) = Ca::load_or_create(&sb.ca_dir()).unwrap();
+    let hub = Hub::new(HubConfig::default());
+    let st = AppState::new(
+        hub.clone(),
+        Some(ca_info(&ca)),
+        Content::Bundled,
+        8443,
+        "lobby1".into(),
+        vec!["192.0.2.10".parse().unwrap()],
+    );
+    // webrtc-rs gathers on loopback only, as `serve --bind 127.0.0.1` makes it.
+    st.set_bind("127.0.0.1".parse().unwrap());
+    let app = serve::router(st, &[], &[]).unwrap();
+    let post = |body: &str, origin: &str, ip: &str| {
+        let mut r = Request::post("/echo")
+            .header("host", "192.0.2.10:8443")
+            .header("origin", origin)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let addr: std::net::SocketAddr = format!("{ip}:50000").parse().unwrap();
+        r.extensions_mut().insert(axum::extract::ConnectInfo(addr));
+        r
+    };
+    let own = "https://192.0.2.10:8443";
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    let (s, _, _) = call(
+        &app,
+        post(r#"{"room":"r1"}"#, "https://evil.example", "192.0.2.5"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, body) = call(&app, post("{", own, "192.0.2.5")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        text(&body).contains("not an echo request"),
+        "{}",
+        text(&body)
+    );
+    let (s, _, _) = call(&app, post(&" ".repeat(4096), own, "192.0.2.5")).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    let (s, _, _) = call(&app, post(r#"{"room":"no spaces"}"#, own, "192.0.2.5")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _, body) = call(&app, post(r#"{"room":"r1"}"#, own, "192.0.2.5")).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert!(
+        text(&body).contains("nobody is in room r1"),
+        "{}",
+        text(&body)
+    );
+
+    // A page in each of rooms r0..r4 (a peer that never answers).
+    let rooms = hub.rooms().clone();
+    for i in 0..=rtcdev::echo::MAX_ECHOES {
+        let id = rtcdev::hub::protocol::PeerId::random();
+        rooms.connect(id.clone(), Arc::new(Nobody));
+        let room = rtcdev::hub::protocol::RoomName::parse(&format!("r{i}")).unwrap();
+        rooms
+            .join(&id, room, Arc::new(serde_json::json!({})))
+            .await
+            .unwrap();
+    }
+    let mut ids = Vec::new();
+    for i in 0..rtcdev::echo::MAX_ECHOES {
+        let (s, _, body) = call(
+            &app,
+            post(&format!(r#"{{"room":"r{i}"}}"#), own, "192.0.2.6"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{}", text(&body));
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["already"], false);
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // The same room again: the echo already there.
+    let (s, _, body) = call(
+        &app,
+        post(r#"{"room":"r0","relay":true}"#, own, "192.0.2.6"),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        (v["id"].as_str().unwrap(), v["already"].as_bool()),
+        (ids[0].as_str(), Some(true))
+    );
+    assert_eq!(hub.stats().peers, 2 * rtcdev::echo::MAX_ECHOES + 1);
+    let last = format!(r#"{{"room":"r{}"}}"#, rtcdev::echo::MAX_ECHOES);
+    let (s, _, body) = call(&app, post(&last, own, "192.0.2.6")).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        text(&body).contains("at most 4 echo peers"),
+        "{}",
+        text(&body)
+    );
+
+    // Asks are joins: one address past its join rate waits.
+    let mut statuses = Vec::new();
+    for _ in 0..60 {
+        let (s, _, _) = call(&app, post(r#"{"room":"r0"}"#, own, "192.0.2.7")).await;
+        statuses.push(s);
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    hub.shutdown().await;
+}

@@ -213,6 +213,7 @@ pub async fn run_on(
         net::reachable(addr.ip(), &lan),
     );
     state.set_json_output(config.json);
+    state.set_bind(addr.ip());
     let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
     let u = banner::urls(addr, &state);
     crate::server::print_stdout(&banner::banner(&u, &config, !state.lan().is_empty()));

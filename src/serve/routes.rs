@@ -18,6 +18,7 @@ use tower_http::compression::CompressionLayer;
 use super::ice_report::{self, IceReport, ReportLimit};
 use super::inspect::{self, Inspector};
 use super::{Content, assets, onboarding};
+use crate::echo::{self, Echoes, Gather};
 use crate::hub::Hub;
 use crate::hub::protocol::{PeerId, RoomName};
 use crate::net;
@@ -56,9 +57,10 @@ struct StateInner {
     room: String,
     lan: RwLock<Vec<IpAddr>>,
     /// Terminal output as JSON lines (`--json`).
-    json: std::sync::atomic::AtomicBool,
+    json: Arc<std::sync::atomic::AtomicBool>,
     ice_reports: ReportLimit,
     inspector: Inspector,
+    echoes: Arc<Echoes>,
 }
 
 impl AppState {
@@ -71,6 +73,17 @@ impl AppState {
         room: String,
         lan: Vec<IpAddr>,
     ) -> Self {
+        let json = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let say_json = json.clone();
+        let say = Arc::new(move |line: String| {
+            if say_json.load(std::sync::atomic::Ordering::Relaxed) {
+                let event = serde_json::json!({"event": "echo", "message": line});
+                crate::server::print_stdout(&format!("{event}\n"));
+            } else {
+                crate::server::print_stdout(&format!("{line}\n"));
+            }
+        });
+        let echoes = Arc::new(Echoes::new(hub.clone(), Gather::Any, say));
         AppState {
             inner: Arc::new(StateInner {
                 hub,
@@ -79,9 +92,10 @@ impl AppState {
                 port,
                 room,
                 lan: RwLock::new(lan),
-                json: std::sync::atomic::AtomicBool::new(false),
+                json,
                 ice_reports: ReportLimit::default(),
                 inspector: Inspector::default(),
+                echoes,
             }),
         }
     }
@@ -91,6 +105,11 @@ impl AppState {
         self.inner
             .json
             .store(json, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The echo peer gathers on the addresses a server bound to `bind` is reached on.
+    pub fn set_bind(&self, bind: IpAddr) {
+        self.inner.echoes.set_gather(Gather::for_bind(bind));
     }
 
     /// The port the links carry.
@@ -188,6 +207,7 @@ pub fn router(
         .route("/inspect/stats.js", own_asset("/js/stats.js"))
         .route("/inspect/state.json", get(inspect_state))
         .route("/inspect/report", axum::routing::post(inspect_report))
+        .route("/echo", axum::routing::post(echo_start))
         .layer(middleware::from_fn_with_state(
             policy.clone(),
             origin::check_origin,
@@ -411,6 +431,66 @@ async fn inspect_report(State(state): State<AppState>, req: Request) -> Response
         }
         Err(inspect::Refused::Full(e)) => {
             (StatusCode::TOO_MANY_REQUESTS, format!("{e}\n")).into_response()
+        }
+    }
+}
+
+/// What a page asks the echo for.
+#[derive(serde::Deserialize)]
+struct EchoAsk {
+    room: String,
+    #[serde(default)]
+    relay: bool,
+}
+
+/// Largest body of an echo request.
+const ECHO_BODY: usize = 1024;
+
+/// A page asks for the echo peer in its room ("test alone").
+async fn echo_start(State(state): State<AppState>, req: Request) -> Response {
+    let ip = crate::hub::client_ip_parts(req.extensions());
+    let (from, user_agent, body) = match read_report(req, ECHO_BODY).await {
+        Ok(parts) => parts,
+        Err(refused) => return refused,
+    };
+    let ask: EchoAsk = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an echo request ({{\"room\": NAME, \"relay\": BOOL}}): {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    // An echo is a join: the same per-address rate.
+    if !state.inner.hub.limits().join_allowed(ip) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many joins from this address; try again in a few seconds\n",
+        )
+            .into_response();
+    }
+    match state.inner.echoes.start(&ask.room, ask.relay).await {
+        Ok(started) => {
+            if !started.already {
+                let device = ice_report::device_label(&user_agent);
+                let via = if ask.relay { ", relay only" } else { "" };
+                (state.inner.echoes.say())(format!(
+                    "echo: joined room {} for {device} at {from}{via}",
+                    ice_report::clean(&ask.room)
+                ));
+            }
+            Json(serde_json::json!({"id": started.id, "already": started.already})).into_response()
+        }
+        Err(refused) => {
+            let status = match refused {
+                echo::Refused::BadRoom(_) => StatusCode::BAD_REQUEST,
+                echo::Refused::Empty(_) | echo::Refused::Full(_) => StatusCode::CONFLICT,
+                echo::Refused::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+                echo::Refused::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, format!("{refused}\n")).into_response()
         }
     }
 }

@@ -77,10 +77,11 @@ export async function check (name, fn) {
   }
 }
 
-// `rtcdev serve ARGS`, resolved once it has printed its URLs. What it prints on stdout
-// gathers in `.printed` (ICE test reports, the inspector's verdicts).
-export function serve (bin, args) {
-  const server = spawn(bin, ['serve', ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+// `rtcdev serve ARGS` (with `env` added to this process's), resolved once it has printed
+// its URLs. What it prints on stdout gathers in `.printed` (ICE test reports, the
+// inspector's verdicts, the echo's comings and goings).
+export function serve (bin, args, env = {}) {
+  const server = spawn(bin, ['serve', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
   server.printed = ''
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error('serve did not start')), STEP_TIMEOUT_MS)

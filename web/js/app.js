@@ -43,7 +43,11 @@ const app = {
   uplink: null, // the sending plan in force (uplink.js)
   iceServers: [],
   joinedAt: null,
-  events: []
+  events: [],
+  // `&echo`: rtcdev's echo peer joins and sends this page its own media back.
+  echo: false,
+  // `&relay`: every connection through TURN only (iceTransportPolicy 'relay').
+  relayOnly: false
 }
 window.rtcdev = app
 
@@ -94,14 +98,24 @@ async function lobby (room) {
   }
   $('camera-select').onchange = reopen
   $('mic-select').onchange = reopen
+  const go = (r) => {
+    localStorage.setItem('rtcdev.name', $('name').value.trim())
+    app.relayOnly = $('relay-only').checked
+    const flags = `${app.echo ? '&echo' : ''}${app.relayOnly ? '&relay' : ''}`
+    history.replaceState(null, '', `?room=${encodeURIComponent(r)}${flags}`)
+    $('lobby').hidden = true
+    start(r, $('name').value.trim() || defaultName())
+  }
+  $('relay-only').checked = app.relayOnly
   $('lobby-form').onsubmit = (ev) => {
     ev.preventDefault()
     const r = $('room').value.trim()
-    if (!ROOM_RE.test(r)) return
-    localStorage.setItem('rtcdev.name', $('name').value.trim())
-    history.replaceState(null, '', `?room=${encodeURIComponent(r)}`)
-    $('lobby').hidden = true
-    start(r, $('name').value.trim() || defaultName())
+    if (ROOM_RE.test(r)) go(r)
+  }
+  // A room of one's own, and the echo in it: the whole path with one device.
+  $('test-alone').onclick = () => {
+    app.echo = true
+    go(randomRoom())
   }
 }
 
@@ -183,6 +197,7 @@ async function start (room, name) {
     if ($('notice').textContent.startsWith('Cannot reach the rtcdev server')) notice(mediaNotice())
     const first = !app.joinedAt
     app.joinedAt = app.joinedAt || performance.now()
+    if (first && app.echo) askEcho()
     if (first && detail.peers.length) toast(`In this call: ${detail.peers.map((p) => displayName(p.meta, p.id)).join(', ')}`)
     if (!first) {
       // Back after a drop: peers the room no longer lists get the grace a returning
@@ -260,6 +275,25 @@ async function start (room, name) {
     }
   })
   setInterval(refreshStats, 1000)
+}
+
+// Asks rtcdev for its echo peer in this room; it joins as the room's newcomer and
+// offers, so the page meets it as it meets anyone.
+async function askEcho () {
+  try {
+    const r = await fetch('/echo', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ room: app.room, relay: app.relayOnly })
+    })
+    if (r.ok) {
+      toast(`rtcdev's echo is joining: you will see and hear yourself come back${app.relayOnly ? ' through TURN' : ''}.`)
+    } else {
+      notice(`The echo could not join: ${escapeHtml((await r.text()).trim())}`)
+    }
+  } catch (err) {
+    notice(`The echo could not join: ${escapeHtml(String(err))}`)
+  }
 }
 
 // The hub refused the join: say so on a screen of its own, with the way out.
@@ -343,6 +377,7 @@ function addPeer (id, meta, weOffer) {
     meta,
     selfId: app.signaling.id,
     iceServers: app.iceServers,
+    relayOnly: app.relayOnly,
     send: (data) => app.signaling.signal(peer.id, data),
     media: app.media,
     offerer: weOffer
@@ -600,5 +635,7 @@ app.leave = () => {
 
 const params = new URLSearchParams(location.search)
 const room = params.get('room')
+app.echo = params.has('echo')
+app.relayOnly = params.has('relay')
 if (room && ROOM_RE.test(room)) start(room, defaultName())
 else lobby(params.get('lobby') || room)

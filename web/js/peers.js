@@ -10,7 +10,7 @@ const DISCONNECTED_RESTART_MS = 4000
 const OFFER_TIMEOUT_MS = 15000
 
 export class Peer extends EventTarget {
-  constructor ({ id, meta, selfId, iceServers, send, media, offerer }) {
+  constructor ({ id, meta, selfId, iceServers, relayOnly, send, media, offerer }) {
     super()
     this.id = id
     this.meta = meta || {}
@@ -31,7 +31,7 @@ export class Peer extends EventTarget {
     this.offerTimer = null
     this.wasConnected = false
     this.chat = null
-    this.pc = new RTCPeerConnection({ iceServers })
+    this.pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: relayOnly ? 'relay' : 'all' })
     this.wire()
     if (offerer) {
       this.addLocalMedia()
