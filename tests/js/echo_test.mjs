@@ -128,4 +128,4 @@ async function checks (server) {
 
 execFileSync(BIN, ['cert', '--install'], { env: { ...process.env, RTCDEV_TRUST_STORES: 'nss' }, stdio: 'ignore' })
 const server = await serve(BIN, ['--port', String(PORT), '--quiet', '--no-qr', '--turn'])
-await runChecks(server, () => checks(server))
+await runChecks(server, async () => { try { await checks(server) } finally { out({ printed: server.printed }) } })
