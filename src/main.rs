@@ -11,6 +11,14 @@ use tracing_subscriber::prelude::*;
 
 fn main() -> ExitCode {
     let cli = Cli::parse_with_env();
+    if matches!(
+        cli.command,
+        Command::Serve(_) | Command::Signal(_) | Command::Turn(_)
+    ) {
+        // Servers run long: smaller per-thread allocator caches give the memory of an
+        // attack back (server::heap). Replaces this process; before any thread starts.
+        rtcdev::server::heap::relaunch_with_small_thread_caches();
+    }
     init_tracing(cli.verbose);
     rtcdev::cert::tls::install_default_provider();
     match run(cli) {

@@ -10,6 +10,15 @@
 //! left is pinned by glibc's per-thread caches (at most seven free chunks of each small
 //! size per thread), a bound that does not grow with the attack.
 //!
+//! Those per-thread caches are what kept a server's memory above where it started after
+//! an attack (`bench/hostile.sh`: +10 to +12 % after the first polling swarm, with
+//! glibc's seven chunks per size; +2 to +4 % with one). A cache size can only be set when
+//! a process starts, through `GLIBC_TUNABLES`, so the long-running commands (`serve`,
+//! `signal`, `turn`) start themselves once more with one chunk per size
+//! ([`relaunch_with_small_thread_caches`]): same process id, same arguments, a few
+//! milliseconds. A `GLIBC_TUNABLES` that sets `glibc.malloc.tcache_count` itself is left
+//! as it is (that is also how to keep glibc's default: `tcache_count=7`).
+//!
 //! Other allocators (musl, macOS, Windows) return memory themselves; there this does
 //! nothing.
 
@@ -38,6 +47,43 @@ pub async fn trim_periodically() {
         tracing::debug!(trimmed, ?took, "gave freed heap back to the system");
     }
 }
+
+/// The glibc tunable the servers run with: one free chunk of each small size cached per
+/// thread instead of seven.
+pub const THREAD_CACHE_TUNABLE: &str = "glibc.malloc.tcache_count=1";
+
+/// Replaces this process with this binary, same arguments, and [`THREAD_CACHE_TUNABLE`]
+/// added to `GLIBC_TUNABLES`, unless that already sets the cache size. Returns only when
+/// nothing was to be done or the exec failed (then the process goes on as it is). Call
+/// it first thing, while the process has one thread. Processes rtcdev starts (a browser
+/// for `--open`, certutil) inherit the setting; it changes nothing but their memory
+/// caching.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn relaunch_with_small_thread_caches() {
+    use std::os::unix::process::CommandExt;
+    let current = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if current.contains("glibc.malloc.tcache_count") {
+        return;
+    }
+    let tunables = if current.is_empty() {
+        THREAD_CACHE_TUNABLE.to_string()
+    } else {
+        format!("{current}:{THREAD_CACHE_TUNABLE}")
+    };
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    // /proc/self/exe: this very binary, even if its file was replaced meanwhile.
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0(argv0)
+        .args(args)
+        .env("GLIBC_TUNABLES", tunables)
+        .exec();
+    eprintln!("rtcdev: could not restart with smaller allocator caches ({err}); going on as is");
+}
+
+/// Elsewhere than glibc there is nothing to set.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn relaunch_with_small_thread_caches() {}
 
 /// Asks the allocator to return every free page to the system; whether it returned any.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
