@@ -105,6 +105,7 @@ fn calling_page_in_chromium() {
         "constrained-ca-trusted",
         "vite-hmr-through-proxy",
         "hub-errors-in-words",
+        "dtls-failure-named",
         "proxied-app-inspected",
     ] {
         passed(&results, name);

@@ -729,6 +729,24 @@ async function checks () {
       await f.page.close()
       return { said }
     })
+    await check('dtls-failure-named', async () => {
+      // Eve's browser is given a certificate fingerprint that is not Dee's: ICE finds
+      // the path, DTLS fails on it, and serve says so.
+      const ctx = await browser.newContext({ permissions: ['camera', 'microphone'] })
+      await ctx.addInitScript(() => {
+        const set = RTCPeerConnection.prototype.setRemoteDescription
+        RTCPeerConnection.prototype.setRemoteDescription = function (d) {
+          if (d && d.sdp) d = { type: d.type, sdp: d.sdp.replace(/a=fingerprint:sha-256 ([0-9A-F]{2})/g, (m, x) => `a=fingerprint:sha-256 ${x === '00' ? '01' : '00'}`) }
+          return set.call(this, d)
+        }
+      })
+      const d = await open(context, 'dtls', 'Dee')
+      const e = await open(ctx, 'dtls', 'Eve')
+      const verdict = await until('the DTLS verdict', () => server.printed.split('\n').find((l) => l.includes('DTLS handshake failed')), 30000, 250)
+      await d.page.close()
+      await ctx.close()
+      return { verdict, eve: e.id }
+    })
     await check('proxied-app-inspected', async () => {
       // The developer's own app behind `serve --proxy --inspect`: two peer connections
       // of its own in one page show in /inspect, and the app sees the browser's own

@@ -51,11 +51,13 @@ function lines (h, keys, label, unit) {
   return svg
 }
 
-// Bitrate in (solid) and out (dashed), and the round trip, over the last reports.
+// Bitrate in (solid) and out (dashed), the round trip and the loss, over the last
+// reports.
 function graph (side) {
   const h = (side && side.history) || []
   const box = document.createElement('span')
-  box.append(lines(h, ['kbpsIn', 'kbpsOut'], 'bitrate in and out', 'kb/s'), ' ', lines(h, ['rttMs'], 'round trip', 'ms'))
+  box.append(lines(h, ['kbpsIn', 'kbpsOut'], 'bitrate in and out', 'kb/s'), ' ', lines(h, ['rttMs'], 'round trip', 'ms'),
+    ' ', lines(h, ['lossPct'], 'packets lost', '%'))
   return box
 }
 
@@ -85,7 +87,7 @@ function draw (state) {
   for (const [room, pages] of rooms) {
     const section = el('section', { 'data-room': room }, el('h2', {}, `Room ${room}`))
     const table = el('table', {}, el('thead', {}, el('tr', {},
-      ...['connection', 'seen from', 'state', 'path', 'rtt', 'in / out', 'loss', 'video', 'kb/s in — out - -, rtt'].map((h) => el('th', {}, h)))))
+      ...['connection', 'seen from', 'state', 'path', 'rtt', 'in / out', 'loss', 'video', 'kb/s in — out - -, rtt, loss'].map((h) => el('th', {}, h)))))
     const body = el('tbody')
     const pairs = new Set()
     for (const [a, page] of Object.entries(pages)) {

@@ -131,6 +131,13 @@ pub struct Side {
     relay_over: BTreeSet<String>,
     /// Signaling states this end went through.
     signaling: BTreeSet<String>,
+    /// The ICE connection state last reported.
+    #[serde(skip)]
+    ice: String,
+    /// The ICE connection state when the connection last failed ("" since it last
+    /// connected): a failure on a path ICE had found is DTLS's.
+    #[serde(skip)]
+    ice_when_failed: String,
     errors: Vec<String>,
     timeline: VecDeque<Entry>,
     /// The last summaries' figures, oldest first, for the view's graphs.
@@ -158,6 +165,8 @@ pub struct Point {
     kbps_in: u64,
     kbps_out: u64,
     rtt_ms: Option<u64>,
+    /// Packets lost of those expected, in %, over the last second.
+    loss_pct: f64,
 }
 
 /// A timeline entry.
@@ -271,12 +280,18 @@ impl Inspector {
                 "signaling" => {
                     side.signaling.insert(detail.clone());
                 }
+                "ice" => side.ice = detail.clone(),
                 "remote-candidate" => side.remote.add(&detail),
                 "candidate-error" if side.errors.len() < MAX_ERRORS => {
                     side.errors.push(detail.clone())
                 }
                 "connection" => {
                     side.state = detail.clone();
+                    if detail == "failed" {
+                        side.ice_when_failed = side.ice.clone();
+                    } else if detail == "connected" {
+                        side.ice_when_failed.clear();
+                    }
                     // Said once a failure: the ICE restarts that follow fail again
                     // without news, until the connection has worked in between.
                     if detail == "failed" && !side.failed_said {
@@ -314,6 +329,11 @@ impl Inspector {
                     kbps_in: s.kbps_in.unwrap_or(0),
                     kbps_out: s.kbps_out.unwrap_or(0),
                     rtt_ms: s.rtt_ms,
+                    loss_pct: s
+                        .loss_pct
+                        .filter(|l| l.is_finite())
+                        .unwrap_or(0.0)
+                        .clamp(0.0, 100.0),
                 });
                 side.summary = Some(s);
             }

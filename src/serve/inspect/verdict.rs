@@ -18,6 +18,7 @@ type Rule = fn(&Facts) -> Option<String>;
 /// For a connection that failed, or has not connected after a while.
 const FAILURE: &[Rule] = &[
     offer_never_arrived,
+    dtls_failed,
     candidates_never_arrived,
     turn_refused_credentials,
     host_only_without_servers,
@@ -74,6 +75,20 @@ fn offer_never_arrived(f: &Facts) -> Option<String> {
     };
     lost(f.here, there, f.here_name, f.there_name)
         .or_else(|| lost(there, f.here, f.there_name, f.here_name))
+}
+
+/// ICE found a path, and the connection failed all the same: the DTLS handshake on it
+/// did not complete.
+fn dtls_failed(f: &Facts) -> Option<String> {
+    ends(f).into_iter().find_map(|(s, name)| {
+        matches!(s.ice_when_failed.as_str(), "connected" | "completed").then(|| {
+            format!(
+                "ICE connected, but the DTLS handshake failed at {name}: the certificate \
+                 fingerprint in the SDP did not match the one presented (the SDP was changed \
+                 on its way), or something on the path drops DTLS"
+            )
+        })
+    })
 }
 
 /// One end gathered candidates, and none reached the other.
@@ -239,6 +254,26 @@ mod tests {
         let bob = side(&[], &[], &[], &[]);
         let v = failure(&facts(&ann, Some(&bob)));
         assert!(v.starts_with("the offer from Ann never reached Bob"), "{v}");
+    }
+
+    #[test]
+    fn dtls_that_failed_on_a_working_path() {
+        let mut ann = side(&["host udp"], &["host udp"], &[], OFFERED);
+        let mut bob = side(&["host udp"], &["host udp"], &[], ANSWERED);
+        // As Chromium reports it when the fingerprint it was given is not the far
+        // side's: ICE connected, the connection failed (then an ICE restart).
+        ann.ice_when_failed = "connected".into();
+        ann.state = "failed".into();
+        bob.state = "connecting".into();
+        let v = failure(&facts(&ann, Some(&bob)));
+        assert!(
+            v.starts_with("ICE connected, but the DTLS handshake failed at Ann"),
+            "{v}"
+        );
+        // ICE that failed is not DTLS.
+        ann.ice_when_failed = "failed".into();
+        let v = failure(&facts(&ann, Some(&bob)));
+        assert!(!v.contains("DTLS"), "{v}");
     }
 
     #[test]
