@@ -258,3 +258,54 @@ fn refused(sb: &Sandbox, args: &[&str]) -> String {
     assert!(!out.status.success(), "{args:?} was accepted");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The servers run with glibc keeping one free chunk per size and thread (they restart
+/// themselves with that tunable, in the same process), unless the user's
+/// `GLIBC_TUNABLES` says otherwise; either way the process is the one spawned and stops
+/// on SIGTERM.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn servers_run_with_small_allocator_caches_unless_told_otherwise() {
+    // The process's environment as exec gave it. glibc cuts GLIBC_TUNABLES at each
+    // ':' in place while it reads it, so the pieces after it are joined back.
+    let tunables = |pid: u32| -> String {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let entries: Vec<&str> = env
+            .split(|b| *b == 0)
+            .filter_map(|kv| std::str::from_utf8(kv).ok())
+            .collect();
+        let Some(at) = entries
+            .iter()
+            .position(|kv| kv.starts_with("GLIBC_TUNABLES="))
+        else {
+            return String::new();
+        };
+        let mut value = entries[at]["GLIBC_TUNABLES=".len()..].to_string();
+        for piece in entries[at + 1..]
+            .iter()
+            .take_while(|p| p.starts_with("glibc."))
+        {
+            value = format!("{value}:{piece}");
+        }
+        value
+    };
+    let sb = Sandbox::new();
+    for (given, expected) in [
+        (None, "glibc.malloc.tcache_count=1"),
+        (
+            Some("glibc.malloc.check=0"),
+            "glibc.malloc.check=0:glibc.malloc.tcache_count=1",
+        ),
+        (
+            Some("glibc.malloc.tcache_count=7"),
+            "glibc.malloc.tcache_count=7",
+        ),
+    ] {
+        let env: Vec<(&str, &str)> = given.iter().map(|g| ("GLIBC_TUNABLES", *g)).collect();
+        let mut proc = sb.spawn_env(&["signal", "--bind", "127.0.0.1", "--port", "0"], &env);
+        while !proc.line().contains("Local:") {}
+        assert_eq!(tunables(proc.child.id()), expected, "given {given:?}");
+        proc.sigterm();
+        assert!(proc.wait_exit().success());
+    }
+}
