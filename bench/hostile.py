@@ -14,7 +14,7 @@ runtime's per-thread arenas, are there before any attack and are not counted as 
 the attack left behind. The polling swarm runs twice, to show that a second attack
 leaves no more than the first.
 
-Usage: hostile.py BIN [SECONDS]
+Usage: hostile.py BIN [SECONDS]; HOSTILE_ONLY=hub or HOSTILE_ONLY=turn runs one half.
 """
 
 import base64
@@ -351,6 +351,14 @@ def turn_flood(turn_port, legit):
 
 
 def main():
+    only = os.environ.get("HOSTILE_ONLY", "")
+    if only != "turn":
+        hub_attacks()
+    if only != "hub":
+        turn_attack()
+
+
+def hub_attacks():
     port = free_port()
     sig = subprocess.Popen(
         [BIN, "signal", "--bind", "127.0.0.1", "--port", str(port)],
@@ -375,6 +383,9 @@ def main():
             print("rtcdev signal: STILL RUNNING 15 s after SIGTERM")
             sig.kill()
 
+
+
+def turn_attack():
     # The embedded TURN server shares the web server's process.
     with tempfile.TemporaryDirectory() as home:
         sport = free_port()

@@ -156,6 +156,20 @@ fn calls_survive_a_network_switch_and_an_outage() {
         "{wrong}"
     );
     passed(&results, "symmetric-nat-through-relay");
+    let lost = passed(&results, "lost-candidates-named");
+    assert!(
+        lost["verdict"].as_str().is_some_and(
+            |v| v.contains("Cid gathered candidates") && v.contains("none reached Ann")
+        ),
+        "{lost}"
+    );
+    let wrong = passed(&results, "relay-only-wrong-password-named");
+    assert!(
+        wrong["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("refused Dee's credentials (401")),
+        "{wrong}"
+    );
     let blocked = passed(&results, "ice-blocked-says-so");
     assert!(
         blocked["verdict"]

@@ -1,7 +1,7 @@
 //! The native front-end: `GET /ws`, one JSON object per text frame (docs/PROTOCOL.md).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -83,7 +83,7 @@ fn upgrade(hub: Hub, ws: WebSocketUpgrade, guard: ConnGuard) -> Response {
 
 /// A native peer's sink: frames queue for the connection's task, bounded in bytes; a
 /// resume elsewhere cancels `replaced`, which the task acts on.
-struct NativeSink(QueueTx<Utf8Bytes>, CancellationToken);
+struct NativeSink(QueueTx<Utf8Bytes>, CancellationToken, AtomicBool);
 
 impl NativeSink {
     fn push(&self, text: String) {
@@ -175,7 +175,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
     let cfg = hub.config().clone();
     let (tx, mut rx, mut overflow) = out_queue(cfg.max_queue_bytes);
     let replaced = CancellationToken::new();
-    let sink = Arc::new(NativeSink(tx, replaced.clone()));
+    let sink = Arc::new(NativeSink(tx, replaced.clone(), AtomicBool::new(false)));
     let registered: Arc<dyn PeerSink> = sink.clone();
     let rooms = hub.rooms().clone();
     rooms.connect(id.clone(), registered.clone());
@@ -320,6 +320,17 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
     tracing::debug!("disconnected");
 }
 
+/// Set in tests only, to a display name: the ICE candidates a peer of that name sends
+/// are dropped (a signaling path that loses them), so the inspector's verdict for lost
+/// candidates can be checked with real browsers.
+pub const TEST_HOOK_DROP_CANDIDATES_FROM: &str = "RTCDEV_TEST_HOOK_DROP_CANDIDATES_FROM";
+
+fn drop_candidates_from() -> Option<&'static str> {
+    static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| std::env::var(TEST_HOOK_DROP_CANDIDATES_FROM).ok())
+        .as_deref()
+}
+
 /// Acts on one client frame; `Some(id)` when the connection now speaks as peer `id`
 /// (a granted resume).
 async fn handle(
@@ -353,8 +364,22 @@ async fn handle(
             Err(HubError::JoinsRateLimited(hub.limits().join_rate()))
         }
         // The room core queues `joined` itself, ahead of anything the room says next.
-        Ok(ClientFrame::Join { room, meta }) => rooms.join(id, room, meta).await.map(|_| ()),
+        Ok(ClientFrame::Join { room, meta }) => {
+            if let Some(name) = drop_candidates_from() {
+                sink.2.store(
+                    meta.get("name").and_then(|n| n.as_str()) == Some(name),
+                    Ordering::Relaxed,
+                );
+            }
+            rooms.join(id, room, meta).await.map(|_| ())
+        }
         Ok(ClientFrame::Leave) => rooms.leave(id),
+        // The test hook's lost candidates: dropped without a word.
+        Ok(ClientFrame::Signal { data, .. })
+            if sink.2.load(Ordering::Relaxed) && data.contains(r#""kind":"ice""#) =>
+        {
+            Ok(())
+        }
         Ok(ClientFrame::Signal { to, data }) => rooms.signal(id, to.as_deref(), data),
     };
     if let Err(e) = result {

@@ -242,6 +242,34 @@ async function checks () {
       if (!relayed) throw new Error(`no relay in the paths: ${JSON.stringify([s.a.paths, s.b.paths])}`)
       return { a: s.a.paths, b: s.b.paths }
     })
+    // serve's test hook drops the ICE candidates of a peer named Cid, as a signaling
+    // path that loses them would: b comes back as Cid, no path forms through the NATs,
+    // and the verdict names the lost candidates.
+    await step('lost-candidates-named', async () => {
+      await b.page.context().addInitScript(() => localStorage.setItem('rtcdev.name', 'Cid'))
+      await reload(b)
+      const verdict = await until('the lost-candidates verdict', () => server.printed.split('\n').find((l) => /Cid gathered candidates \(.+\) but none reached Ann/.test(l)), 60000, 250)
+      return { verdict }
+    })
+    // A relay-only page (`&relay`) whose TURN password is wrong (its RTCPeerConnection
+    // is given another one): it has no candidate at all, and the verdict names the 401
+    // and the device.
+    await step('relay-only-wrong-password-named', async () => {
+      await b.page.context().addInitScript(() => {
+        localStorage.setItem('rtcdev.name', 'Dee')
+        const Native = window.RTCPeerConnection
+        const Wrong = function (config, ...rest) {
+          const servers = ((config && config.iceServers) || []).map((s) => s.credential ? { ...s, credential: 'wrong-password' } : s)
+          return new Native({ ...config, iceServers: servers }, ...rest)
+        }
+        Wrong.prototype = Native.prototype
+        window.RTCPeerConnection = Wrong
+      })
+      await b.page.goto(`${ORIGIN}/?room=nat&relay`)
+      await until('Dee joined', () => b.page.evaluate(() => !!(window.rtcdev.signaling && window.rtcdev.joinedAt)))
+      const verdict = await until('the 401 verdict', () => server.printed.split('\n').find((l) => l.includes("the TURN server refused Dee's credentials (401")), 60000, 250)
+      return { verdict }
+    })
   } finally {
     await a.browser.close()
     await b.browser.close()
@@ -249,5 +277,5 @@ async function checks () {
 }
 
 execFileSync(BIN, ['cert', '--install'], { env: { ...process.env, RTCDEV_TRUST_STORES: 'nss' }, stdio: 'ignore' })
-const server = await serve(BIN, ['--bind', '0.0.0.0', '--port', '8443', '--turn', '--quiet', '--no-qr', '--room', 'lobby'])
+const server = await serve(BIN, ['--bind', '0.0.0.0', '--port', '8443', '--turn', '--quiet', '--no-qr', '--room', 'lobby'], { RTCDEV_TEST_HOOK_DROP_CANDIDATES_FROM: 'Cid' })
 await runChecks(server, checks)

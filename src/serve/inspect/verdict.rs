@@ -19,8 +19,8 @@ type Rule = fn(&Facts) -> Option<String>;
 const FAILURE: &[Rule] = &[
     offer_never_arrived,
     dtls_failed,
-    candidates_never_arrived,
     turn_refused_credentials,
+    candidates_never_arrived,
     host_only_without_servers,
     turn_unreachable,
     no_relay_on_either_side,
