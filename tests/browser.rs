@@ -170,6 +170,13 @@ fn calls_survive_a_network_switch_and_an_outage() {
             .is_some_and(|v| v.contains("refused Dee's credentials (401")),
         "{wrong}"
     );
+    let bare = passed(&results, "no-servers-behind-nat-named");
+    assert!(
+        bare["verdict"]
+            .as_str()
+            .is_some_and(|v| v.contains("only host candidates on both sides")),
+        "{bare}"
+    );
     let blocked = passed(&results, "ice-blocked-says-so");
     assert!(
         blocked["verdict"]
@@ -199,6 +206,7 @@ fn firefox_and_chromium_in_one_call() {
         assert!(call[side]["frames"].as_u64().unwrap() > 10, "{call}");
         assert!(call[side]["samples"].as_u64().unwrap() > 0, "{call}");
     }
+    passed(&results, "inspector-shows-firefox-and-chromium");
     passed(&results, "firefox-chat-and-mute");
 }
 

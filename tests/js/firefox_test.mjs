@@ -69,6 +69,18 @@ async function checks () {
         throw err
       })
     })
+    await check('inspector-shows-firefox-and-chromium', async () => {
+      // Both browsers report their end of the connection; the laptop sees both.
+      const both = await until('both ends in /inspect', () => cpage.evaluate(async ([f, c]) => {
+        const st = await (await fetch('/inspect/state.json')).json()
+        const room = st.rooms && st.rooms.fx
+        const end = (a, b) => room && room[a] && room[a].connections[b]
+        const live = (e) => e && e.state === 'connected' && e.summary && e.summary.kbpsIn > 0
+        return live(end(f, c)) && live(end(c, f)) && { fox: { browser: room[f].browser, path: end(f, c).summary.path }, chrome: { browser: room[c].browser, path: end(c, f).summary.path } }
+      }, [fox, chrome]))
+      if (!/^Firefox \d+/.test(both.fox.browser) || !/^Chrome \d+/.test(both.chrome.browser)) throw new Error(`browsers: ${JSON.stringify(both)}`)
+      return both
+    })
     await check('firefox-chat-and-mute', async () => {
       await until('chat open in Firefox', () => fpage.evaluate(() => [...window.rtcdev.peers.values()].every((p) => p.chat && p.chat.readyState === 'open')))
       await fpage.evaluate(() => window.rtcdev.sendChat('hello from Firefox'))

@@ -4,7 +4,9 @@
 // 40 s (the same address after): both sides decode each other's video again, on a path
 // through the new address, with one tile for the other and no stale one. Then b's network
 // blocks UDP (the call goes through TURN over TCP) and TURN's port as well (both pages
-// say there is no connection). Prints one JSON object a line. Usage: unshare --net sh natlab.sh node nat_test.mjs
+// say there is no connection); then the faults the room inspector must name: lost
+// candidates, a wrong TURN password on a relay-only page, no STUN or TURN server behind
+// NAT. Prints one JSON object a line. Usage: unshare --net sh natlab.sh node nat_test.mjs
 import { execFile, execFileSync } from 'node:child_process'
 import { promisify } from 'node:util'
 import { readFileSync } from 'node:fs'
@@ -268,6 +270,25 @@ async function checks () {
       await b.page.goto(`${ORIGIN}/?room=nat&relay`)
       await until('Dee joined', () => b.page.evaluate(() => !!(window.rtcdev.signaling && window.rtcdev.joinedAt)))
       const verdict = await until('the 401 verdict', () => server.printed.split('\n').find((l) => l.includes("the TURN server refused Dee's credentials (401")), 60000, 250)
+      return { verdict }
+    })
+    // Neither page has a STUN or TURN server (their RTCPeerConnections are given none),
+    // both behind NAT: host candidates only, no pair can work, and the verdict says a
+    // TURN server relays around it, with the command.
+    await step('no-servers-behind-nat-named', async () => {
+      for (const [p, name] of [[a, 'Fay'], [b, 'Gus']]) {
+        await p.page.context().addInitScript((n) => {
+          localStorage.setItem('rtcdev.name', n)
+          const Native = window.RTCPeerConnection
+          const Bare = function (config, ...rest) { return new Native({ ...config, iceServers: [] }, ...rest) }
+          Bare.prototype = Native.prototype
+          window.RTCPeerConnection = Bare
+        }, name)
+        await p.page.goto(`${ORIGIN}/?room=bare`)
+        await until(`${name} joined`, () => p.page.evaluate(() => !!(window.rtcdev.signaling && window.rtcdev.joinedAt)))
+      }
+      const verdict = await until('the no-servers verdict', () => server.printed.split('\n').find((l) => l.includes('in room bare:') && l.includes('rtcdev serve --turn')), 60000, 250)
+      if (!verdict.includes('only host candidates on both sides')) throw new Error(`verdict: ${verdict}`)
       return { verdict }
     })
   } finally {
