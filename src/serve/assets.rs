@@ -14,27 +14,70 @@ use percent_encoding::percent_decode_str;
 #[folder = "web/"]
 pub struct WebAssets;
 
+/// One bundled file, ready to send: its bytes (shared, never copied), its type and its
+/// ETag.
+#[derive(Clone)]
+struct Asset {
+    data: axum::body::Bytes,
+    mime: HeaderValue,
+    etag: HeaderValue,
+}
+
+impl Asset {
+    fn load(path: &str) -> Option<Asset> {
+        let file = WebAssets::get(path)?;
+        let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
+        Some(Asset {
+            data: match file.data {
+                std::borrow::Cow::Borrowed(b) => axum::body::Bytes::from_static(b),
+                std::borrow::Cow::Owned(v) => axum::body::Bytes::from(v),
+            },
+            mime: HeaderValue::from_str(file.metadata.mimetype())
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+            etag: HeaderValue::from_str(&etag).ok()?,
+        })
+    }
+
+    /// The file at `path`. A release build computes every file's headers once; a debug
+    /// build reads `web/` anew each time, so an edit shows without a rebuild.
+    fn get(path: &str) -> Option<Asset> {
+        if cfg!(debug_assertions) {
+            return Asset::load(path);
+        }
+        static ALL: std::sync::OnceLock<std::collections::HashMap<String, Asset>> =
+            std::sync::OnceLock::new();
+        ALL.get_or_init(|| {
+            WebAssets::iter()
+                .filter_map(|p| Some((p.to_string(), Asset::load(&p)?)))
+                .collect()
+        })
+        .get(path)
+        .cloned()
+    }
+}
+
 /// Serves a file of the bundled page.
 pub fn bundled(uri: &Uri, headers: &HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
-    let path = if path.is_empty() || path.ends_with('/') {
-        format!("{path}index.html")
+    let asset = if path.is_empty() || path.ends_with('/') {
+        Asset::get(&format!("{path}index.html"))
     } else {
-        path.to_string()
+        Asset::get(path)
     };
-    match WebAssets::get(&path) {
-        Some(file) => {
-            let hash = file.metadata.sha256_hash();
-            let etag = format!("\"{}\"", hex(&hash[..12]));
-            respond(
-                file.data.into_owned(),
-                file.metadata.mimetype(),
-                &etag,
-                headers,
-            )
-        }
-        None => not_found(),
+    let Some(asset) = asset else {
+        return not_found();
+    };
+    if matches_etag(headers, asset.etag.to_str().unwrap_or("")) {
+        let mut r = StatusCode::NOT_MODIFIED.into_response();
+        r.headers_mut().insert(header::ETAG, asset.etag);
+        return r;
     }
+    let mut r = Response::new(Body::from(asset.data));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, asset.mime);
+    h.insert(header::ETAG, asset.etag);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    r
 }
 
 /// Characters escaped in a path segment of a redirect.
@@ -188,5 +231,11 @@ fn not_found() -> Response {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
 }

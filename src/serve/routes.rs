@@ -226,8 +226,7 @@ pub fn router(
         .merge(ice)
         .layer(policy.cors())
         .merge(content)
-        .layer(middleware::from_fn_with_state(state, plain_http_guard))
-        .layer(middleware::from_fn_with_state(policy, origin::check_host));
+        .layer(middleware::from_fn_with_state((state, policy), front_door));
     Ok(app)
 }
 
@@ -235,7 +234,17 @@ fn scheme_of(ext: Option<Extension<Scheme>>) -> Scheme {
     ext.map_or(Scheme::Https, |Extension(s)| s)
 }
 
-async fn plain_http_guard(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// Every request's first step, in one middleware (it runs for every file a page loads):
+/// a host name the server does not answer to gets 403 (DNS rebinding); plain HTTP is
+/// redirected to HTTPS but for onboarding.
+async fn front_door(
+    State((state, policy)): State<(AppState, Policy)>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if let Some(refused) = origin::refuse_host(&policy, &req) {
+        return refused;
+    }
     let scheme = req
         .extensions()
         .get::<Scheme>()

@@ -121,7 +121,12 @@ impl Policy {
         let Some(hosts) = &self.allowed_hosts else {
             return true;
         };
-        let lower = host.to_ascii_lowercase();
+        // Lower-cased only when it has capitals: this runs for every request.
+        let lower: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
         let name = split_host_port(&lower).0.trim_end_matches('.');
         parse_ip(name).is_some() || is_local_name(name) || hosts.iter().any(|h| h == name)
     }
@@ -150,27 +155,29 @@ impl Policy {
 /// 403 for a request under a host name the server does not answer to (DNS
 /// rebinding), before anything else sees it.
 pub async fn check_host(State(policy): State<Policy>, req: Request, next: Next) -> Response {
-    let host = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        });
-    match host {
-        Some(h) if !policy.host_allowed(&h) => {
-            let name = split_host_port(&h).0.to_string();
-            crate::info_limited!("host refused", host = %name, "refusing a request for a host name rtcdev does not answer to");
-            forbidden(format!(
-                "Blocked request: this server does not answer to the host name {name:?}.\n\
-                 To allow it, restart rtcdev with --allowed-host {name}\n"
-            ))
-        }
-        _ => next.run(req).await,
+    match refuse_host(&policy, &req) {
+        Some(refused) => refused,
+        None => next.run(req).await,
     }
+}
+
+/// The 403 of [`check_host`], when the request's host name is not one the server
+/// answers to; for a front door that checks more than the host in one step.
+pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    })?;
+    if policy.host_allowed(host) {
+        return None;
+    }
+    let name = split_host_port(host).0;
+    crate::info_limited!("host refused", host = %name, "refusing a request for a host name rtcdev does not answer to");
+    Some(forbidden(format!(
+        "Blocked request: this server does not answer to the host name {name:?}.\n\
+         To allow it, restart rtcdev with --allowed-host {name}\n"
+    )))
 }
 
 /// 403 for a request from a page of an origin that may not use the hub (WebSocket
