@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Time from the second page's navigation to its first decoded remote video frame, two
-# headless Chromium pages in one room, median of 5 runs, inside a network namespace
-# (needs root). Then the page weight.
+# headless Chromium pages in one room, median of 5 runs (or $1), with the median time of
+# each step in the page (modules run, camera open, hub welcome, joined, offer sent,
+# connected, first track, first frame), inside a network namespace (needs root). Then
+# the page weight.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --locked

@@ -810,6 +810,7 @@ async function checks () {
 
 async function bench (runs) {
   const times = []
+  const phases = []
   for (let i = 0; i < runs; i++) {
     const { browser, context } = await launch()
     try {
@@ -818,13 +819,27 @@ async function bench (runs) {
       const b = await open(context, room, 'B')
       // From the second page's navigation (the join that starts the call) to its first decoded frame.
       times.push(await firstFrameMs(b))
+      // Where that time went, in the page's own clock (ms since its navigation).
+      const p = await until('the first-frame mark', () => b.page.evaluate(() => {
+        const m = window.rtcdev.marks
+        const nav = performance.getEntriesByType('navigation')[0]
+        return m && m['first-frame'] && { html: Math.round(nav.responseEnd), ...m }
+      }), 5000).catch(() => null)
+      if (p) phases.push(p)
+      out({ run: i, firstFrameMs: times[i], phases: p })
       await a.page.close()
     } finally {
       await browser.close()
     }
   }
-  const sorted = [...times].sort((x, y) => x - y)
-  out({ bench: 'join-to-first-remote-frame', runs: times, medianMs: sorted[Math.floor(sorted.length / 2)] })
+  const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)]
+  const names = ['html', 'script', 'media', 'welcome', 'joined', 'negotiated', 'connected', 'track', 'first-frame']
+  out({
+    bench: 'join-to-first-remote-frame',
+    runs: times,
+    medianMs: median(times),
+    medianPhasesMs: Object.fromEntries(names.map((n) => [n, median(phases.map((p) => p[n]).filter((x) => x != null))]))
+  })
 }
 
 const [mode = 'checks', arg] = process.argv.slice(2)

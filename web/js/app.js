@@ -47,9 +47,17 @@ const app = {
   // `&echo`: rtcdev's echo peer joins and sends this page its own media back.
   echo: false,
   // `&relay`: every connection through TURN only (iceTransportPolicy 'relay').
-  relayOnly: false
+  relayOnly: false,
+  // When each step of joining happened (ms since navigation), first time only: what the
+  // first-frame benchmark reads.
+  marks: {}
 }
 window.rtcdev = app
+
+function mark (name) {
+  if (!(name in app.marks)) app.marks[name] = Math.round(performance.now())
+}
+mark('script')
 
 // 13 characters of a 32-letter alphabet: 65 random bits, too many to guess.
 function randomRoom () {
@@ -166,33 +174,30 @@ async function start (room, name) {
   app.room = room
   app.name = name
   $('call').hidden = false
-  if (!app.media.stream && window.isSecureContext) await app.media.open()
-  const said = mediaNotice()
-  if (said) notice(said)
-  const me = tile('self', `${name} (you)`, { local: true })
-  me.querySelector('video').srcObject = app.media.stream
-  me.classList.toggle('mirrored', app.media.mirrored())
-  setBadges(me, { audio: app.media.audioOn, video: app.media.videoOn })
-  watchLocalTracks()
-  if (!window.isSecureContext) notice(insecureHelp())
-  $('share').hidden = !Media.canShareScreen()
-
+  // The camera and the hub connection start together; whatever the hub says waits for
+  // the camera (in order), so no offer or answer goes out without the tracks.
+  const mediaReady = (!app.media.stream && window.isSecureContext) ? app.media.open() : Promise.resolve()
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
   const sig = new Signaling(`${proto}//${location.host}/ws`)
   app.signaling = sig
+  let setUp
+  const ready = new Promise((resolve) => { setUp = resolve })
+  const on = (type, fn) => sig.addEventListener(type, (ev) => { ready.then(() => fn(ev)) })
   app.reporter = new Reporter(app)
   sig.addEventListener('log', ({ detail }) => {
     const m = detail.msg
     if (m.type === 'signal') log(`${detail.dir} signal ${m.from || m.to || 'room'} ${m.data && m.data.kind}`)
     else log(`${detail.dir} ${m.type}${m.id ? ' ' + m.id : ''}${m.code ? ' ' + m.code : ''}`)
   })
-  sig.addEventListener('welcome', ({ detail }) => {
+  on('welcome', ({ detail }) => {
+    mark('welcome')
     app.iceServers = detail.iceServers || []
     if (Number.isInteger(detail.roomSize) && detail.roomSize >= 2) app.roomSize = detail.roomSize
     $('ice-list').textContent = JSON.stringify(app.iceServers, null, 2) || '[]'
     notice(mediaNotice())
   })
-  sig.addEventListener('joined', ({ detail }) => {
+  on('joined', ({ detail }) => {
+    mark('joined')
     clearTimeout(app.awayTimer)
     if ($('notice').textContent.startsWith('Cannot reach the rtcdev server')) notice(mediaNotice())
     const first = !app.joinedAt
@@ -227,15 +232,15 @@ async function start (room, name) {
     }
     for (const p of detail.peers) addPeer(p.id, p.meta, true)
   })
-  sig.addEventListener('peer-joined', ({ detail }) => {
+  on('peer-joined', ({ detail }) => {
     // Every newcomer shows, by name: a room name is the only key to a call. A peer we
     // still hold is one coming back (the hub vouched for its id): no news.
     if (!app.peers.has(detail.id)) toast(`${displayName(detail.meta, detail.id)} joined`)
     addPeer(detail.id, detail.meta, false)
   })
-  sig.addEventListener('peer-left', ({ detail }) => peerLeft(detail.id))
-  sig.addEventListener('signal', ({ detail }) => onSignal(detail.from, detail.data))
-  sig.addEventListener('error', ({ detail }) => {
+  on('peer-left', ({ detail }) => peerLeft(detail.id))
+  on('signal', ({ detail }) => onSignal(detail.from, detail.data))
+  on('error', ({ detail }) => {
     if (detail.code === 'room-full' && !app.joinedAt) roomFull()
     else if (detail.code === 'room-full') notice('The room filled up while the connection to the server was down; reload to try again.')
     else if (detail.code === 'rate-limited') toast('Too many messages at once: the server is slowing this page down.')
@@ -247,7 +252,7 @@ async function start (room, name) {
     // unknown-peer (someone left as we signalled) and resume-refused (handled by the
     // reconnect) are routine.
   })
-  sig.addEventListener('disconnected', () => {
+  on('disconnected', () => {
     log('hub connection lost; reconnecting')
     // A blip is not news; a server that stays away is, in words for anyone.
     clearTimeout(app.awayTimer)
@@ -261,6 +266,18 @@ async function start (room, name) {
   })
   sig.join(room, { name })
   sig.connect()
+  await mediaReady
+  mark('media')
+  const said = mediaNotice()
+  if (said) notice(said)
+  const me = tile('self', `${name} (you)`, { local: true })
+  me.querySelector('video').srcObject = app.media.stream
+  me.classList.toggle('mirrored', app.media.mirrored())
+  setBadges(me, { audio: app.media.audioOn, video: app.media.videoOn })
+  watchLocalTracks()
+  if (!window.isSecureContext) notice(insecureHelp())
+  $('share').hidden = !Media.canShareScreen()
+  setUp()
   wireControls()
   // A phone's screen stays on during a call (where the browser allows it), again after
   // the tab was in the background.
@@ -387,7 +404,9 @@ function addPeer (id, meta, weOffer) {
   const el = tile(id, meta.name || id)
   peer.noPathTimer = setTimeout(() => noPath(el, meta, id), NO_PATH_MS)
   const video = el.querySelector('video')
+  video.addEventListener('loadeddata', () => mark('first-frame'), { once: true })
   peer.addEventListener('track', () => {
+    mark('track')
     video.srcObject = peer.remoteStream
     // Only a blocked autoplay needs a tap; an interrupted play() (a new track) does not.
     video.play().catch((err) => { if (err.name === 'NotAllowedError') $('tap-audio').hidden = false })
@@ -406,6 +425,7 @@ function addPeer (id, meta, weOffer) {
     else if (detail === 'connected') el.querySelector('.problem')?.remove()
     else if (detail !== 'closed') peer.noPathTimer = setTimeout(() => noPath(el, meta, id), NO_PATH_MS)
     if (detail === 'connected') {
+      mark('connected')
       sendState(peer.id)
       replan()
     }
@@ -413,7 +433,7 @@ function addPeer (id, meta, weOffer) {
   })
   // The sending plan as soon as the senders exist: a page joining a big room does not
   // start every encoder at full rate first.
-  peer.addEventListener('negotiated', () => replan())
+  peer.addEventListener('negotiated', () => { mark('negotiated'); replan() })
   // The sender's name is the one it joined with (relayed by the hub), never one a
   // message claims.
   peer.addEventListener('chat', ({ detail }) => chatLine(displayName(peer.meta, peer.id), detail.text))
