@@ -184,9 +184,10 @@ async fn forward(
                     ids.push(id.as_str());
                     socket.emit("joined", &ids.join(","))
                 }
-                Out::Room(Event::Signal { from, data }) => {
-                    socket.emit("message", &with_from(data, from))
-                }
+                Out::Room(Event::Signal { from, data }) => match raw_with_from(data, from) {
+                    Some(raw) => socket.emit("message", &raw),
+                    None => socket.emit("message", &with_from(data, from)),
+                },
                 // socket.io peers cannot resume, so their place is never taken over.
                 Out::Room(Event::Replaced) => Ok(()),
                 Out::Emit(event, data) => socket.emit(*event, data),
@@ -221,6 +222,28 @@ async fn forward(
         let _ = socket.disconnect();
     }
     drop(guard);
+}
+
+/// [`with_from`] without building the object: the relayed text with the hub's `from`
+/// spliced in, when it is an object that has no `from` of its own (what socket.io
+/// senders relay always is: the hub took theirs out). The text is checked as JSON, not
+/// parsed into a tree, and goes out as it is, unescaped and not copied again. `None`:
+/// take the slow way.
+fn raw_with_from(data: &str, from: &PeerId) -> Option<Box<serde_json::value::RawValue>> {
+    let text = data.trim();
+    let inner = text.strip_prefix('{')?.strip_suffix('}')?.trim();
+    // A `from` of the sender's (or a key written with escapes, which could spell one)
+    // is for the slow way, which replaces it.
+    if text.contains("\"from\"") || text.contains("\\u") {
+        return None;
+    }
+    let from = super::protocol::json_string(from.as_str());
+    let spliced = if inner.is_empty() {
+        format!("{{\"from\":{from}}}")
+    } else {
+        format!("{{{inner},\"from\":{from}}}")
+    };
+    serde_json::value::RawValue::from_string(spliced).ok()
 }
 
 /// The `message` payload for socket.io: the relayed object with `from` set by the hub
@@ -501,4 +524,35 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
         })
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The spliced payload reads as the built one, and a sender's own `from` (plain or
+    /// spelled with escapes) never survives either way.
+    #[test]
+    fn the_raw_payload_is_the_built_one() {
+        let from = PeerId::from_string("abc\"d".into());
+        for data in [
+            r#"{"to":"x","sdp":{"type":"offer","sdp":"v=0\r\n"}}"#,
+            "{}",
+            " { \"a\" : [1, 2, {\"b\": null}] } ",
+        ] {
+            let raw = raw_with_from(data, &from).expect(data);
+            let spliced: Value = serde_json::from_str(raw.get()).unwrap();
+            assert_eq!(spliced, with_from(data, &from), "{data}");
+        }
+        for data in [
+            r#"{"from":"someone-else","a":1}"#,
+            r#"{"\u0066rom":"someone-else"}"#,
+            "[1,2]",
+            r#""text""#,
+            "{not json}",
+        ] {
+            assert!(raw_with_from(data, &from).is_none(), "{data}");
+            assert_eq!(with_from(data, &from)["from"], "abc\"d", "{data}");
+        }
+    }
 }
