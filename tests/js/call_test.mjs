@@ -3,7 +3,7 @@
 // object a line: {"check": name, "ok": bool, ...}. Usage:
 //   RTCDEV_BIN=... HOME=<temp> node call_test.mjs checks
 //   RTCDEV_BIN=... HOME=<temp> node call_test.mjs bench RUNS
-import { spawn, execFileSync } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { chromium } from 'playwright-core'
 import { out, sleep, until, media, launch, check, serve, stop, STEP_TIMEOUT_MS } from './lib.mjs'
@@ -534,12 +534,8 @@ async function checks () {
       const size = await a.page.evaluate(() => window.rtcdev.roomSize)
       if (size !== 8) throw new Error(`serve's page thinks rooms hold ${size}, not 8`)
       for (const pg of context.pages()) await pg.close()
-      const small = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', String(SMALL_PORT), '--quiet', '--no-qr', '--room-size', '4'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const small = await serve(BIN, ['--bind', '127.0.0.1', '--port', String(SMALL_PORT), '--quiet', '--no-qr', '--room-size', '4'])
       try {
-        await new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error('the small server did not start')), STEP_TIMEOUT_MS)
-          small.stdout.on('data', (d) => { if (String(d).includes('https://')) { clearTimeout(timer); resolve() } })
-        })
         const four = []
         for (let i = 0; i < 4; i++) four.push(await open(context, 'full', `P${i}`, SMALL_ORIGIN))
         for (const p of four) {
@@ -567,7 +563,7 @@ async function checks () {
         for (const p of four) await p.page.close()
         return { text: text.replace(/\s+/g, ' ').trim().slice(0, 120), uplink }
       } finally {
-        small.kill('SIGTERM')
+        await stop(small)
       }
     })
     // axe-core on the lobby, the call and the phone's /join page: no serious or critical
@@ -652,12 +648,8 @@ async function checks () {
       const ca = `${process.env.HOME}/.local/share/rtcdev/rootCA.pem`
       const ext = execFileSync('openssl', ['x509', '-noout', '-ext', 'nameConstraints', '-in', ca]).toString()
       if (!ext.includes('DNS:localhost') || !ext.includes('IP:10.0.0.0')) throw new Error(`no name constraints: ${ext}`)
-      const lan = spawn(BIN, ['serve', '--bind', '10.99.0.1', '--port', '8444', '--quiet', '--no-qr'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const lan = await serve(BIN, ['--bind', '10.99.0.1', '--port', '8444', '--quiet', '--no-qr'])
       try {
-        await new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error('second server did not start')), STEP_TIMEOUT_MS)
-          lan.stdout.on('data', (d) => { if (String(d).includes('https://')) { clearTimeout(timer); resolve() } })
-        })
         const page = await context.newPage()
         const seen = {}
         for (const url of [`https://localhost:${PORT}/healthz`, 'https://10.99.0.1:8444/healthz']) {
@@ -668,7 +660,7 @@ async function checks () {
         await page.close()
         return { seen }
       } finally {
-        lan.kill('SIGTERM')
+        await stop(lan)
       }
     })
     // A real vite dev server behind `rtcdev serve --proxy`: the page loads through
@@ -687,12 +679,8 @@ async function checks () {
       fs.writeFileSync(css, '#x { color: rgb(255, 0, 0); }\n')
       const vite = await createServer({ root: dir, logLevel: 'silent', configFile: false, server: { host: '127.0.0.1', port: 5173, strictPort: true } })
       await vite.listen()
-      const proxy = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', '8445', '--quiet', '--no-qr', '--proxy', 'http://127.0.0.1:5173'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const proxy = await serve(BIN, ['--bind', '127.0.0.1', '--port', '8445', '--quiet', '--no-qr', '--proxy', 'http://127.0.0.1:5173'])
       try {
-        await new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error('proxy server did not start')), STEP_TIMEOUT_MS)
-          proxy.stdout.on('data', (d) => { if (String(d).includes('https://')) { clearTimeout(timer); resolve() } })
-        })
         const seen = {}
         let color = 0
         for (const origin of ['https://localhost:8445', 'https://127.0.0.1:8445']) {
@@ -714,7 +702,7 @@ async function checks () {
         }
         return { seen }
       } finally {
-        proxy.kill('SIGTERM')
+        await stop(proxy)
         await vite.close()
         fs.rmSync(dir, { recursive: true, force: true })
       }
@@ -773,12 +761,8 @@ async function checks () {
         res.end(appHtml)
       })
       await new Promise((resolve) => upstream.listen(5174, '127.0.0.1', resolve))
-      const proxy = spawn(BIN, ['serve', '--bind', '127.0.0.1', '--port', '8447', '--quiet', '--no-qr', '--proxy', 'http://127.0.0.1:5174', '--inspect'], { stdio: ['ignore', 'pipe', 'inherit'] })
+      const proxy = await serve(BIN, ['--bind', '127.0.0.1', '--port', '8447', '--quiet', '--no-qr', '--proxy', 'http://127.0.0.1:5174', '--inspect'])
       try {
-        await new Promise((resolve, reject) => {
-          const timer = setTimeout(() => reject(new Error('proxy server did not start')), STEP_TIMEOUT_MS)
-          proxy.stdout.on('data', (d) => { if (String(d).includes('https://')) { clearTimeout(timer); resolve() } })
-        })
         const app = await context.newPage()
         await app.goto('https://localhost:8447/')
         await until('the app connected its peers', () => app.evaluate(() => window.appPcs && window.appPcs.every((pc) => pc.connectionState === 'connected')))
@@ -799,7 +783,7 @@ async function checks () {
         await app.close()
         return seen
       } finally {
-        proxy.kill('SIGTERM')
+        await stop(proxy)
         upstream.close()
       }
     })

@@ -84,12 +84,14 @@ export function serve (bin, args, env = {}) {
   const server = spawn(bin, ['serve', ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
   server.printed = ''
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error('serve did not start')), STEP_TIMEOUT_MS)
+    // One that does not start in time is not left running.
+    const timer = setTimeout(() => { server.kill('SIGKILL'); reject(new Error(`serve did not start: ${server.printed}`)) }, STEP_TIMEOUT_MS)
     server.stdout.on('data', (d) => {
       server.printed += String(d)
-      if (server.printed.includes('Local:')) { clearTimeout(timer); resolve(server) }
+      // Its first URL (`Local:` on loopback, `Network:` only when bound to one address).
+      if (server.printed.includes('https://')) { clearTimeout(timer); resolve(server) }
     })
-    server.on('exit', (code) => reject(new Error(`serve exited ${code}`)))
+    server.on('exit', (code) => { clearTimeout(timer); reject(new Error(`serve exited ${code}`)) })
   })
 }
 
