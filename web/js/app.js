@@ -180,9 +180,12 @@ async function start (room, name) {
   const proto = location.protocol === 'https:' ? 'wss:' : 'ws:'
   const sig = new Signaling(`${proto}//${location.host}/ws`)
   app.signaling = sig
-  let setUp
-  const ready = new Promise((resolve) => { setUp = resolve })
-  const on = (type, fn) => sig.addEventListener(type, (ev) => { ready.then(() => fn(ev)) })
+  // Until then hub events wait in a queue; after, they are handled as they come, in the
+  // event itself (the hub client acts on what a handler did, e.g. forgets the signals
+  // queued for a peer the handler dropped, before it flushes the rest).
+  let ready = false
+  const waiting = []
+  const on = (type, fn) => sig.addEventListener(type, (ev) => { if (ready) fn(ev); else waiting.push(() => fn(ev)) })
   app.reporter = new Reporter(app)
   sig.addEventListener('log', ({ detail }) => {
     const m = detail.msg
@@ -277,7 +280,8 @@ async function start (room, name) {
   watchLocalTracks()
   if (!window.isSecureContext) notice(insecureHelp())
   $('share').hidden = !Media.canShareScreen()
-  setUp()
+  ready = true
+  for (const handle of waiting.splice(0)) handle()
   wireControls()
   // A phone's screen stays on during a call (where the browser allows it), again after
   // the tab was in the background.
