@@ -6,8 +6,4 @@
 # in serve's output (median of 5). Usage: bench/inspect.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked
-(cd tests/js && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
-home=$(mktemp -d)
-trap 'rm -rf "$home"' EXIT
-HOME=$home RTCDEV_BIN=$PWD/target/release/rtcdev unshare --net sh tests/js/netns.sh node tests/js/inspect_bench.mjs
+exec bench/in-netns.sh inspect_bench.mjs

@@ -6,11 +6,7 @@
 # the page weight.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked
-(cd tests/js && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
-home=$(mktemp -d)
-trap 'rm -rf "$home"' EXIT
-HOME=$home RTCDEV_BIN=$PWD/target/release/rtcdev unshare --net sh tests/js/netns.sh node tests/js/call_test.mjs bench "${1:-5}"
+bench/in-netns.sh call_test.mjs bench "${1:-5}"
 echo "page weight (bytes, uncompressed / gzip -9):"
 for f in web/index.html web/style.css web/js/*.js; do printf '  %-22s %6d %6d\n' "$f" "$(wc -c <"$f")" "$(gzip -9c "$f" | wc -c)"; done
 printf '  %-22s %6d %6d\n' total "$(cat web/index.html web/style.css web/js/*.js | wc -c)" "$(cat web/index.html web/style.css web/js/*.js | gzip -9c | wc -c)"

@@ -74,6 +74,15 @@ fn passed<'a>(results: &'a [serde_json::Value], name: &str) -> &'a serde_json::V
     r
 }
 
+/// The check `name` passed and its `field` (what serve printed) contains `text`.
+fn said(results: &[serde_json::Value], name: &str, field: &str, text: &str) {
+    let r = passed(results, name);
+    assert!(
+        r[field].as_str().is_some_and(|v| v.contains(text)),
+        "{name}: {field} without {text:?}: {r}"
+    );
+}
+
 #[test]
 fn calling_page_in_chromium() {
     let Some(results) = run_in_namespace("netns.sh", "call_test.mjs", &[], &[]) else {
@@ -135,55 +144,50 @@ fn calls_survive_a_network_switch_and_an_outage() {
     passed(&results, "outage-40s-recovers");
     let tcp = passed(&results, "udp-blocked-relays-over-tcp");
     assert_eq!(tcp["b"][0]["local"]["relayProtocol"], "tcp", "{tcp}");
-    assert!(
-        tcp["verdict"]
-            .as_str()
-            .is_some_and(|v| v.contains("UDP blocked on Bob's network")),
-        "{tcp}"
+    said(
+        &results,
+        "udp-blocked-relays-over-tcp",
+        "verdict",
+        "UDP blocked on Bob's network",
     );
-    let ice = passed(&results, "ice-test-page-from-the-device");
-    assert!(
-        ice["printed"]
-            .as_str()
-            .is_some_and(|p| p.contains("allocated over tcp")),
-        "{ice}"
+    said(
+        &results,
+        "ice-test-page-from-the-device",
+        "printed",
+        "allocated over tcp",
     );
-    let wrong = passed(&results, "ice-test-page-wrong-password");
-    assert!(
-        wrong["printed"]
-            .as_str()
-            .is_some_and(|p| p.contains("FAIL auth")),
-        "{wrong}"
+    said(
+        &results,
+        "ice-test-page-wrong-password",
+        "printed",
+        "FAIL auth",
     );
     passed(&results, "symmetric-nat-through-relay");
-    let lost = passed(&results, "lost-candidates-named");
-    assert!(
-        lost["verdict"].as_str().is_some_and(
-            |v| v.contains("Cid gathered candidates") && v.contains("none reached Ann")
-        ),
-        "{lost}"
+    said(
+        &results,
+        "lost-candidates-named",
+        "verdict",
+        "Cid gathered candidates",
     );
-    let wrong = passed(&results, "relay-only-wrong-password-named");
-    assert!(
-        wrong["verdict"]
-            .as_str()
-            .is_some_and(|v| v.contains("refused Dee's credentials (401")),
-        "{wrong}"
+    said(
+        &results,
+        "lost-candidates-named",
+        "verdict",
+        "none reached Ann",
     );
-    let bare = passed(&results, "no-servers-behind-nat-named");
-    assert!(
-        bare["verdict"]
-            .as_str()
-            .is_some_and(|v| v.contains("only host candidates on both sides")),
-        "{bare}"
+    said(
+        &results,
+        "relay-only-wrong-password-named",
+        "verdict",
+        "refused Dee's credentials (401",
     );
-    let blocked = passed(&results, "ice-blocked-says-so");
-    assert!(
-        blocked["verdict"]
-            .as_str()
-            .is_some_and(|v| v.contains("TURN server")),
-        "{blocked}"
+    said(
+        &results,
+        "no-servers-behind-nat-named",
+        "verdict",
+        "only host candidates on both sides",
     );
+    said(&results, "ice-blocked-says-so", "verdict", "TURN server");
 }
 
 /// Debian's Firefox ESR (WebDriver BiDi through puppeteer-core, fake camera and

@@ -180,11 +180,6 @@ impl Echoes {
         &self.say
     }
 
-    /// Echoes in all.
-    pub fn count(&self) -> usize {
-        self.lock().len()
-    }
-
     /// Joins an echo to `room` (one per room: a second ask gets the first); with
     /// `relay`, it takes relay candidates only, so the call goes through TURN.
     pub async fn start(self: &Arc<Self>, room: &str, relay: bool) -> Result<Started, Refused> {

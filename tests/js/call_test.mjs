@@ -6,7 +6,7 @@
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { chromium } from 'playwright-core'
-import { out, sleep, until, media, launch, check, serve, stop, STEP_TIMEOUT_MS } from './lib.mjs'
+import { out, sleep, until, media, launch, check, serve, stop, wrongFingerprint, STEP_TIMEOUT_MS } from './lib.mjs'
 
 const BIN = process.env.RTCDEV_BIN
 const PORT = 8443
@@ -721,13 +721,7 @@ async function checks () {
       // Eve's browser is given a certificate fingerprint that is not Dee's: ICE finds
       // the path, DTLS fails on it, and serve says so.
       const ctx = await browser.newContext({ permissions: ['camera', 'microphone'] })
-      await ctx.addInitScript(() => {
-        const set = RTCPeerConnection.prototype.setRemoteDescription
-        RTCPeerConnection.prototype.setRemoteDescription = function (d) {
-          if (d && d.sdp) d = { type: d.type, sdp: d.sdp.replace(/a=fingerprint:sha-256 ([0-9A-F]{2})/g, (m, x) => `a=fingerprint:sha-256 ${x === '00' ? '01' : '00'}`) }
-          return set.call(this, d)
-        }
-      })
+      await wrongFingerprint(ctx)
       const d = await open(context, 'dtls', 'Dee')
       const e = await open(ctx, 'dtls', 'Eve')
       const verdict = await until('the DTLS verdict', () => server.printed.split('\n').find((l) => l.includes('DTLS handshake failed')), 30000, 250)

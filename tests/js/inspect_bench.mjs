@@ -8,7 +8,7 @@
 // Prints one JSON object a line.
 import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
-import { out, sleep, until, media, launch, serve, stop } from './lib.mjs'
+import { out, sleep, until, media, launch, serve, stop, wrongFingerprint } from './lib.mjs'
 
 const BIN = process.env.RTCDEV_BIN
 const PORT = 8460
@@ -78,13 +78,7 @@ async function verdictDelay (server, i) {
   const { browser, context } = await launch()
   try {
     const bad = await browser.newContext({ permissions: ['camera', 'microphone'] })
-    await bad.addInitScript(() => {
-      const set = RTCPeerConnection.prototype.setRemoteDescription
-      RTCPeerConnection.prototype.setRemoteDescription = function (d) {
-        if (d && d.sdp) d = { type: d.type, sdp: d.sdp.replace(/a=fingerprint:sha-256 ([0-9A-F]{2})/g, (m, x) => `a=fingerprint:sha-256 ${x === '00' ? '01' : '00'}`) }
-        return set.call(this, d)
-      }
-    })
+    await wrongFingerprint(bad)
     const room = `dtls-${i}`
     let verdictAt = null
     const watch = (d) => { if (!verdictAt && String(d).includes(`room ${room}:`) && String(d).includes('DTLS handshake failed')) verdictAt = Date.now() }

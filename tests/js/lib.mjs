@@ -66,6 +66,18 @@ export async function launch (executablePath = '/usr/bin/chromium') {
   return { browser, context }
 }
 
+// The pages of `context` get a certificate fingerprint that is not the far side's in
+// every remote description: ICE finds a path and DTLS fails on it.
+export function wrongFingerprint (context) {
+  return context.addInitScript(() => {
+    const set = RTCPeerConnection.prototype.setRemoteDescription
+    RTCPeerConnection.prototype.setRemoteDescription = function (d) {
+      if (d && d.sdp) d = { type: d.type, sdp: d.sdp.replace(/a=fingerprint:sha-256 ([0-9A-F]{2})/g, (m, x) => `a=fingerprint:sha-256 ${x === '00' ? '01' : '00'}`) }
+      return set.call(this, d)
+    }
+  })
+}
+
 export async function check (name, fn) {
   const started = Date.now()
   try {
