@@ -108,14 +108,17 @@ async function checks (server) {
       return { peers: health.peers }
     })
     await check('echo-time-limit', async () => {
-      const short = await serve(BIN, ['--port', String(SHORT_PORT), '--quiet', '--no-qr'], { RTCDEV_TEST_ECHO_LIMIT_SECS: '4' })
+      // Long enough for the echo's chat channel to open first on a loaded machine (its
+      // goodbye goes over it): 4 s was not, once in CI.
+      const short = await serve(BIN, ['--port', String(SHORT_PORT), '--quiet', '--no-qr'], { RTCDEV_TEST_ECHO_LIMIT_SECS: '15' })
       try {
         const p = await context.newPage()
         await p.goto(`https://localhost:${SHORT_PORT}/?room=short&echo`)
         await until('the echo joined', () => p.evaluate(() => [...window.rtcdev.peers.values()].some((x) => x.meta.echo)))
-        await until('the echo says it leaves', () => p.evaluate(() => document.getElementById('chat-log').textContent.includes("The echo's 4 seconds are up")))
+        await until('the echo greets in the chat', () => p.evaluate(() => document.getElementById('chat-log').textContent.includes('Echo (rtcdev): You see and hear yourself')))
+        await until('the echo says it leaves', () => p.evaluate(() => document.getElementById('chat-log').textContent.includes("The echo's 15 seconds are up")), 30000)
         await until('its tile goes', () => p.evaluate(() => ![...window.rtcdev.peers.values()].some((x) => x.meta.echo)))
-        await until('serve says why', () => /echo: left room short \(its 4 seconds were up\)/.test(short.printed))
+        await until('serve says why', () => /echo: left room short \(its 15 seconds were up\)/.test(short.printed))
         return {}
       } finally {
         await stop(short)
