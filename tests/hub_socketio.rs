@@ -125,6 +125,21 @@ async fn native_and_socketio_peers_share_a_room() {
         native.recv().await,
         json!({"type": "signal", "from": sio.id, "data": {"to": native.id, "type": "answer"}})
     );
+    // A binary attachment is refused in words, not dropped without a word.
+    sio.emit_binary(
+        "message",
+        json!({"to": native.id, "blob": [1, 2, 255]}),
+        "blob",
+    )
+    .await;
+    let refused = sio.recv_event("error").await;
+    assert_eq!(refused["data"]["code"], "bad-request", "{refused}");
+    assert!(
+        refused["data"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("binary attachments are not relayed")),
+        "{refused}"
+    );
 
     sio.close().await;
     assert_eq!(

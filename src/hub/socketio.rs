@@ -12,12 +12,16 @@ use axum::extract::OriginalUri;
 use futures_util::future::Either;
 use http::header::{CONTENT_TYPE, HeaderMap, HeaderValue, SEC_WEBSOCKET_KEY};
 use http::{Request, Uri};
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
+use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{Data, SocketRef};
-use socketioxide::handler::ConnectHandler;
-use socketioxide::socket::DisconnectReason;
+use socketioxide::handler::message::FromMessageParts;
+use socketioxide::handler::{ConnectHandler, MessageHandler};
+use socketioxide::socket::{DisconnectReason, Socket};
 use socketioxide::{SendError, SocketError};
+use socketioxide_core::Value as SioValue;
 use tokio::sync::oneshot;
 
 use super::Hub;
@@ -234,7 +238,7 @@ fn raw_with_from(data: &str, from: &PeerId) -> Option<Box<serde_json::value::Raw
     let inner = text.strip_prefix('{')?.strip_suffix('}')?.trim();
     // A `from` of the sender's (or a key written with escapes, which could spell one)
     // is for the slow way, which replaces it.
-    if text.contains("\"from\"") || text.contains("\\u") {
+    if !plain(text) {
         return None;
     }
     let from = super::protocol::json_string(from.as_str());
@@ -323,6 +327,98 @@ impl InOrder {
     }
 }
 
+/// A handler socketioxide calls in arrival order and that runs right there, in the
+/// call: socketioxide runs the future of each of its closure handlers as a task of its
+/// own, a spawn for every relayed message. Only work that must wait ([`InOrder`]) is
+/// spawned.
+struct Inline<F>(F);
+
+/// [`Inline`]'s place in socketioxide's handler types.
+struct InlineCall;
+
+impl<F, Fut> MessageHandler<LocalAdapter, InlineCall> for Inline<F>
+where
+    F: Fn(SocketRef, SioValue) -> Either<Ready<()>, Fut> + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn call(&self, s: Arc<Socket>, mut v: SioValue, ack: Option<i64>) {
+        let Ok(socket) = SocketRef::from_message_parts(&s, &mut v, &ack);
+        if let Either::Right(later) = (self.0)(socket, v) {
+            tokio::spawn(later);
+        }
+    }
+}
+
+/// An event's first argument as the sender wrote it, read from socket.io's text
+/// `["event", arg, ...]` without building it. `None` when it has none.
+fn first_arg(text: &str) -> Option<&RawValue> {
+    struct First<'a>(Option<&'a RawValue>);
+    impl<'de> serde::Deserialize<'de> for First<'de> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Seq;
+            impl<'de> serde::de::Visitor<'de> for Seq {
+                type Value = First<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("[event, args...]")
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<First<'de>, A::Error> {
+                    let _event: Option<serde::de::IgnoredAny> = seq.next_element()?;
+                    let first = seq.next_element()?;
+                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                    Ok(First(first))
+                }
+            }
+            d.deserialize_seq(Seq)
+        }
+    }
+    serde_json::from_str::<First>(text).ok()?.0
+}
+
+/// No key of `text` can be `from`: the word is nowhere in it, nor an escape that could
+/// spell it.
+fn plain(text: &str) -> bool {
+    use memchr::memmem::find;
+    find(text.as_bytes(), b"\"from\"").is_none() && find(text.as_bytes(), b"\\u").is_none()
+}
+
+/// What a `message` asks of the hub: to whom (`None`: the whole room) and the object
+/// to relay, without a `from`. An object with no `from` key (what clients send) is
+/// relayed as it came: checked, its `to` read, but not parsed into a tree and written
+/// out again. Anything else goes the long way, which takes `from` out.
+fn relayed(text: &str) -> Result<(Option<String>, Arc<str>), HubError> {
+    #[derive(serde::Deserialize)]
+    struct To<'a> {
+        #[serde(borrow, default)]
+        to: Option<&'a RawValue>,
+    }
+    let bad_to = || HubError::BadRequest("\"to\" must be a string".into());
+    // A key written with escapes could spell `from` or `to`; a repeated `to` fails the
+    // struct and is read the long way, where the last one counts.
+    if text.starts_with('{')
+        && plain(text)
+        && let Ok(To { to }) = serde_json::from_str::<To>(text)
+    {
+        let to = to
+            .map(|t| serde_json::from_str::<String>(t.get()).map_err(|_| bad_to()))
+            .transpose()?;
+        return Ok((to, text.into()));
+    }
+    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
+        return Err(HubError::BadRequest("message takes an object".into()));
+    };
+    let to = match obj.get("to") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(bad_to()),
+    };
+    // `from` is the hub's to set; never relay a sender's claim.
+    obj.remove("from");
+    Ok((to, Value::Object(obj).to_string().into()))
+}
+
 /// What every event handler of one socket works with.
 #[derive(Clone)]
 struct Peer {
@@ -409,10 +505,10 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     let allowed: Arc<dyn Fn(&SocketRef) -> bool + Send + Sync> = Arc::new(allowed);
     // Events the hub does not know spend tokens too.
     let a = allowed.clone();
-    socket.on_fallback(move |socket: SocketRef| {
+    socket.on_fallback(Inline(move |socket: SocketRef, _| {
         a(&socket);
-        std::future::ready(())
-    });
+        Either::<_, Ready<()>>::Left(std::future::ready(()))
+    }));
 
     let order = InOrder::default();
     let peer = Peer {
@@ -464,54 +560,60 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     });
 
     let (p, o) = (peer.clone(), order.clone());
-    socket.on("leave", move |socket: SocketRef| {
-        let Peer {
-            hub,
-            id,
-            sink,
-            allowed,
-        } = p.clone();
-        o.now(move || {
-            if allowed(&socket)
-                && let Err(e) = hub.rooms().leave(&id)
-            {
-                sink.error(&e);
-            }
-        })
-    });
+    socket.on(
+        "leave",
+        Inline(move |socket: SocketRef, _| {
+            let Peer {
+                hub,
+                id,
+                sink,
+                allowed,
+            } = p.clone();
+            o.now(move || {
+                if allowed(&socket)
+                    && let Err(e) = hub.rooms().leave(&id)
+                {
+                    sink.error(&e);
+                }
+            })
+        }),
+    );
 
     let (p, o) = (peer, order.clone());
-    socket.on("message", move |socket: SocketRef, Data::<Value>(data)| {
-        let Peer {
-            hub,
-            id,
-            sink,
-            allowed,
-        } = p.clone();
-        o.now(move || {
-            if !allowed(&socket) {
-                return;
-            }
-            let Value::Object(mut obj) = data else {
-                sink.error(&HubError::BadRequest("message takes an object".into()));
-                return;
+    socket.on(
+        "message",
+        Inline(move |socket: SocketRef, v: SioValue| {
+            let Peer {
+                hub,
+                id,
+                sink,
+                allowed,
+            } = p.clone();
+            let asked = match &v {
+                SioValue::Str(text, None) => match first_arg(text) {
+                    Some(raw) => relayed(raw.get()),
+                    // As socketioxide's own handlers do: an event without an argument
+                    // is dropped uncounted.
+                    None => return Either::Left(std::future::ready(())),
+                },
+                _ => Err(HubError::BadRequest(
+                    "binary attachments are not relayed: send them as text (base64)".into(),
+                )),
             };
-            let to = match obj.get("to") {
-                None | Some(Value::Null) => None,
-                Some(Value::String(s)) => Some(s.clone()),
-                Some(_) => {
-                    sink.error(&HubError::BadRequest("\"to\" must be a string".into()));
+            o.now(move || {
+                if !allowed(&socket) {
                     return;
                 }
-            };
-            // `from` is the hub's to set; never relay a sender's claim.
-            obj.remove("from");
-            let text: Arc<str> = Value::Object(obj).to_string().into();
-            if let Err(e) = hub.rooms().signal(&id, to.as_deref(), text) {
-                sink.error(&e);
-            }
-        })
-    });
+                let (to, text) = match asked {
+                    Ok(asked) => asked,
+                    Err(e) => return sink.error(&e),
+                };
+                if let Err(e) = hub.rooms().signal(&id, to.as_deref(), text) {
+                    sink.error(&e);
+                }
+            })
+        }),
+    );
 
     // Last in line too: what the peer sent before it went away is relayed first.
     let (h, pid) = (hub.clone(), id.clone());
@@ -529,6 +631,52 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A message read the short way asks the same as one read through a tree, and
+    /// keeps no `from` of the sender's however it is written.
+    #[test]
+    fn a_message_reads_the_same_either_way() {
+        let slow = |text: &str| -> Result<(Option<String>, Value), String> {
+            let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
+                return Err("message takes an object".into());
+            };
+            let to = match obj.get("to") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err("\"to\" must be a string".into()),
+            };
+            obj.remove("from");
+            Ok((to, Value::Object(obj)))
+        };
+        for text in [
+            r#"{"to":"peer-1","sdp":{"type":"offer","sdp":"v=0\r\n"}}"#,
+            r#"{"ice":{"candidate":"a"},"to":null}"#,
+            r#"{"x":1}"#,
+            "{}",
+            r#"{"to":"a","to":"b"}"#,
+            r#"{"to":5}"#,
+            r#"{"to":["a"]}"#,
+            r#"{"from":"someone-else","to":"p"}"#,
+            r#"{"\u0066rom":"someone-else","\u0074o":"q"}"#,
+            r#"{"nested":{"from":"x"}}"#,
+            "[1,2]",
+            r#""text""#,
+            "null",
+        ] {
+            let raw = RawValue::from_string(text.to_string()).unwrap();
+            let fast = relayed(raw.get())
+                .map(|(to, t)| (to, serde_json::from_str::<Value>(&t).unwrap()))
+                .map_err(|e| e.to_string().split(": ").last().unwrap().to_string());
+            let want = slow(text);
+            assert_eq!(fast.as_ref().ok(), want.as_ref().ok(), "{text}");
+            if let (Err(got), Err(want)) = (&fast, &want) {
+                assert!(got.contains(want.as_str()), "{text}: {got}");
+            }
+            if let Ok((_, v)) = &fast {
+                assert!(v.get("from").is_none(), "{text}");
+            }
+        }
+    }
 
     /// The spliced payload reads as the built one, and a sender's own `from` (plain or
     /// spelled with escapes) never survives either way.

@@ -454,8 +454,20 @@ impl SioClient {
     }
 
     pub async fn emit(&mut self, event: &str, data: serde_json::Value) {
+        self.emit_cmd(serde_json::json!({"emit": event, "data": data}))
+            .await;
+    }
+
+    /// Emits `data` with its field `field` (an array of byte values) sent as a binary
+    /// attachment.
+    pub async fn emit_binary(&mut self, event: &str, data: serde_json::Value, field: &str) {
+        self.emit_cmd(serde_json::json!({"emit": event, "data": data, "binary": field}))
+            .await;
+    }
+
+    async fn emit_cmd(&mut self, cmd: serde_json::Value) {
         use tokio::io::AsyncWriteExt;
-        let line = serde_json::json!({"emit": event, "data": data}).to_string() + "\n";
+        let line = cmd.to_string() + "\n";
         self.stdin.write_all(line.as_bytes()).await.unwrap();
         self.stdin.flush().await.unwrap();
     }

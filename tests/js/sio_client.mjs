@@ -1,5 +1,6 @@
 // A socket.io client the Rust tests drive over stdin/stdout, one JSON object a line.
-// In:  {"emit": "event", "data": ...} | {"close": true}
+// In:  {"emit": "event", "data": ..., "binary"?: "field"} | {"close": true}
+//      ("binary": data[field], an array of byte values, goes as a binary attachment)
 // Out: {"event": "connect", "id": ..., "transport": ...} | {"event": name, "data": first arg}
 // Usage: node sio_client.mjs URL websocket|polling [v4|v2]
 import readline from 'node:readline'
@@ -47,6 +48,7 @@ rl.on('line', (line) => {
     finish()
     return
   }
+  if (cmd.binary) cmd.data[cmd.binary] = Buffer.from(cmd.data[cmd.binary])
   socket.emit(cmd.emit, cmd.data)
 })
 rl.on('close', finish)
