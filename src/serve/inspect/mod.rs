@@ -419,10 +419,13 @@ impl Inspector {
                     NO_MEDIA.as_secs()
                 )),
                 News::Connected => {
-                    let said = here.summary.as_ref().is_some_and(|s| s.path.is_some());
+                    let has_path = |s: &Side| s.summary.as_ref().is_some_and(|s| s.path.is_some());
                     let line = verdict::success(&facts)
                         .filter(|_| !there.is_some_and(|t| t.connected_said))
                         .map(|v| format!("  call connected in room {room}: {who}: {v}"));
+                    // Judged once both ends' paths were known (a rule may need the far
+                    // end's, which can come in a later report), or once said.
+                    let said = has_path(here) && (line.is_some() || there.is_some_and(has_path));
                     if said
                         && let Some(side) = pages.get_mut(&id).and_then(|p| p.sides.get_mut(&peer))
                     {
@@ -565,6 +568,44 @@ mod tests {
         );
         assert_eq!(side["local"]["host"], 1);
         assert_eq!(side["timeline"].as_array().unwrap().len(), 7);
+    }
+
+    /// A connection's success verdict needs the end that went through TCP; the other
+    /// end reporting its path first must not settle it without that.
+    #[test]
+    fn a_success_waits_for_the_far_end_path() {
+        let ins = Inspector::default();
+        let connected = |id: &str, peer: &str, local: &[&str], path: &str| -> Report {
+            let mut events: Vec<serde_json::Value> = local
+                .iter()
+                .map(|c| serde_json::json!({"peer": peer, "at": 1, "kind": "local-candidate", "detail": c}))
+                .collect();
+            events.push(serde_json::json!({"peer": peer, "at": 2, "kind": "connection", "detail": "connected"}));
+            serde_json::from_value(serde_json::json!({
+                "room": "r", "id": id, "name": id, "events": events,
+                "peers": [{"peer": peer, "state": "connected", "path": path, "kbpsIn": 500, "framesDecoded": 30}]
+            }))
+            .unwrap()
+        };
+        let ann = connected(
+            "ann",
+            "bob",
+            &["host udp 10.0.0.2:1", "srflx udp 1.2.3.4:1"],
+            "srflx → relay udp",
+        );
+        assert!(ins.report(ann, ORIGIN).unwrap().is_empty());
+        let bob = connected(
+            "bob",
+            "ann",
+            &["host udp 192.168.2.10:1", "relay udp 10.0.0.1:2 over tcp"],
+            "relay → srflx udp/tcp",
+        );
+        let lines = ins.report(bob, ORIGIN).unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].contains("UDP blocked on bob's network: connected through TURN over TCP"),
+            "{lines:?}"
+        );
     }
 
     #[test]
