@@ -113,12 +113,42 @@ async function checks () {
         const first = await until(`video element playing at ${p.name}`, async () => { const m = Object.values(await media(p.page))[0]; return m.video && m.video.width > 0 && !m.video.paused && m })
         return until(`video time advancing at ${p.name}`, async () => { const m = Object.values(await media(p.page))[0]; return m.video.time > first.video.time + 0.5 && m })
       }
+      // Joining through a room link, the page started its camera and its hub connection
+      // in its head, before the modules ran, and the modules took both over.
+      for (const p of [a, b]) {
+        const early = await p.page.evaluate(() => ({ camera: window.rtcdev.media.early === true, hub: window.rtcdev.signaling.early === true }))
+        if (!early.camera || !early.hub) throw new Error(`${p.name} did not start early: ${JSON.stringify(early)}`)
+      }
       const [ma, mb] = [await decoded(a), await decoded(b)]
       const [va, vb] = [await playing(a), await playing(b)]
       // One receiver: the whole budget (up to the per-sender cap), full size.
       const uplink = await checkUplink(a.page, 2)
       return { firstFrameMs: { ann: fa, bob: fb }, ann: ma, bob: mb, videoAtAnn: va.video, videoAtBob: vb.video, uplink }
     })
+    // A new connection sends at half size first, then at the plan's (which checkUplink
+    // above waited for): a real sender in Ann's page, through uplink.js.
+    await check('fast-start-then-plan', () => a.page.evaluate(async () => {
+      const uplink = await import('/js/uplink.js')
+      const [pc1, pc2] = [new RTCPeerConnection(), new RTCPeerConnection()]
+      const track = window.rtcdev.media.cameraTrack.clone()
+      pc1.addTrack(track)
+      await pc1.setLocalDescription()
+      await pc2.setRemoteDescription(pc1.localDescription)
+      await pc2.setLocalDescription()
+      await pc1.setRemoteDescription(pc2.localDescription)
+      const peer = { pc: pc1 }
+      const scale = () => pc1.getSenders()[0].getParameters().encodings[0].scaleResolutionDownBy
+      await uplink.apply([peer], false)
+      const fresh = scale()
+      peer.connectedAt = performance.now() - uplink.FAST_START_MS
+      await uplink.apply([peer], false)
+      const later = scale()
+      pc1.close()
+      pc2.close()
+      track.stop()
+      if (fresh !== 2 || later !== 1) throw new Error(`scale ${fresh} then ${later}, not 2 then 1`)
+      return { fresh, later }
+    }))
     await check('inspector-shows-the-call', async () => {
       // The laptop's view of the room: both ends of Ann <-> Bob, connected, with media.
       const page = await context.newPage()
@@ -246,7 +276,13 @@ async function checks () {
       return {}
     })
     await check('screen-share-replaces-track', async () => {
-      const camera = Object.values(await media(b.page))[0]
+      // The fake camera and the fake screen are both 1280x720: a smaller camera here,
+      // so that what Bob decodes tells the two apart.
+      await a.page.evaluate(() => window.rtcdev.media.cameraTrack.applyConstraints({ width: 640, height: 360 }))
+      const camera = await until('the smaller camera at Bob', async () => {
+        const m = Object.values(await media(b.page))[0]
+        return m.width > 0 && m.width <= 640 && m
+      })
       const before = camera.frames
       await a.page.click('#share')
       const sending = await until('screen track sent', () => a.page.evaluate(() => {
@@ -269,6 +305,7 @@ async function checks () {
         const sender = p.pc.getSenders().find((s) => s.track && s.track.kind === 'video')
         return !window.rtcdev.media.screenTrack && sender.track === window.rtcdev.media.cameraTrack
       }))
+      await a.page.evaluate(() => window.rtcdev.media.cameraTrack.applyConstraints(window.rtcdev.media.cameraConstraints()))
       return { screenTrack: sending, camera: [camera.width, camera.height], screen: [shared.width, shared.height] }
     })
     // Without camera permission the page still joins, receive-only, and sees the others.
@@ -801,7 +838,9 @@ async function bench (runs) {
       const p = await until('the first-frame mark', () => b.page.evaluate(() => {
         const m = window.rtcdev.marks
         const nav = performance.getEntriesByType('navigation')[0]
-        return m && m['first-frame'] && { html: Math.round(nav.responseEnd), ...m }
+        const fetched = Object.fromEntries(performance.getEntriesByType('resource').map((r) => [r.name.replace(location.origin, ''), [Math.round(r.startTime), Math.round(r.responseEnd)]]))
+        const peer = [...window.rtcdev.peers.values()][0]
+        return m && m['first-frame'] && { firstFrame: peer && peer.firstFrame, html: Math.round(nav.responseEnd), domContentLoaded: Math.round(nav.domContentLoadedEventStart), ...m, fetched }
       }), 5000).catch(() => null)
       if (p) phases.push(p)
       out({ run: i, firstFrameMs: times[i], phases: p })

@@ -408,7 +408,10 @@ function addPeer (id, meta, weOffer) {
   const el = tile(id, meta.name || id)
   peer.noPathTimer = setTimeout(() => noPath(el, meta, id), NO_PATH_MS)
   const video = el.querySelector('video')
-  video.addEventListener('loadeddata', () => mark('first-frame'), { once: true })
+  video.addEventListener('loadeddata', () => {
+    mark('first-frame')
+    peer.firstFrame = peer.firstFrame || { width: video.videoWidth, height: video.videoHeight }
+  }, { once: true })
   peer.addEventListener('track', () => {
     mark('track')
     video.srcObject = peer.remoteStream
@@ -431,6 +434,11 @@ function addPeer (id, meta, weOffer) {
     if (detail === 'connected') {
       mark('connected')
       sendState(peer.id)
+      // Full size once the fast start is over (uplink.js), the first time only.
+      if (peer.connectedAt === undefined) {
+        peer.connectedAt = performance.now()
+        setTimeout(replan, uplink.FAST_START_MS)
+      }
       replan()
     }
     if (detail === 'closed' || (detail === 'failed' && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)

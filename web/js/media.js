@@ -36,9 +36,15 @@ export class Media {
     const audio = micId ? { deviceId: { exact: micId } } : true
     const attempts = [{ video, audio }, { audio }, { video }]
     let failure = null
+    // The page's head started the first attempt while the modules loaded (a link that
+    // names a room); taken once, and only if it asked for what this one would.
+    const early = window.rtcdevEarlyMedia
+    window.rtcdevEarlyMedia = null
     for (const constraints of attempts) {
       try {
-        this.stream = await navigator.mediaDevices.getUserMedia(constraints)
+        const asked = early && JSON.stringify(early.constraints) === JSON.stringify(constraints) ? early.stream : null
+        this.stream = await (asked || navigator.mediaDevices.getUserMedia(constraints))
+        if (asked) this.early = true
         this.cameraTrack = this.stream.getVideoTracks()[0] || null
         // Half of it opened: why the other half did not, for the notice.
         this.partial = failure

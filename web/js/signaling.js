@@ -51,8 +51,13 @@ export class Signaling extends EventTarget {
     this.resuming = null
     clearTimeout(this.retryTimer)
     this.retryTimer = null
-    const ws = new WebSocket(this.url)
+    // The page's head may have opened it already (index.html); taken once.
+    const early = globalThis.rtcdevEarlyHub
+    globalThis.rtcdevEarlyHub = null
+    const adopted = early && early.ws.url === new URL(this.url).href
+    const ws = adopted ? early.ws : new WebSocket(this.url)
     this.ws = ws
+    this.early = this.early || adopted
     ws.onopen = () => {
       this.backoff = BACKOFF_START_MS
       this.keepalive = setInterval(() => this.probe(), KEEPALIVE_MS)
@@ -86,6 +91,12 @@ export class Signaling extends EventTarget {
       }
     }
     ws.onclose = (ev) => this.lost(ws, ev.code, this.backoff)
+    if (adopted) {
+      if (ws.readyState === WebSocket.OPEN) ws.onopen()
+      for (const ev of early.heard) (ev.type === 'close' ? ws.onclose : ws.onmessage)(ev)
+    } else if (early) {
+      early.ws.close()
+    }
   }
 
   // Asks the hub for a sign of life; none within PROBE_TIMEOUT_MS and this connection is

@@ -9,6 +9,12 @@ export const UPLINK_BUDGET_BPS = 2_500_000
 const MAX_PER_SENDER_BPS = 1_500_000
 const MIN_PER_SENDER_BPS = 150_000
 
+// A new connection sends at half the plan's size at first: its first keyframe is a
+// quarter as large, so the far side shows video sooner (a 720p keyframe at the starting
+// bandwidth estimate costs the receiver's first frame about 170 ms). The plan's own
+// size follows this long after the connection is up, once the estimate has grown.
+export const FAST_START_MS = 2000
+
 // The plan for `others` receivers: bits a second for each video sender, how much to
 // scale the capture down, and the most frames a second.
 export function plan (others, screen) {
@@ -23,10 +29,16 @@ export function plan (others, screen) {
   return { maxBitrate: bps, scaleResolutionDownBy: scale, maxFramerate: fps, degradationPreference: 'balanced' }
 }
 
+// Whether `peer` (its `connectedAt`, ms on the page's clock) still starts small.
+export function fastStart (peer, screen, now = performance.now()) {
+  return !screen && !(peer.connectedAt <= now - FAST_START_MS)
+}
+
 // Applies the plan to every video sender of `peers`.
 export async function apply (peers, screen) {
-  const p = plan(peers.length, screen)
+  const plain = plan(peers.length, screen)
   await Promise.all(peers.map(async (peer) => {
+    const p = fastStart(peer, screen) ? { ...plain, scaleResolutionDownBy: plain.scaleResolutionDownBy * 2 } : plain
     for (const sender of peer.pc.getSenders()) {
       if (!sender.track || sender.track.kind !== 'video') continue
       const params = sender.getParameters()
@@ -45,5 +57,5 @@ export async function apply (peers, screen) {
       }
     }
   }))
-  return p
+  return plain
 }
