@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # rtcdev serve against nginx: the same file (the calling page's index.html) with the same
 # certificate, over TLS keep-alive, on 127.0.0.1: HTTP/1.1 with wrk and HTTP/2 with
-# h2load, rtcdev and nginx alternately for ROUNDS rounds (default 3). Each row: requests a
+# h2load, and the page's largest module (js/app.js) over HTTP/2 asked for as a browser
+# asks (Accept-Encoding: gzip, deflate, br, zstd; nginx compresses with gzip as usually
+# configured), rtcdev and nginx alternately for ROUNDS rounds (default 3). Each row: requests a
 # second and the server's CPU time per request (utime + stime from /proc, nginx's
 # workers summed), then the median ratios. Then the time from start to listening with
 # an existing CA, and idle RSS. Usage: bench/serve.sh (DURATION=seconds, ROUNDS=n)
@@ -16,6 +18,7 @@ export HOME=$work
 mkdir -p "$work/www"
 chmod 755 "$work"  # nginx workers run as another user
 cp web/index.html "$work/www/index.html"
+mkdir -p "$work/www/js" && cp web/js/app.js "$work/www/js/app.js"
 port_r=18601; port_n=18602
 duration=${DURATION:-8}
 rounds=${ROUNDS:-3}
@@ -31,6 +34,8 @@ http {
   # default, 1000, would make the load tools pay TLS handshakes nginx's way only).
   keepalive_requests 100000000;
   include /etc/nginx/mime.types;
+  gzip on;
+  gzip_types text/css application/javascript text/javascript;
   server {
     listen 127.0.0.1:$port_n ssl http2;
     ssl_certificate $work/c.pem;
@@ -47,6 +52,8 @@ cpu() { for p in "$@"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | awk '{
 load() {
   if [ "$1" = h1 ]; then
     wrk -t1 -c50 -d"${duration}s" "$2" | awk '/^Requests\/sec/ {r = $2} /requests in/ {n = $1} END {print r, n}'
+  elif [ "$1" = h2js ]; then
+    h2load -t1 -c50 -m10 -D "$duration" -H 'accept-encoding: gzip, deflate, br, zstd' "${2}js/app.js" 2>/dev/null | awk '/^finished in/ {gsub(",", ""); r = $4} /^requests:/ {n = $8} END {print r, n}'
   else
     h2load -t1 -c50 -m10 -D "$duration" "$2" 2>/dev/null | awk '/^finished in/ {gsub(",", ""); r = $4} /^requests:/ {n = $8} END {print r, n}'
   fi
@@ -55,7 +62,7 @@ load() {
 results=$work/results
 for round in $(seq "$rounds"); do
   for server in rtcdev nginx; do
-    for kind in h1 h2; do
+    for kind in h1 h2 h2js; do
       if [ $server = rtcdev ]; then
         "$bin" --ca-dir "$work/ca" serve --bind 127.0.0.1 --port $port_r --cert "$work/c.pem" --key "$work/k.pem" --no-qr --quiet >/dev/null &
         pids=$!; url="https://127.0.0.1:$port_r/"
@@ -71,7 +78,7 @@ for round in $(seq "$rounds"); do
       after=$(cpu $pids)
       us=$(awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.2f", (b - a) * 1e6 / n}')
       echo "$round $server $kind $rate $us" >>"$results"
-      printf 'round %s %-6s %s %10.0f req/s %6s us CPU/request\n' "$round" $server $kind "$rate" "$us"
+      printf 'round %s %-6s %-4s %10.0f req/s %6s us CPU/request\n' "$round" $server $kind "$rate" "$us"
       if [ $server = rtcdev ]; then kill $pids; wait $pids 2>/dev/null || true; else nginx -p "$work" -c "$work/nginx.conf" -s quit 2>/dev/null; sleep 0.5; fi
     done
   done
@@ -79,7 +86,7 @@ done
 python3 - "$results" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-for kind, name in (("h1", "HTTP/1.1 (wrk)"), ("h2", "HTTP/2 (h2load)")):
+for kind, name in (("h1", "HTTP/1.1 (wrk)"), ("h2", "HTTP/2 (h2load)"), ("h2js", "HTTP/2, app.js as a browser asks")):
     ratios, cpu = [], []
     for rnd in sorted({r[0] for r in rows}):
         get = lambda s: next(r for r in rows if r[0] == rnd and r[1] == s and r[2] == kind)

@@ -110,6 +110,37 @@ async fn router_serves_page_config_qr_health_and_ca() {
     let mut decoded = Vec::new();
     brotli_decompressor::BrotliDecompress(&mut &br[..], &mut decoded).unwrap();
     assert_eq!(decoded, plain_js);
+    assert_eq!(h["vary"], "accept-encoding");
+    // What the client refuses it does not get: gzip for `br;q=0`, the plain file for
+    // `identity`, each still the same bytes.
+    for (accept, want) in [
+        ("br;q=0, gzip", Some("gzip")),
+        ("gzip;q=0.5", Some("gzip")),
+        ("identity", None),
+        ("br;q=0, gzip;q=0", None),
+    ] {
+        let req = Request::get("/js/app.js")
+            .header("accept-encoding", accept)
+            .body(Body::empty())
+            .unwrap();
+        let (s, h, body) = call(&app, req).await;
+        assert_eq!(s, StatusCode::OK, "{accept}");
+        assert_eq!(
+            h.get("content-encoding").and_then(|v| v.to_str().ok()),
+            want,
+            "{accept}"
+        );
+        let decoded = match want {
+            Some("gzip") => {
+                let mut out = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&body[..]), &mut out)
+                    .unwrap();
+                out
+            }
+            _ => body.to_vec(),
+        };
+        assert_eq!(decoded, plain_js, "{accept}");
+    }
 
     let (s, _, body) = call(&app, get("/config.json")).await;
     assert_eq!(s, StatusCode::OK);

@@ -14,45 +14,148 @@ use percent_encoding::percent_decode_str;
 #[folder = "web/"]
 pub struct WebAssets;
 
-/// One bundled file, ready to send: its bytes (shared, never copied), its type and its
-/// ETag.
+/// One bundled file, ready to send: its bytes (shared, never copied), its type, its
+/// ETag, and for text its brotli and gzip forms, compressed once rather than for every
+/// request (brotli on the fly cost a browser's request for app.js about 0.6 ms of CPU).
+/// Brotli at 9, not 11: 9 % larger for app.js, and a tenth of the time and memory to
+/// make (11 left 1.5 MB behind in the heap).
 #[derive(Clone)]
 struct Asset {
     data: axum::body::Bytes,
     mime: HeaderValue,
     etag: HeaderValue,
+    packed: Packed,
+}
+
+/// A file's compressed forms, each kept only when smaller.
+#[derive(Clone, Default)]
+struct Packed {
+    br: Option<axum::body::Bytes>,
+    gzip: Option<axum::body::Bytes>,
+}
+
+impl Packed {
+    fn of(data: &[u8], mime: &str) -> Packed {
+        let text = mime.starts_with("text/")
+            || ["javascript", "json", "svg", "xml"]
+                .iter()
+                .any(|t| mime.contains(t));
+        if !text || data.len() < 256 {
+            return Packed::default();
+        }
+        let smaller = |packed: Vec<u8>| {
+            (packed.len() < data.len() - data.len() / 10).then(|| axum::body::Bytes::from(packed))
+        };
+        let mut br = Vec::new();
+        // The window fits the file (the default, 4 MB, costs memory for nothing).
+        let params = brotli::enc::BrotliEncoderParams {
+            quality: 9,
+            lgwin: (usize::BITS - data.len().leading_zeros()).clamp(16, 22) as i32,
+            size_hint: data.len(),
+            ..Default::default()
+        };
+        let br = brotli::BrotliCompress(&mut &data[..], &mut br, &params)
+            .ok()
+            .and_then(|_| smaller(br));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let gzip = std::io::Write::write_all(&mut gz, data)
+            .and_then(|()| gz.finish())
+            .ok()
+            .and_then(smaller);
+        Packed { br, gzip }
+    }
+
+    /// The form to send for the request's Accept-Encoding, and its name.
+    fn pick(&self, headers: &HeaderMap) -> Option<(&axum::body::Bytes, &'static str)> {
+        let accepted = headers.get(header::ACCEPT_ENCODING)?.to_str().ok()?;
+        let takes = |name: &str| {
+            accepted.split(',').any(|item| {
+                let mut parts = item.split(';').map(str::trim);
+                parts.next().is_some_and(|n| n.eq_ignore_ascii_case(name))
+                    && parts.all(|p| {
+                        p.strip_prefix("q=")
+                            .is_none_or(|q| q.parse::<f32>().is_ok_and(|q| q > 0.0))
+                    })
+            })
+        };
+        match (&self.br, &self.gzip) {
+            (Some(br), _) if takes("br") => Some((br, "br")),
+            (_, Some(gz)) if takes("gzip") => Some((gz, "gzip")),
+            _ => None,
+        }
+    }
 }
 
 impl Asset {
     fn load(path: &str) -> Option<Asset> {
         let file = WebAssets::get(path)?;
-        let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
+        let hash = file.metadata.sha256_hash();
+        let etag = format!("\"{}\"", hex(&hash[..12]));
+        let mime = file.metadata.mimetype();
         Some(Asset {
+            packed: packed(hash, &file.data, mime),
             data: match file.data {
                 std::borrow::Cow::Borrowed(b) => axum::body::Bytes::from_static(b),
                 std::borrow::Cow::Owned(v) => axum::body::Bytes::from(v),
             },
-            mime: HeaderValue::from_str(file.metadata.mimetype())
+            mime: HeaderValue::from_str(mime)
                 .unwrap_or(HeaderValue::from_static("application/octet-stream")),
             etag: HeaderValue::from_str(&etag).ok()?,
         })
     }
 
-    /// The file at `path`. A release build computes every file's headers once; a debug
-    /// build reads `web/` anew each time, so an edit shows without a rebuild.
+    /// The file at `path`. A release build prepares every file once; a debug build
+    /// reads `web/` anew each time, so an edit shows without a rebuild.
     fn get(path: &str) -> Option<Asset> {
         if cfg!(debug_assertions) {
             return Asset::load(path);
         }
-        static ALL: std::sync::OnceLock<std::collections::HashMap<String, Asset>> =
-            std::sync::OnceLock::new();
-        ALL.get_or_init(|| {
-            WebAssets::iter()
-                .filter_map(|p| Some((p.to_string(), Asset::load(&p)?)))
-                .collect()
-        })
-        .get(path)
-        .cloned()
+        all().get(path).cloned()
+    }
+}
+
+/// Every bundled file, prepared (release builds).
+fn all() -> &'static std::collections::HashMap<String, Asset> {
+    static ALL: std::sync::OnceLock<std::collections::HashMap<String, Asset>> =
+        std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        WebAssets::iter()
+            .filter_map(|p| Some((p.to_string(), Asset::load(&p)?)))
+            .collect()
+    })
+}
+
+/// The compressed forms of the file with this hash, made once per content (a debug
+/// build reads the file for every request).
+fn packed(hash: [u8; 32], data: &[u8], mime: &str) -> Packed {
+    static MADE: std::sync::Mutex<Vec<([u8; 32], Packed)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, p)) = MADE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .find(|(h, _)| *h == hash)
+    {
+        return p.clone();
+    }
+    let p = Packed::of(data, mime);
+    let mut made = MADE.lock().unwrap_or_else(|p| p.into_inner());
+    // Edits in a debug build make new contents; the oldest are forgotten.
+    if made.len() >= 256 {
+        made.remove(0);
+    }
+    made.push((hash, p.clone()));
+    p
+}
+
+/// Prepares the bundled files ahead of the first request (their compression takes a
+/// moment), on a thread of its own.
+pub fn warm() {
+    if !cfg!(debug_assertions) {
+        std::thread::spawn(|| {
+            all();
+            // The compressors' working memory goes back to the system.
+            crate::server::heap::release();
+        });
     }
 }
 
@@ -72,11 +175,20 @@ pub fn bundled(uri: &Uri, headers: &HeaderMap) -> Response {
         r.headers_mut().insert(header::ETAG, asset.etag);
         return r;
     }
-    let mut r = Response::new(Body::from(asset.data));
+    let packed = asset.packed.pick(headers);
+    let mut r = Response::new(Body::from(
+        packed.map_or_else(|| asset.data.clone(), |(b, _)| b.clone()),
+    ));
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, asset.mime);
     h.insert(header::ETAG, asset.etag);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if asset.packed.br.is_some() || asset.packed.gzip.is_some() {
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    }
+    if let Some((_, name)) = packed {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
+    }
     r
 }
 

@@ -214,6 +214,7 @@ pub async fn run_on(
     );
     state.set_json_output(config.json);
     state.set_bind(addr.ip());
+    assets::warm();
     let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
     let u = banner::urls(addr, &state);
     crate::server::print_stdout(&banner::banner(&u, &config, !state.lan().is_empty()));

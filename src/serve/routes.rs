@@ -5,14 +5,16 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 
 use anyhow::Result;
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use futures_util::future::Either;
 use tower_http::compression::CompressionLayer;
 
 use super::ice_report::{self, IceReport, ReportLimit};
@@ -173,11 +175,10 @@ pub fn router(
         .fallback(move |req: Request| {
             let state = content_state.clone();
             async move {
-                let (uri, headers) = (req.uri().clone(), req.headers().clone());
                 match &state.inner.content {
-                    Content::Bundled => assets::bundled(&uri, &headers),
+                    Content::Bundled => assets::bundled(req.uri(), req.headers()),
                     Content::Dir { root, hidden } => {
-                        assets::from_dir(root, &uri, &headers, *hidden).await
+                        assets::from_dir(root, req.uri(), req.headers(), *hidden).await
                     }
                     Content::Proxy(proxy) => proxy.forward(req).await,
                 }
@@ -226,7 +227,11 @@ pub fn router(
         .merge(ice)
         .layer(policy.cors())
         .merge(content)
-        .layer(middleware::from_fn_with_state((state, policy), front_door));
+        .layer(tower::layer::layer_fn(move |inner| FrontDoor {
+            inner,
+            state: state.clone(),
+            policy: policy.clone(),
+        }));
     Ok(app)
 }
 
@@ -234,16 +239,41 @@ fn scheme_of(ext: Option<Extension<Scheme>>) -> Scheme {
     ext.map_or(Scheme::Https, |Extension(s)| s)
 }
 
-/// Every request's first step, in one middleware (it runs for every file a page loads):
-/// a host name the server does not answer to gets 403 (DNS rebinding); plain HTTP is
-/// redirected to HTTPS but for onboarding.
-async fn front_door(
-    State((state, policy)): State<(AppState, Policy)>,
-    req: Request,
-    next: Next,
-) -> Response {
-    if let Some(refused) = origin::refuse_host(&policy, &req) {
-        return refused;
+/// Every request's first step (it runs for every file a page loads): a host name the
+/// server does not answer to gets 403 (DNS rebinding); plain HTTP is redirected to
+/// HTTPS but for onboarding. A service of its own rather than `from_fn`, which boxes
+/// every request's future.
+#[derive(Clone)]
+struct FrontDoor<S> {
+    inner: S,
+    state: AppState,
+    policy: Policy,
+}
+
+impl<S> tower::Service<Request> for FrontDoor<S>
+where
+    S: tower::Service<Request, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Either<std::future::Ready<Result<Response, S::Error>>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        match turned_away(&self.state, &self.policy, &req) {
+            Some(answer) => Either::Left(std::future::ready(Ok(answer))),
+            None => Either::Right(self.inner.call(req)),
+        }
+    }
+}
+
+/// The front door's answer to a request that goes no further.
+fn turned_away(state: &AppState, policy: &Policy, req: &Request) -> Option<Response> {
+    if let Some(refused) = origin::refuse_host(policy, req) {
+        return Some(refused);
     }
     let scheme = req
         .extensions()
@@ -254,9 +284,9 @@ async fn front_door(
         let host = onboarding::request_host(req.headers())
             .unwrap_or_else(|| format!("localhost:{}", state.inner.port));
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        return Redirect::temporary(&format!("https://{host}{path}")).into_response();
+        return Some(Redirect::temporary(&format!("https://{host}{path}")).into_response());
     }
-    next.run(req).await
+    None
 }
 
 async fn config_json(State(state): State<AppState>) -> Response {
