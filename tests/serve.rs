@@ -111,6 +111,30 @@ async fn router_serves_page_config_qr_health_and_ca() {
     brotli_decompressor::BrotliDecompress(&mut &br[..], &mut decoded).unwrap();
     assert_eq!(decoded, plain_js);
     assert_eq!(h["vary"], "accept-encoding");
+    // Its own ETag, and a 304 for it that says what it varies on.
+    let br_etag = h["etag"].to_str().unwrap().to_string();
+    assert!(br_etag.ends_with("-br\""), "{br_etag}");
+    let req = Request::get("/js/app.js")
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .header("if-none-match", &br_etag)
+        .body(Body::empty())
+        .unwrap();
+    let (s, h, _) = call(&app, req).await;
+    assert_eq!(s, StatusCode::NOT_MODIFIED);
+    assert_eq!(h["vary"], "accept-encoding");
+    assert_eq!(h["etag"].to_str().unwrap(), br_etag);
+    // The plain file's ETag does not stand for the brotli form.
+    let plain_etag = call(&app, get("/js/app.js")).await.1["etag"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(plain_etag, br_etag);
+    let req = Request::get("/js/app.js")
+        .header("accept-encoding", "br")
+        .header("if-none-match", &plain_etag)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(&app, req).await.0, StatusCode::OK);
     // What the client refuses it does not get: gzip for `br;q=0`, the plain file for
     // `identity`, each still the same bytes.
     for (accept, want) in [

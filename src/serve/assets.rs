@@ -170,24 +170,34 @@ pub fn bundled(uri: &Uri, headers: &HeaderMap) -> Response {
     let Some(asset) = asset else {
         return not_found();
     };
-    if matches_etag(headers, asset.etag.to_str().unwrap_or("")) {
-        let mut r = StatusCode::NOT_MODIFIED.into_response();
-        r.headers_mut().insert(header::ETAG, asset.etag);
-        return r;
-    }
     let packed = asset.packed.pick(headers);
-    let mut r = Response::new(Body::from(
-        packed.map_or_else(|| asset.data.clone(), |(b, _)| b.clone()),
-    ));
+    // Each form is a representation of its own, with an ETag of its own: "HASH-br".
+    let etag = match packed {
+        Some((_, name)) => {
+            let plain = asset.etag.to_str().unwrap_or("\"\"");
+            let tagged = format!("{}-{name}\"", &plain[..plain.len() - 1]);
+            HeaderValue::from_str(&tagged).unwrap_or(asset.etag)
+        }
+        None => asset.etag,
+    };
+    let mut r = if matches_etag(headers, etag.to_str().unwrap_or("")) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        let mut r = Response::new(Body::from(
+            packed.map_or_else(|| asset.data.clone(), |(b, _)| b.clone()),
+        ));
+        r.headers_mut().insert(header::CONTENT_TYPE, asset.mime);
+        if let Some((_, name)) = packed {
+            r.headers_mut()
+                .insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
+        }
+        r
+    };
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, asset.mime);
-    h.insert(header::ETAG, asset.etag);
+    h.insert(header::ETAG, etag);
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     if asset.packed.br.is_some() || asset.packed.gzip.is_some() {
         h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    }
-    if let Some((_, name)) = packed {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
     }
     r
 }

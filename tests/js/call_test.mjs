@@ -140,7 +140,7 @@ async function checks () {
       const scale = () => pc1.getSenders()[0].getParameters().encodings[0].scaleResolutionDownBy
       await uplink.apply([peer], false)
       const fresh = scale()
-      peer.connectedAt = performance.now() - uplink.FAST_START_MS
+      peer.fastStartOver = true
       await uplink.apply([peer], false)
       const later = scale()
       pc1.close()

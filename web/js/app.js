@@ -435,9 +435,9 @@ function addPeer (id, meta, weOffer) {
       mark('connected')
       sendState(peer.id)
       // Full size once the fast start is over (uplink.js), the first time only.
-      if (peer.connectedAt === undefined) {
-        peer.connectedAt = performance.now()
-        setTimeout(replan, uplink.FAST_START_MS)
+      if (!peer.fastStarted) {
+        peer.fastStarted = true
+        setTimeout(() => { peer.fastStartOver = true; replan() }, uplink.FAST_START_MS)
       }
       replan()
     }

@@ -40,19 +40,25 @@ export class Media {
     // names a room); taken once, and only if it asked for what this one would.
     const early = window.rtcdevEarlyMedia
     window.rtcdevEarlyMedia = null
-    for (const constraints of attempts) {
-      try {
-        const asked = early && JSON.stringify(early.constraints) === JSON.stringify(constraints) ? early.stream : null
-        this.stream = await (asked || navigator.mediaDevices.getUserMedia(constraints))
-        if (asked) this.early = true
-        this.cameraTrack = this.stream.getVideoTracks()[0] || null
-        // Half of it opened: why the other half did not, for the notice.
-        this.partial = failure
-        return this.stream
-      } catch (err) {
-        failure = err.name
-        if (err.name === 'NotAllowedError' || err.name === 'SecurityError') break
+    let adopted = false
+    try {
+      for (const constraints of attempts) {
+        try {
+          const asked = early && JSON.stringify(early.constraints) === JSON.stringify(constraints) ? early.stream : null
+          this.stream = await (asked || navigator.mediaDevices.getUserMedia(constraints))
+          if (asked) this.early = adopted = true
+          this.cameraTrack = this.stream.getVideoTracks()[0] || null
+          // Half of it opened: why the other half did not, for the notice.
+          this.partial = failure
+          return this.stream
+        } catch (err) {
+          failure = err.name
+          if (err.name === 'NotAllowedError' || err.name === 'SecurityError') break
+        }
       }
+    } finally {
+      // Not taken over: a camera the page does not use is not left on.
+      if (early && !adopted) early.stream.then((s) => s.getTracks().forEach((t) => t.stop()), () => {})
     }
     this.error = failure
     this.stream = null

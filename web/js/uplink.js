@@ -29,9 +29,10 @@ export function plan (others, screen) {
   return { maxBitrate: bps, scaleResolutionDownBy: scale, maxFramerate: fps, degradationPreference: 'balanced' }
 }
 
-// Whether `peer` (its `connectedAt`, ms on the page's clock) still starts small.
-export function fastStart (peer, screen, now = performance.now()) {
-  return !screen && !(peer.connectedAt <= now - FAST_START_MS)
+// Whether `peer` still starts small: until the page marks its fast start over
+// (`fastStartOver`, FAST_START_MS after it first connected).
+export function fastStart (peer, screen) {
+  return !screen && !peer.fastStartOver
 }
 
 // Applies the plan to every video sender of `peers`.
