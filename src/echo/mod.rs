@@ -29,6 +29,8 @@ use crate::hub::core::{Event, PeerSink};
 use crate::hub::protocol::{HubError, PeerId, RoomName};
 use crate::hub::queue::{QueueTx, out_queue};
 
+/// How long the echo's goodbye in the chat has to reach the page before its `bye`.
+const GOODBYE_GRACE: Duration = Duration::from_millis(500);
 /// How long an echo stays in a room.
 pub const TIME_LIMIT: Duration = Duration::from_secs(10 * 60);
 /// Echo peers one `serve` runs at once (each encodes nothing, but relays every page's
@@ -366,6 +368,9 @@ impl Echo {
             for conn in self.conns.values() {
                 conn.chat(&text).await;
             }
+            // The goodbye goes over the data channel, `bye` over the hub, which is
+            // faster: a page that drops the echo at `bye` would lose the goodbye.
+            tokio::time::sleep(GOODBYE_GRACE).await;
         }
         for (page, conn) in std::mem::take(&mut self.conns) {
             self.signal_to(&page, serde_json::json!({ "kind": "bye" }));
