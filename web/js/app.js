@@ -410,7 +410,7 @@ function addPeer (id, meta, weOffer) {
   const video = el.querySelector('video')
   video.addEventListener('loadeddata', () => {
     mark('first-frame')
-    peer.firstFrame = peer.firstFrame || { width: video.videoWidth, height: video.videoHeight }
+    peer.firstFrame = { width: video.videoWidth, height: video.videoHeight }
   }, { once: true })
   peer.addEventListener('track', () => {
     mark('track')
