@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::protocol::{HubError, PeerId, RoomName};
 
@@ -69,9 +70,67 @@ pub enum Event {
     Signal {
         /// The sender, set by the hub.
         from: PeerId,
-        /// The JSON text the sender sent, untouched.
-        data: Arc<str>,
+        /// What the sender sent.
+        data: Payload,
     },
+}
+
+/// A relayed message as the sender sent it: the JSON text, and the socket.io form (the
+/// object with the hub's `from` set) when the sender's front-end built it on the way
+/// in, so that a socket.io recipient's delivery reads nothing again.
+#[derive(Debug, Clone)]
+pub struct Payload {
+    text: Arc<str>,
+    with_from: Option<Arc<RawValue>>,
+}
+
+impl Payload {
+    /// `text` (checked JSON), and its socket.io form if there is one.
+    pub fn new(text: Arc<str>, with_from: Option<Box<RawValue>>) -> Self {
+        Payload {
+            text,
+            with_from: with_from.map(Arc::from),
+        }
+    }
+
+    /// The socket.io form: the object with the hub's `from`, if it was built.
+    pub fn with_from(&self) -> Option<&RawValue> {
+        self.with_from.as_deref()
+    }
+}
+
+impl From<Arc<str>> for Payload {
+    fn from(text: Arc<str>) -> Self {
+        Payload {
+            text,
+            with_from: None,
+        }
+    }
+}
+
+impl From<String> for Payload {
+    fn from(text: String) -> Self {
+        Arc::<str>::from(text).into()
+    }
+}
+
+impl From<&str> for Payload {
+    fn from(text: &str) -> Self {
+        Arc::<str>::from(text).into()
+    }
+}
+
+impl Deref for Payload {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.text
+    }
+}
+
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// Where the core delivers a peer's events. `deliver` must not block: a front-end
@@ -123,7 +182,7 @@ pub trait Rooms: Send + Sync + 'static {
     /// Takes the peer out of its room.
     fn leave(&self, id: &PeerId) -> Result<(), HubError>;
     /// Relays `data` from a peer to `to`, or to the rest of its room. Never crosses rooms.
-    fn signal(&self, from: &PeerId, to: Option<&str>, data: Arc<str>) -> Result<(), HubError>;
+    fn signal(&self, from: &PeerId, to: Option<&str>, data: Payload) -> Result<(), HubError>;
     /// Forgets a peer (closed connection); its room is told.
     fn disconnect(&self, id: &PeerId);
     /// [`Rooms::disconnect`], but only while `sink` is still the peer's: a connection
@@ -387,7 +446,7 @@ impl Rooms for MemoryRooms {
             .ok_or(HubError::NotInRoom)
     }
 
-    fn signal(&self, from: &PeerId, to: Option<&str>, data: Arc<str>) -> Result<(), HubError> {
+    fn signal(&self, from: &PeerId, to: Option<&str>, data: Payload) -> Result<(), HubError> {
         let st = self.lock();
         let room = st
             .peers
@@ -588,14 +647,14 @@ mod tests {
         rooms.join_now(&b, room("r1"), meta()).unwrap();
         rooms.join_now(&x, room("r2"), meta()).unwrap();
         rb.take();
-        rooms.signal(&a, None, Arc::from("1")).unwrap();
-        rooms.signal(&a, Some("b"), Arc::from("2")).unwrap();
+        rooms.signal(&a, None, "1".into()).unwrap();
+        rooms.signal(&a, Some("b"), "2".into()).unwrap();
         assert_eq!(
-            rooms.signal(&a, Some("x"), Arc::from("3")),
+            rooms.signal(&a, Some("x"), "3".into()),
             Err(HubError::UnknownPeer("x".into()))
         );
         assert_eq!(
-            rooms.signal(&a, Some("a"), Arc::from("4")),
+            rooms.signal(&a, Some("a"), "4".into()),
             Err(HubError::UnknownPeer("a".into()))
         );
         assert_eq!(rb.take(), vec!["signal a 1", "signal a 2"]);
@@ -609,10 +668,7 @@ mod tests {
         let (a, _) = peer(&rooms, "a");
         let (b, _) = peer(&rooms, "b");
         let (c, _) = peer(&rooms, "c");
-        assert_eq!(
-            rooms.signal(&a, None, Arc::from("1")),
-            Err(HubError::NotInRoom)
-        );
+        assert_eq!(rooms.signal(&a, None, "1".into()), Err(HubError::NotInRoom));
         assert_eq!(rooms.leave(&a), Err(HubError::NotInRoom));
         rooms.join_now(&a, room("r"), meta()).unwrap();
         rooms.join_now(&b, room("r"), meta()).unwrap();

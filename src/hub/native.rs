@@ -380,7 +380,7 @@ async fn handle(
         {
             Ok(())
         }
-        Ok(ClientFrame::Signal { to, data }) => rooms.signal(id, to.as_deref(), data),
+        Ok(ClientFrame::Signal { to, data }) => rooms.signal(id, to.as_deref(), data.into()),
     };
     if let Err(e) = result {
         tracing::debug!(code = e.code(), %e, "refused frame");

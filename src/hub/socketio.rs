@@ -3,6 +3,7 @@
 //! socket.io and native peers share rooms. Engine.IO and socket.io framing are
 //! socketioxide's.
 
+use std::borrow::Cow;
 use std::future::{Future, Ready};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +26,7 @@ use socketioxide_core::Value as SioValue;
 use tokio::sync::oneshot;
 
 use super::Hub;
-use super::core::{Event, PeerSink};
+use super::core::{Event, Payload, PeerSink};
 use super::limits::{ConnGuard, Refusal};
 use super::protocol::{HubError, PeerId, RoomName};
 use super::queue::{Overflow, QueueRx, QueueTx, out_queue};
@@ -188,9 +189,12 @@ async fn forward(
                     ids.push(id.as_str());
                     socket.emit("joined", &ids.join(","))
                 }
-                Out::Room(Event::Signal { from, data }) => match raw_with_from(data, from) {
-                    Some(raw) => socket.emit("message", &raw),
-                    None => socket.emit("message", &with_from(data, from)),
+                Out::Room(Event::Signal { from, data }) => match data.with_from() {
+                    Some(raw) => socket.emit("message", raw),
+                    None => match raw_with_from(data, from) {
+                        Some(raw) => socket.emit("message", &raw),
+                        None => socket.emit("message", &with_from(data, from)),
+                    },
                 },
                 // socket.io peers cannot resume, so their place is never taken over.
                 Out::Room(Event::Replaced) => Ok(()),
@@ -384,48 +388,136 @@ fn plain(text: &str) -> bool {
     find(text.as_bytes(), b"\"from\"").is_none() && find(text.as_bytes(), b"\\u").is_none()
 }
 
-/// What a `message` asks of the hub: to whom (`None`: the whole room) and the object
-/// to relay, without a `from`. An object with no `from` key (what clients send) is
-/// relayed as it came: checked, its `to` read, but not parsed into a tree and written
-/// out again. Anything else goes the long way, which takes `from` out.
-fn relayed(text: &str) -> Result<(Option<String>, Arc<str>), HubError> {
-    #[derive(serde::Deserialize)]
-    struct To<'a> {
-        #[serde(borrow, default)]
-        to: Option<&'a RawValue>,
+/// What the `message` event's text `["message", arg, ...]` asks of the hub (see
+/// [`relayed`]); `None` when it has no argument.
+fn message(text: &str, from: &PeerId) -> Option<Result<(Option<String>, Payload), HubError>> {
+    if let Some(asked) = sole_object(text).and_then(|object| relayed(object, from).ok()) {
+        return Some(Ok(asked));
     }
-    // A key written with escapes could spell `from` or `to`; a repeated `to` fails the
-    // struct and is read the long way, where the last one counts.
-    if text.starts_with('{')
-        && plain(text)
-        && let Ok(To { to }) = serde_json::from_str::<To>(text)
-    {
-        let to = to
-            .map(|t| serde_json::from_str::<String>(t.get()).map_err(|_| bad_to()))
-            .transpose()?;
-        return Ok((to, text.into()));
+    first_arg(text).map(|raw| relayed(raw.get(), from))
+}
+
+/// What a `message` asks of the hub: to whom (`None`: the whole room) and what to
+/// relay. The object is read once, into its members as they were written: the text
+/// for native peers is the sender's own (rebuilt only if it carried a `from`, which is
+/// the hub's to set), and the socket.io form with the hub's `from` is written from the
+/// members, so a socket.io recipient's delivery reads nothing again.
+fn relayed(text: &str, from: &PeerId) -> Result<(Option<String>, Payload), HubError> {
+    let Ok(Members(members)) = serde_json::from_str::<Members>(text) else {
+        return Err(HubError::BadRequest("message takes an object".into()));
+    };
+    // As in a tree, the last `to` counts.
+    let mut to = None;
+    let mut has_from = false;
+    for (key, value) in &members {
+        match key.as_ref() {
+            "to" => to = Some(*value),
+            "from" => has_from = true,
+            _ => {}
+        }
     }
-    relayed_by_tree(text)
+    let to = match to {
+        Some(raw) if raw.get() != "null" => {
+            Some(serde_json::from_str::<String>(raw.get()).map_err(|_| bad_to())?)
+        }
+        _ => None,
+    };
+    let object = |from| Object {
+        members: &members,
+        from,
+    };
+    let text: Arc<str> = if has_from {
+        serde_json::to_string(&object(None))
+            .map_err(|_| HubError::BadRequest("message takes an object".into()))?
+            .into()
+    } else {
+        text.trim().into()
+    };
+    let with_from = serde_json::value::to_raw_value(&object(Some(from.as_str()))).ok();
+    Ok((to, Payload::new(text, with_from)))
 }
 
 fn bad_to() -> HubError {
     HubError::BadRequest("\"to\" must be a string".into())
 }
 
-/// [`relayed`] the long way: the message parsed into a tree, its `from` taken out, and
-/// written out again.
-fn relayed_by_tree(text: &str) -> Result<(Option<String>, Arc<str>), HubError> {
-    let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
-        return Err(HubError::BadRequest("message takes an object".into()));
-    };
-    let to = match obj.get("to") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(bad_to()),
-    };
-    // `from` is the hub's to set; never relay a sender's claim.
-    obj.remove("from");
-    Ok((to, Value::Object(obj).to_string().into()))
+/// A JSON object's members in the order they were written, each value as its text.
+/// Keys are read unescaped, so a key spelled with escapes is the key it spells.
+struct Members<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key;
+        impl<'de> serde::de::DeserializeSeed<'de> for Key {
+            type Value = Cow<'de, str>;
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Self::Value, D::Error> {
+                d.deserialize_str(self)
+            }
+        }
+        impl<'de> serde::de::Visitor<'de> for Key {
+            type Value = Cow<'de, str>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Cow::Borrowed(s))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Cow::Owned(s.to_owned()))
+            }
+        }
+        struct Map;
+        impl<'de> serde::de::Visitor<'de> for Map {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(key) = map.next_key_seed(Key)? {
+                    members.push((key, map.next_value::<&RawValue>()?));
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(Map)
+    }
+}
+
+/// [`Members`] written out again, without any `from` of the sender's, with the hub's
+/// `from` last when there is one: each value is copied as it was written.
+struct Object<'a, 'b> {
+    members: &'b [(Cow<'a, str>, &'a RawValue)],
+    from: Option<&'b str>,
+}
+
+impl serde::Serialize for Object<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        for (key, value) in self.members.iter().filter(|(k, _)| k != "from") {
+            map.serialize_entry(key.as_ref(), value)?;
+        }
+        if let Some(from) = self.from {
+            map.serialize_entry("from", from)?;
+        }
+        map.end()
+    }
+}
+
+/// The one argument of a `message` written as clients write it, `["message",{...}]`,
+/// found without reading it; `None` for any other writing ([`first_arg`] reads those).
+/// It may still hold more than one argument, `{...},{...}`: [`relayed`] refuses that,
+/// and the caller then takes the long way.
+fn sole_object(text: &str) -> Option<&str> {
+    let object = text.strip_prefix(r#"["message","#)?.strip_suffix(']')?;
+    (object.starts_with('{') && object.ends_with('}')).then_some(object)
 }
 
 /// What every event handler of one socket works with.
@@ -599,8 +691,8 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
                 allowed,
             } = p.clone();
             let asked = match &v {
-                SioValue::Str(text, None) => match first_arg(text) {
-                    Some(raw) => relayed(raw.get()),
+                SioValue::Str(text, None) => match message(text, &id) {
+                    Some(asked) => asked,
                     // As socketioxide's own handlers do: an event without an argument
                     // is dropped uncounted.
                     None => return Either::Left(std::future::ready(())),
@@ -641,34 +733,79 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
 mod tests {
     use super::*;
 
-    /// A message read the short way asks the same as one read through a tree, and
-    /// keeps no `from` of the sender's however it is written.
+    /// A message asks what it asks when read through a tree: the same `to`, the same
+    /// object without a `from` of the sender's (however it is written) for native
+    /// peers, and with the hub's `from` for socket.io peers; the same errors.
     #[test]
-    fn a_message_reads_the_same_either_way() {
-        let read = |r: Result<(Option<String>, Arc<str>), HubError>| {
-            r.map(|(to, t)| (to, serde_json::from_str::<Value>(&t).unwrap()))
-                .map_err(|e| e.to_string())
+    fn a_message_reads_as_its_tree() {
+        let sender = PeerId::from_string("abc\"d".into());
+        let by_tree = |text: &str| -> Result<(Option<String>, Value, Value), String> {
+            let Ok(Value::Object(mut obj)) = serde_json::from_str::<Value>(text) else {
+                return Err("message takes an object".into());
+            };
+            let to = match obj.get("to") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => return Err(bad_to().to_string()),
+            };
+            obj.remove("from");
+            let mut sio = obj.clone();
+            sio.insert("from".into(), sender.as_str().into());
+            Ok((to, Value::Object(obj), Value::Object(sio)))
         };
-        for text in [
+        let read = |r: Result<(Option<String>, Payload), HubError>| {
+            r.map(|(to, p)| {
+                let sio = p.with_from().expect("the socket.io form is built").get();
+                (
+                    to,
+                    serde_json::from_str::<Value>(&p).unwrap(),
+                    serde_json::from_str::<Value>(sio).unwrap(),
+                )
+            })
+            .map_err(|e| e.to_string())
+        };
+        let cases = [
             r#"{"to":"peer-1","sdp":{"type":"offer","sdp":"v=0\r\n"}}"#,
             r#"{"ice":{"candidate":"a"},"to":null}"#,
             r#"{"x":1}"#,
             "{}",
+            " { \"a\" : [1, 2, {\"b\": null}] } ",
             r#"{"to":"a","to":"b"}"#,
             r#"{"to":5}"#,
             r#"{"to":["a"]}"#,
             r#"{"from":"someone-else","to":"p"}"#,
+            r#"{"from":1,"x":2,"from":3}"#,
             r#"{"\u0066rom":"someone-else","\u0074o":"q"}"#,
             r#"{"nested":{"from":"x"}}"#,
             "[1,2]",
             r#""text""#,
             "null",
-        ] {
-            let fast = read(relayed(text));
-            assert_eq!(fast, read(relayed_by_tree(text)), "{text}");
-            if let Ok((_, v)) = &fast {
-                assert!(v.get("from").is_none(), "{text}");
+        ];
+        for text in cases {
+            let asked = read(relayed(text, &sender));
+            assert_eq!(asked, by_tree(text), "{text}");
+            if let Ok((_, native, _)) = &asked {
+                assert!(native.get("from").is_none(), "{text}");
             }
+        }
+        // Read from the event's text: as clients write it, with spaces, with more
+        // than one argument (the first counts), with none.
+        for (packet, object) in [
+            (
+                r#"["message",{"to":"p","x":1}]"#,
+                Some(r#"{"to":"p","x":1}"#),
+            ),
+            (r#"[ "message" , {"to":"p"} ]"#, Some(r#"{"to":"p"}"#)),
+            (
+                r#"["message",{"to":"p"},{"to":"q"}]"#,
+                Some(r#"{"to":"p"}"#),
+            ),
+            (r#"["message",{"to":5},{"to":"q"}]"#, Some(r#"{"to":5}"#)),
+            (r#"["message","text"]"#, Some(r#""text""#)),
+            (r#"["message"]"#, None),
+        ] {
+            let asked = message(packet, &sender).map(read);
+            assert_eq!(asked, object.map(by_tree), "{packet}");
         }
     }
 

@@ -53,7 +53,7 @@ use tokio_util::sync::CancellationToken;
 use self::replica::{Local, LocalPeer};
 use self::scripts::{Entry, Message, alive_key, reap_node};
 use self::sync::{Op, beat, heartbeat, subscriber, writer};
-use super::core::{CoreGuard, CoreLock, Event, JoinFuture, PeerSink, RoomStats, Rooms};
+use super::core::{CoreGuard, CoreLock, Event, JoinFuture, Payload, PeerSink, RoomStats, Rooms};
 use super::protocol::{HubError, PeerId, RoomName};
 
 /// How often a node refreshes its alive key and looks for dead nodes.
@@ -314,7 +314,7 @@ impl Rooms for RedisRooms {
         Ok(())
     }
 
-    fn signal(&self, from: &PeerId, to: Option<&str>, data: Arc<str>) -> Result<(), HubError> {
+    fn signal(&self, from: &PeerId, to: Option<&str>, data: Payload) -> Result<(), HubError> {
         let inner = &self.inner;
         let node = &*inner.node;
         let local = inner.lock();
