@@ -26,7 +26,7 @@ use std::future::Future;
 use std::ops::{Deref, DerefMut};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -75,61 +75,116 @@ pub enum Event {
     },
 }
 
-/// A relayed message as the sender sent it: the JSON text, and the socket.io form (the
-/// object with the hub's `from` set) when the sender's front-end built it on the way
-/// in, so that a socket.io recipient's delivery reads nothing again.
+/// A relayed message as the sender sent it: its JSON text, which native peers get as
+/// `data`. A socket.io sender's front-end builds the socket.io form instead (the object
+/// with the hub's `from` set, [`Payload::with_from`]) on the way in, so a socket.io
+/// recipient's delivery reads nothing again; the text is then cut from that form the
+/// first time something asks for it.
 #[derive(Debug, Clone)]
-pub struct Payload {
-    text: Arc<str>,
-    with_from: Option<Arc<RawValue>>,
+pub struct Payload(Arc<Forms>);
+
+#[derive(Debug)]
+struct Forms {
+    text: OnceLock<Box<str>>,
+    /// The socket.io form, `{...,"from":"id"}`, and where its members end: the text
+    /// is the form up to there, closed with `}`.
+    with_from: Option<(Box<RawValue>, usize)>,
 }
 
 impl Payload {
-    /// `text` (checked JSON), and its socket.io form if there is one.
-    pub fn new(text: Arc<str>, with_from: Option<Box<RawValue>>) -> Self {
-        Payload {
-            text,
-            with_from: with_from.map(Arc::from),
-        }
+    /// A message whose socket.io form is `with_from`: an object written with its
+    /// `from` member last, which begins at byte `members_end` (with the comma before it,
+    /// if there are other members). `None` if `from` is not where it is said to be.
+    pub fn with_from_at(with_from: Box<RawValue>, members_end: usize) -> Option<Self> {
+        let tail = with_from.get().get(members_end..)?;
+        let members = &with_from.get()[..members_end];
+        let well_cut = members.starts_with('{')
+            && (tail.starts_with(r#","from":"#)
+                || (members == "{" && tail.starts_with(r#""from":"#)));
+        well_cut.then(|| {
+            Payload(Arc::new(Forms {
+                text: OnceLock::new(),
+                with_from: Some((with_from, members_end)),
+            }))
+        })
     }
 
     /// The socket.io form: the object with the hub's `from`, if it was built.
     pub fn with_from(&self) -> Option<&RawValue> {
-        self.with_from.as_deref()
+        self.0.with_from.as_ref().map(|(raw, _)| &**raw)
+    }
+
+    /// The JSON text.
+    pub fn text(&self) -> &str {
+        self.0.text.get_or_init(|| match &self.0.with_from {
+            Some((raw, end)) => format!("{}}}", &raw.get()[..*end]).into(),
+            None => Box::from("null"),
+        })
+    }
+
+    /// Appends the text to `out`, without keeping a cut of its own.
+    pub fn push_text(&self, out: &mut String) {
+        match (self.0.text.get(), &self.0.with_from) {
+            (None, Some((raw, end))) => {
+                out.push_str(&raw.get()[..*end]);
+                out.push('}');
+            }
+            _ => out.push_str(self.text()),
+        }
+    }
+
+    /// The text's length in bytes, without cutting it.
+    pub fn len(&self) -> usize {
+        match (self.0.text.get(), &self.0.with_from) {
+            (Some(text), _) => text.len(),
+            (None, Some((_, end))) => end + 1,
+            (None, None) => 0,
+        }
+    }
+
+    /// Whether the text is empty (it never is: it is JSON).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
-impl From<Arc<str>> for Payload {
-    fn from(text: Arc<str>) -> Self {
-        Payload {
-            text,
+impl From<Box<str>> for Payload {
+    fn from(text: Box<str>) -> Self {
+        Payload(Arc::new(Forms {
+            text: OnceLock::from(text),
             with_from: None,
-        }
+        }))
     }
 }
 
 impl From<String> for Payload {
     fn from(text: String) -> Self {
-        Arc::<str>::from(text).into()
+        text.into_boxed_str().into()
     }
 }
 
 impl From<&str> for Payload {
     fn from(text: &str) -> Self {
-        Arc::<str>::from(text).into()
+        Box::<str>::from(text).into()
+    }
+}
+
+impl From<Arc<str>> for Payload {
+    fn from(text: Arc<str>) -> Self {
+        Box::<str>::from(&*text).into()
     }
 }
 
 impl Deref for Payload {
     type Target = str;
     fn deref(&self) -> &str {
-        &self.text
+        self.text()
     }
 }
 
 impl std::fmt::Display for Payload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.text)
+        f.write_str(self.text())
     }
 }
 
@@ -545,6 +600,37 @@ impl Rooms for MemoryRooms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The text cut from a socket.io form is the object without the hub's `from`, the
+    /// same whether it is kept or written out; a cut anywhere else is refused.
+    #[test]
+    fn a_payload_cuts_its_text_from_the_socketio_form() {
+        let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();
+        for (form, end, text) in [
+            (r#"{"a":1,"b":[2],"from":"x"}"#, 14, r#"{"a":1,"b":[2]}"#),
+            (r#"{"from":"x"}"#, 1, "{}"),
+        ] {
+            let p = Payload::with_from_at(raw(form), end).expect(form);
+            assert_eq!(p.len(), text.len());
+            let mut out = String::new();
+            p.push_text(&mut out);
+            assert_eq!(out, text);
+            assert_eq!(p.text(), text);
+            assert_eq!(p.with_from().map(RawValue::get), Some(form));
+            assert_eq!(p.len(), text.len());
+        }
+        for (form, end) in [
+            (r#"{"a":1,"from":"x"}"#, 5),
+            (r#"{"a":1,"from":"x"}"#, 99),
+            (r#"{"a":1,"b":"x"}"#, 6),
+            (r#"{"from":"x"}"#, 0),
+        ] {
+            assert!(
+                Payload::with_from_at(raw(form), end).is_none(),
+                "{form} {end}"
+            );
+        }
+    }
 
     #[derive(Default)]
     struct Recorder(Mutex<Vec<String>>);

@@ -145,7 +145,7 @@ pub fn encode(event: &Event) -> String {
             out.push_str(HEAD);
             out.push_str(&from);
             out.push_str(MID);
-            out.push_str(data);
+            data.push_text(&mut out);
             out.push('}');
             out
         }

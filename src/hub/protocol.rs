@@ -147,7 +147,7 @@ pub enum ClientFrame {
         /// The recipient, or everyone else.
         to: Option<String>,
         /// The data, as JSON text, relayed untouched.
-        data: Arc<str>,
+        data: Box<str>,
     },
     /// Leave the room.
     Leave,
@@ -235,7 +235,7 @@ pub fn decode(text: &str) -> Result<ClientFrame, HubError> {
                 .ok_or_else(|| HubError::BadRequest("signal needs \"data\"".into()))?;
             Ok(ClientFrame::Signal {
                 to,
-                data: Arc::from(data.get()),
+                data: Box::from(data.get()),
             })
         }
         "leave" => Ok(ClientFrame::Leave),

@@ -398,22 +398,19 @@ fn message(text: &str, from: &PeerId) -> Option<Result<(Option<String>, Payload)
 }
 
 /// What a `message` asks of the hub: to whom (`None`: the whole room) and what to
-/// relay. The object is read once, into its members as they were written: the text
-/// for native peers is the sender's own (rebuilt only if it carried a `from`, which is
-/// the hub's to set), and the socket.io form with the hub's `from` is written from the
-/// members, so a socket.io recipient's delivery reads nothing again.
+/// relay. The object is read once, into its members as they were written, and written
+/// out once as the socket.io form, with the hub's `from` in place of any the sender
+/// put there: a socket.io recipient's delivery reads nothing again, and the text for
+/// native peers is cut from it (see [`Payload`]).
 fn relayed(text: &str, from: &PeerId) -> Result<(Option<String>, Payload), HubError> {
     let Ok(Members(members)) = serde_json::from_str::<Members>(text) else {
         return Err(HubError::BadRequest("message takes an object".into()));
     };
     // As in a tree, the last `to` counts.
     let mut to = None;
-    let mut has_from = false;
     for (key, value) in &members {
-        match key.as_ref() {
-            "to" => to = Some(*value),
-            "from" => has_from = true,
-            _ => {}
+        if key == "to" {
+            to = Some(*value);
         }
     }
     let to = match to {
@@ -422,19 +419,20 @@ fn relayed(text: &str, from: &PeerId) -> Result<(Option<String>, Payload), HubEr
         }
         _ => None,
     };
-    let object = |from| Object {
+    let with_from = Object {
         members: &members,
-        from,
+        from: Some(from.as_str()),
     };
-    let text: Arc<str> = if has_from {
-        serde_json::to_string(&object(None))
-            .map_err(|_| HubError::BadRequest("message takes an object".into()))?
-            .into()
-    } else {
-        text.trim().into()
-    };
-    let with_from = serde_json::value::to_raw_value(&object(Some(from.as_str()))).ok();
-    Ok((to, Payload::new(text, with_from)))
+    let raw = serde_json::value::to_raw_value(&with_from)
+        .map_err(|_| HubError::BadRequest("message takes an object".into()))?;
+    // Where `from` begins: it is written last, `"from":"id"`, with a comma before it
+    // unless it is the only member.
+    let member_len = r#""from":"#.len() + super::protocol::json_string(from.as_str()).len();
+    let comma = usize::from(members.iter().any(|(k, _)| k != "from"));
+    let members_end = raw.get().len() - 1 - member_len - comma;
+    let payload = Payload::with_from_at(raw, members_end)
+        .ok_or_else(|| HubError::BadRequest("message takes an object".into()))?;
+    Ok((to, payload))
 }
 
 fn bad_to() -> HubError {
