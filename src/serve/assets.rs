@@ -162,7 +162,9 @@ pub fn warm() {
 /// Serves a file of the bundled page.
 pub fn bundled(uri: &Uri, headers: &HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
-    let asset = if path.is_empty() || path.ends_with('/') {
+    let asset = if path.is_empty() {
+        Asset::get("index.html")
+    } else if path.ends_with('/') {
         Asset::get(&format!("{path}index.html"))
     } else {
         Asset::get(path)

@@ -171,20 +171,24 @@ pub fn router(
         allowed_hosts,
     );
     let content_state = state.clone();
-    let content = Router::new()
-        .fallback(move |req: Request| {
-            let state = content_state.clone();
-            async move {
-                match &state.inner.content {
-                    Content::Bundled => assets::bundled(req.uri(), req.headers()),
-                    Content::Dir { root, hidden } => {
-                        assets::from_dir(root, req.uri(), req.headers(), *hidden).await
-                    }
-                    Content::Proxy(proxy) => proxy.forward(req).await,
+    let content = Router::new().fallback(move |req: Request| {
+        let state = content_state.clone();
+        async move {
+            match &state.inner.content {
+                Content::Bundled => assets::bundled(req.uri(), req.headers()),
+                Content::Dir { root, hidden } => {
+                    assets::from_dir(root, req.uri(), req.headers(), *hidden).await
                 }
+                Content::Proxy(proxy) => proxy.forward(req).await,
             }
-        })
-        .layer(CompressionLayer::new());
+        }
+    });
+    // The bundled page is compressed once, at start (see `assets`): compression per
+    // response is for `--dir` and `--proxy` content only.
+    let content = match &state.inner.content {
+        Content::Bundled => content,
+        _ => content.layer(CompressionLayer::new()),
+    };
     let hub = state
         .inner
         .hub
