@@ -194,13 +194,17 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
     let shutdown = hub.shutdown_token().child_token();
     let stopping = shutdown.cancelled();
     tokio::pin!(stopping);
+    // Made and pinned once, as `stopping`: a fresh wait every turn of the loop would
+    // lock the token's state to register and again to drop, for every frame.
+    let resumed_elsewhere = replaced.cancelled();
+    tokio::pin!(resumed_elsewhere);
 
     let close: Option<(u16, &str)> = loop {
         tokio::select! {
             biased;
             _ = &mut stopping => break Some((CLOSE_GOING_AWAY, "server shutting down")),
             _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
-            _ = replaced.cancelled() => break Some((CLOSE_REPLACED, "resumed by a newer connection")),
+            _ = &mut resumed_elsewhere => break Some((CLOSE_REPLACED, "resumed by a newer connection")),
             out = rx.recv() => {
                 let Some(text) = out else { break None };
                 // Whatever else is queued goes out in the same write: one flush (one

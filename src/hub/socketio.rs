@@ -163,10 +163,14 @@ async fn forward(
     guard: ConnGuard,
     gone: tokio_util::sync::CancellationToken,
 ) {
+    // Made and pinned once: a fresh wait for every event would lock the token's state
+    // to register and again to drop.
+    let gone = gone.cancelled();
+    tokio::pin!(gone);
     let overflowed = loop {
         let out = tokio::select! {
             biased;
-            _ = gone.cancelled() => break false,
+            _ = &mut gone => break false,
             _ = &mut overflow => break true,
             out = rx.recv() => out,
         };
@@ -205,7 +209,7 @@ async fn forward(
                 Err(SendError::Socket(SocketError::InternalChannelFull)) => {
                     tokio::select! {
                         biased;
-                        _ = gone.cancelled() => break Some(false),
+                        _ = &mut gone => break Some(false),
                         _ = &mut overflow => break None,
                         _ = tokio::time::sleep(FULL_RETRY) => {}
                     }
