@@ -2,6 +2,7 @@
 //! plain HTTP (sniffing the first byte), origins and hosts ([`origin`]), and graceful
 //! shutdown.
 
+pub mod coalesce;
 pub mod heap;
 pub mod origin;
 
@@ -22,6 +23,7 @@ use tokio_util::either::Either;
 use tower_http::add_extension::AddExtension;
 
 use crate::hub::Hub;
+use coalesce::Coalesce;
 
 /// A connection must finish its TLS handshake (or send its first byte) within this.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,12 +86,12 @@ impl SniffAcceptor {
 }
 
 type Accepted<S> = (
-    Either<TlsStream<TcpStream>, TcpStream>,
+    Either<Coalesce<TlsStream<TcpStream>>, TcpStream>,
     AddExtension<S, Scheme>,
 );
 
 impl<S: Send + 'static> Accept<TcpStream, S> for SniffAcceptor {
-    type Stream = Either<TlsStream<TcpStream>, TcpStream>;
+    type Stream = Either<Coalesce<TlsStream<TcpStream>>, TcpStream>;
     type Service = AddExtension<S, Scheme>;
     type Future = Pin<Box<dyn Future<Output = io::Result<Accepted<S>>> + Send>>;
 
@@ -115,8 +117,10 @@ impl<S: Send + 'static> Accept<TcpStream, S> for SniffAcceptor {
                     .map_err(|_| {
                         io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                     })??;
+                // HTTP/2 answers are written together (see `coalesce`).
+                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 Ok((
-                    Either::Left(tls_stream),
+                    Either::Left(Coalesce::new(tls_stream, h2)),
                     AddExtension::new(service, Scheme::Https),
                 ))
             } else {
