@@ -1,6 +1,6 @@
 //! What `serve` and `signal` share: binding with clear errors, one port for HTTPS and
-//! plain HTTP (sniffing the first byte), origins and hosts ([`origin`]), and graceful
-//! shutdown.
+//! plain HTTP (sniffing the first byte), HTTP/2 answers written together
+//! ([`coalesce`]), origins and hosts ([`origin`]), and graceful shutdown.
 
 pub mod coalesce;
 pub mod heap;
