@@ -20,23 +20,33 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Most bytes held before a write waits for the socket instead.
 const MAX_HELD: usize = 256 * 1024;
+/// What an HTTP/2 client sends first (RFC 9113, 3.4).
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// A stream whose writes are held until the next read (see the module doc); with
-/// `hold` false it passes everything through.
+/// A stream whose writes are held until the next read (see the module doc), once the
+/// client has opened HTTP/2; anything else passes straight through.
 pub struct Coalesce<S> {
     inner: S,
+    /// Writes are held: the connection speaks HTTP/2.
     hold: bool,
+    /// The client may open HTTP/2 (it chose `h2` in the handshake) and has not sent
+    /// anything yet. What it sends first decides: the server picks the protocol by it
+    /// too, and a client that chose `h2` may still speak HTTP/1.1 (where a WebSocket's
+    /// writer, a task that never reads, would wait for good on what is held).
+    undecided: bool,
     held: Vec<u8>,
     /// The task was woken to write out what is held.
     armed: bool,
 }
 
 impl<S> Coalesce<S> {
-    /// Wraps `inner`; holds writes only if `hold`.
-    pub fn new(inner: S, hold: bool) -> Self {
+    /// Wraps `inner`; holds writes once the client opens HTTP/2, if `h2` (the client
+    /// chose it in the TLS handshake).
+    pub fn new(inner: S, h2: bool) -> Self {
         Coalesce {
             inner,
-            hold,
+            hold: false,
+            undecided: h2,
             held: Vec::new(),
             armed: false,
         }
@@ -85,7 +95,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<S> {
                 Poll::Pending => {}
             }
         }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if self.undecided && buf.filled().len() > before {
+            let first = &buf.filled()[before..];
+            let n = first.len().min(PREFACE.len());
+            self.hold = first[..n] == PREFACE[..n];
+            self.undecided = false;
+        }
+        read
     }
 }
 
@@ -152,12 +170,16 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// Held writes go out in one piece at the next read, or at shutdown; nothing is
-    /// lost or reordered, and a stream that does not hold passes writes straight on.
+    /// Once the client opens HTTP/2, held writes go out in one piece at the next read,
+    /// or at shutdown; nothing is lost or reordered. A stream that does not speak
+    /// HTTP/2 passes writes straight on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn held_writes_go_out_at_the_next_read_in_order() {
         let (near, mut far) = tokio::io::duplex(1 << 20);
         let mut s = Coalesce::new(near, true);
+        far.write_all(PREFACE).await.unwrap();
+        let mut preface = [0u8; PREFACE.len()];
+        s.read_exact(&mut preface).await.unwrap();
         s.write_all(b"one ").await.unwrap();
         s.write_all(b"two ").await.unwrap();
         s.flush().await.unwrap();
@@ -191,10 +213,20 @@ mod tests {
         assert_eq!(&all[..big.len()], &big[..]);
         assert_eq!(&all[big.len()..], b"end");
 
-        let (near, mut far) = tokio::io::duplex(1024);
-        let mut s = Coalesce::new(near, false);
-        s.write_all(b"now").await.unwrap();
-        let n = far.read(&mut got).await.unwrap();
-        assert_eq!(&got[..n], b"now");
+        // Not offered HTTP/2, or offered it and spoken HTTP/1.1 to.
+        for (h2, first) in [(false, &PREFACE[..4]), (true, &b"GET / HTTP/1.1\r\n"[..])] {
+            let (near, mut far) = tokio::io::duplex(1024);
+            let mut s = Coalesce::new(near, h2);
+            far.write_all(first).await.unwrap();
+            let mut head = vec![0u8; first.len()];
+            s.read_exact(&mut head).await.unwrap();
+            s.write_all(b"now").await.unwrap();
+            s.flush().await.unwrap();
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), far.read(&mut got))
+                .await
+                .expect("the write was held")
+                .unwrap();
+            assert_eq!(&got[..n], b"now", "h2 offered: {h2}");
+        }
     }
 }
