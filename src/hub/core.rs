@@ -169,12 +169,6 @@ impl From<&str> for Payload {
     }
 }
 
-impl From<Arc<str>> for Payload {
-    fn from(text: Arc<str>) -> Self {
-        Box::<str>::from(&*text).into()
-    }
-}
-
 impl Deref for Payload {
     type Target = str;
     fn deref(&self) -> &str {
