@@ -11,9 +11,12 @@
 //! order and keeps a message from reaching a peer after it left the room. So nothing
 //! that runs under that lock may take it again or call out into code that can:
 //!
-//! - [`PeerSink::deliver`] only queues (see [`super::queue`]). It never writes to a
-//!   socket, never disconnects, never calls into a library. A peer whose queue
-//!   overflows is closed later by its connection's own task, outside the lock.
+//! - [`PeerSink::deliver`] and [`PeerSink::stage`] only queue (see [`super::queue`]).
+//!   They never write to a socket, never disconnect, never call into a library. A peer
+//!   whose queue overflows is closed later by its connection's own task, outside the
+//!   lock.
+//! - What a relay staged is handed on by [`PeerSink::flush`], after the lock is let
+//!   go: the queue's order was fixed under the lock, and the sender's task sends it.
 //! - A sink's `Drop` does nothing more than drop its queue.
 //! - Nothing under the lock awaits.
 //!
@@ -185,8 +188,45 @@ impl std::fmt::Display for Payload {
 /// Where the core delivers a peer's events. `deliver` must not block: a front-end
 /// queues the event, and a peer whose queue overflows is the front-end's to disconnect.
 pub trait PeerSink: Send + Sync {
-    /// Queues an event for the peer.
+    /// Queues an event for the peer; the peer's connection is woken to send it.
     fn deliver(&self, event: &Event);
+    /// Queues a relayed message that the core hands on itself with [`PeerSink::flush`]
+    /// once it has let go of its lock, from the sender's task (no wake of the
+    /// recipient's). True when the sink wants that flush; a sink that does not stages
+    /// by delivering.
+    fn stage(&self, event: &Event) -> bool {
+        self.deliver(event);
+        false
+    }
+    /// Sends what [`PeerSink::stage`] queued. Called with no lock of the core held.
+    fn flush(&self) {}
+}
+
+/// The sinks a relay staged into, flushed once the core's lock is let go. One
+/// recipient (a call of two) needs no allocation.
+#[derive(Default)]
+struct Staged {
+    one: Option<Arc<dyn PeerSink>>,
+    more: Vec<Arc<dyn PeerSink>>,
+}
+
+impl Staged {
+    fn stage(&mut self, sink: &Arc<dyn PeerSink>, event: &Event) {
+        if sink.stage(event) {
+            match self.one {
+                None => self.one = Some(sink.clone()),
+                Some(_) => self.more.push(sink.clone()),
+            }
+        }
+    }
+
+    /// Call after the lock is let go.
+    fn flush(self) {
+        debug_assert!(!CORE_LOCK_HELD.get(), "flushed under a room core's lock");
+        for sink in self.one.iter().chain(&self.more) {
+            sink.flush();
+        }
+    }
 }
 
 /// A peer as others see it.
@@ -496,6 +536,7 @@ impl Rooms for MemoryRooms {
     }
 
     fn signal(&self, from: &PeerId, to: Option<&str>, data: Payload) -> Result<(), HubError> {
+        let mut staged = Staged::default();
         let st = self.lock();
         let room = st
             .peers
@@ -507,6 +548,7 @@ impl Rooms for MemoryRooms {
             from: from.clone(),
             data,
         };
+        // Queued under the lock, in the room's order; handed on after it.
         match to {
             Some(to) => {
                 // Only a member of the sender's room is a valid target; an id from
@@ -516,19 +558,21 @@ impl Rooms for MemoryRooms {
                     .find(|m| m.as_str() == to && *m != from)
                     .ok_or_else(|| HubError::UnknownPeer(to.to_string()))?;
                 if let Some(p) = st.peers.get(target) {
-                    p.sink.deliver(&event);
+                    staged.stage(&p.sink, &event);
                     self.relayed.fetch_add(1, Ordering::Relaxed);
                 }
             }
             None => {
                 for m in members.iter().filter(|m| *m != from) {
                     if let Some(p) = st.peers.get(m) {
-                        p.sink.deliver(&event);
+                        staged.stage(&p.sink, &event);
                         self.relayed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
         }
+        drop(st);
+        staged.flush();
         Ok(())
     }
 
@@ -814,6 +858,69 @@ mod tests {
         assert!(text.contains("taken again"), "{text}");
         // The core is usable afterwards.
         assert_eq!(rooms.stats().peers, 2);
+    }
+
+    /// A sink that takes relayed messages through `stage` and sends them in `flush`,
+    /// where it looks into the rooms (which would panic under the core's lock).
+    struct Staging {
+        rooms: std::sync::Weak<MemoryRooms>,
+        staged: Mutex<Vec<String>>,
+        sent: Mutex<Vec<String>>,
+    }
+
+    impl PeerSink for Staging {
+        fn deliver(&self, event: &Event) {
+            if let Event::PeerJoined { id, .. } = event {
+                self.sent.lock().unwrap().push(format!("joined {id}"));
+            }
+        }
+        fn stage(&self, event: &Event) -> bool {
+            if let Event::Signal { data, .. } = event {
+                self.staged.lock().unwrap().push(data.to_string());
+            }
+            true
+        }
+        fn flush(&self) {
+            let rooms = self.rooms.upgrade().unwrap();
+            assert_eq!(
+                rooms.stats().peers,
+                3,
+                "the core can be read: its lock is let go"
+            );
+            let staged = std::mem::take(&mut *self.staged.lock().unwrap());
+            self.sent.lock().unwrap().extend(staged);
+        }
+    }
+
+    #[test]
+    fn a_relay_is_staged_under_the_lock_and_flushed_after_it() {
+        let rooms = Arc::new(MemoryRooms::new(16));
+        let staging = |rooms: &Arc<MemoryRooms>| {
+            Arc::new(Staging {
+                rooms: Arc::downgrade(rooms),
+                staged: Mutex::default(),
+                sent: Mutex::default(),
+            })
+        };
+        let (b, c) = (staging(&rooms), staging(&rooms));
+        let (a, _) = peer(&rooms, "a");
+        rooms.join_now(&a, room("r"), meta()).unwrap();
+        for (name, sink) in [("b", &b), ("c", &c)] {
+            let id = PeerId::from_string(name.into());
+            rooms.connect(id.clone(), sink.clone());
+            rooms.join_now(&id, room("r"), meta()).unwrap();
+        }
+        rooms.signal(&a, Some("b"), r#"{"n":1}"#.into()).unwrap();
+        rooms.signal(&a, None, r#"{"n":2}"#.into()).unwrap();
+        assert_eq!(
+            *b.sent.lock().unwrap(),
+            ["joined c", r#"{"n":1}"#, r#"{"n":2}"#]
+        );
+        assert_eq!(*c.sent.lock().unwrap(), [r#"{"n":2}"#]);
+        assert!(
+            b.staged.lock().unwrap().is_empty(),
+            "every staged message was flushed"
+        );
     }
 
     #[test]

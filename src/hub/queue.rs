@@ -1,14 +1,23 @@
-//! The outgoing queue of one connection, bounded in bytes, shared by both front-ends.
+//! The outgoing queue of one connection, bounded in bytes.
 //!
 //! The room core pushes into it while it holds its lock, so a push only queues: it
 //! never writes to a socket, never disconnects and never calls into a library. A peer
-//! whose queue overflows is marked once and its connection's own task, which drains
-//! the queue, closes it (outside any lock of the core).
+//! whose queue overflows is marked once and its connection's own task closes it
+//! (outside any lock of the core).
+//!
+//! Two shapes, one per front-end:
+//! - [`out_queue`]: drained by the connection's task alone, which owns the socket (the
+//!   native front-end reads and writes its WebSocket in one task).
+//! - [`Outbox`]: drained by whichever task gets to it first, once that task holds no
+//!   lock: the sender of a relayed message hands it on itself, instead of waking the
+//!   recipient's task to do it (socket.io, where any task may hand socketioxide a
+//!   packet). One drainer at a time keeps the queue's order.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// The pushing half, held by the peer's sink.
 pub struct QueueTx<T> {
@@ -84,6 +93,129 @@ impl<T> QueueRx<T> {
     }
 }
 
+/// What a drainer's `send` did with the item at the head of an [`Outbox`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Handed on (or dropped for good): the next one.
+    Sent,
+    /// Not now: it stays at the head, and draining stops.
+    Stop,
+}
+
+/// How a [`Outbox::drain`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Everything queued was handed on.
+    Empty,
+    /// Another task is draining; it hands on what this one queued too.
+    Busy,
+    /// `send` stopped at an item, which is still at the head.
+    Stopped,
+}
+
+/// A connection's outgoing queue, bounded in bytes, that any task may drain once it
+/// holds no lock (see the module doc). Pushing wakes no one: the pusher either drains
+/// ([`Outbox::drain`]) or wakes the connection's task ([`Outbox::wake`]).
+pub struct Outbox<T> {
+    queue: Mutex<Items<T>>,
+    /// Held by the one task draining.
+    draining: AtomicBool,
+    wake: Notify,
+    max_bytes: usize,
+    /// Fired once, when the queue overflows.
+    kick: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+struct Items<T> {
+    items: VecDeque<(T, usize)>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+impl<T> Outbox<T> {
+    /// An outbox that holds at most `max_bytes` (as its items are counted by the
+    /// pusher), and the signal of its overflow.
+    pub fn new(max_bytes: usize) -> (Self, Overflow) {
+        let (kick, overflow) = oneshot::channel();
+        let outbox = Outbox {
+            queue: Mutex::new(Items {
+                items: VecDeque::new(),
+                bytes: 0,
+                overflowed: false,
+            }),
+            draining: AtomicBool::new(false),
+            wake: Notify::new(),
+            max_bytes,
+            kick: Mutex::new(Some(kick)),
+        };
+        (outbox, overflow)
+    }
+
+    fn items(&self) -> std::sync::MutexGuard<'_, Items<T>> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `item` of `bytes`, waking no one. Past the bound, nothing more is queued
+    /// and the connection is told once; returns false then.
+    pub fn push(&self, item: T, bytes: usize) -> bool {
+        let mut q = self.items();
+        if q.overflowed {
+            return false;
+        }
+        if q.bytes + bytes > self.max_bytes {
+            q.overflowed = true;
+            drop(q);
+            let kick = self.kick.lock().map(|mut k| k.take());
+            if let Ok(Some(kick)) = kick {
+                let _ = kick.send(());
+            }
+            return false;
+        }
+        q.bytes += bytes;
+        q.items.push_back((item, bytes));
+        true
+    }
+
+    /// Wakes the connection's task ([`Outbox::woken`]); a wake with no one waiting is
+    /// kept for the next wait.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves at the next [`Outbox::wake`] (or at once for one that came before).
+    pub async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// Hands the queued items to `send` in order, unless another task is draining
+    /// (then that one hands them on). `send` runs with no lock held. Call it holding
+    /// none either.
+    pub fn drain(&self, mut send: impl FnMut(&T) -> Step) -> Drained {
+        loop {
+            if self.draining.swap(true, Ordering::AcqRel) {
+                return Drained::Busy;
+            }
+            loop {
+                let next = self.items().items.pop_front();
+                let Some((item, bytes)) = next else { break };
+                if send(&item) == Step::Stop {
+                    // Nobody else pops while this task drains: the head is still free.
+                    self.items().items.push_front((item, bytes));
+                    self.draining.store(false, Ordering::Release);
+                    return Drained::Stopped;
+                }
+                self.items().bytes -= bytes;
+            }
+            self.draining.store(false, Ordering::Release);
+            // A push that came while this task drained found it busy and left its item
+            // to this task: look again, after letting go.
+            if self.items().items.is_empty() {
+                return Drained::Empty;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +243,103 @@ mod tests {
             assert_eq!(rx.recv().await, Some(i));
         }
         assert!(overflow.try_recv().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_outbox_is_bounded_in_bytes_and_kicks_once() {
+        let (outbox, mut overflow) = Outbox::<u32>::new(10);
+        assert!(outbox.push(1, 4));
+        assert!(outbox.push(2, 4));
+        assert!(!outbox.push(3, 4), "12 bytes do not fit in 10");
+        assert!(
+            !outbox.push(4, 1),
+            "after an overflow nothing more is queued"
+        );
+        overflow.try_recv().expect("the connection was told");
+        let mut got = Vec::new();
+        assert_eq!(
+            outbox.drain(|i| {
+                got.push(*i);
+                Step::Sent
+            }),
+            Drained::Empty
+        );
+        assert_eq!(got, [1, 2]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_item_stays_at_the_head_and_frees_no_room() {
+        let (outbox, _overflow) = Outbox::<u32>::new(8);
+        assert!(outbox.push(1, 4));
+        assert!(outbox.push(2, 4));
+        let mut got = Vec::new();
+        let stopped = outbox.drain(|i| {
+            if *i == 2 {
+                return Step::Stop;
+            }
+            got.push(*i);
+            Step::Sent
+        });
+        assert_eq!(stopped, Drained::Stopped);
+        assert!(!outbox.push(3, 8), "item 2 still counts");
+        let (outbox, _overflow) = Outbox::<u32>::new(8);
+        assert!(outbox.push(1, 4));
+        assert!(outbox.push(2, 4));
+        assert_eq!(
+            outbox.drain(|i| if *i == 2 { Step::Stop } else { Step::Sent }),
+            Drained::Stopped
+        );
+        assert!(outbox.push(3, 4), "item 1 was handed on and freed its room");
+        assert_eq!(
+            outbox.drain(|i| {
+                got.push(*i);
+                Step::Sent
+            }),
+            Drained::Empty
+        );
+        assert_eq!(got, [1, 2, 3]);
+    }
+
+    /// Four threads push and drain at once: every item is handed on exactly once, one
+    /// drainer at a time, and each pusher's items in the order it pushed them.
+    #[test]
+    fn concurrent_drainers_keep_each_pushers_order_and_lose_nothing() {
+        const PUSHERS: u32 = 4;
+        const EACH: u32 = 20_000;
+        let (outbox, _overflow) = Outbox::<(u32, u32)>::new(usize::MAX);
+        let handed = Mutex::new(Vec::new());
+        let inside = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            for p in 0..PUSHERS {
+                let (outbox, handed, inside) = (&outbox, &handed, &inside);
+                s.spawn(move || {
+                    for n in 0..EACH {
+                        assert!(outbox.push((p, n), 1));
+                        outbox.drain(|item| {
+                            assert!(!inside.swap(true, Ordering::SeqCst), "two drainers at once");
+                            handed.lock().unwrap().push(*item);
+                            inside.store(false, Ordering::SeqCst);
+                            Step::Sent
+                        });
+                    }
+                });
+            }
+        });
+        let handed = handed.into_inner().unwrap();
+        assert_eq!(handed.len(), (PUSHERS * EACH) as usize, "every item, once");
+        let mut next = [0u32; PUSHERS as usize];
+        for (p, n) in handed {
+            assert_eq!(n, next[p as usize], "pusher {p}'s items in order");
+            next[p as usize] += 1;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wake_before_the_wait_is_kept() {
+        let (outbox, _overflow) = Outbox::<u32>::new(8);
+        outbox.wake();
+        tokio::time::timeout(std::time::Duration::from_secs(5), outbox.woken())
+            .await
+            .expect("the earlier wake was kept");
     }
 }

@@ -29,7 +29,7 @@ use super::Hub;
 use super::core::{Event, Payload, PeerSink};
 use super::limits::{ConnGuard, Refusal};
 use super::protocol::{HubError, PeerId, RoomName};
-use super::queue::{Overflow, QueueRx, QueueTx, out_queue};
+use super::queue::{Drained, Outbox, Overflow, Step};
 use super::ratelimit::{FrameLimit, Verdict};
 
 /// Packets socketioxide holds for one peer (on top of rtcdev's own queue, which is
@@ -123,17 +123,28 @@ enum Out {
     Disconnect,
 }
 
-/// A socket.io peer's sink: a push onto the peer's queue, bounded in bytes. The
-/// queue's own task hands the events to socketioxide and disconnects a peer that does
-/// not read, outside the room core's lock (see [`super::core`]).
-struct SioSink(QueueTx<Out>);
+/// A socket.io peer's sink: a queue bounded in bytes, handed on to socketioxide by
+/// whichever task gets to it first with no lock held. The sender of a relayed message
+/// hands it on itself after the room core let go of its lock ([`PeerSink::flush`]);
+/// what the core delivers under its lock wakes the peer's own task
+/// ([`forward`]), which also retries while socketioxide's buffer is full and
+/// disconnects a peer that does not read.
+struct SioSink {
+    outbox: Outbox<Out>,
+    /// The peer's socket, until its task ends (a socket's handlers hold this sink: the
+    /// task's end breaks that cycle).
+    socket: Mutex<Option<SocketRef>>,
+}
 
 /// What a queued event counts against `--max-queue`: its data plus the envelope.
 const ENVELOPE_BYTES: usize = 64;
 
 impl SioSink {
+    /// An answer to the peer's own event, sent from the handler's task.
     fn emit(&self, event: &'static str, data: Value) {
-        self.0.push(Out::Emit(event, data), ENVELOPE_BYTES);
+        if self.outbox.push(Out::Emit(event, data), ENVELOPE_BYTES) {
+            self.flush();
+        }
     }
 
     fn error(&self, e: &HubError) {
@@ -142,24 +153,79 @@ impl SioSink {
             serde_json::json!({"code": e.code(), "message": e.to_string()}),
         );
     }
+
+    fn socket(&self) -> Option<SocketRef> {
+        self.socket
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
 }
 
 impl PeerSink for SioSink {
     fn deliver(&self, event: &Event) {
+        if self.stage(event) {
+            self.outbox.wake();
+        }
+    }
+
+    fn stage(&self, event: &Event) -> bool {
         let bytes = match event {
             Event::Signal { data, .. } => data.len() + ENVELOPE_BYTES,
             _ => ENVELOPE_BYTES,
         };
-        self.0.push(Out::Room(event.clone()), bytes);
+        self.outbox.push(Out::Room(event.clone()), bytes)
+    }
+
+    fn flush(&self) {
+        let Some(socket) = self.socket() else { return };
+        // Stopped: socketioxide's buffer is full, or a disconnect waits at the head;
+        // the peer's task takes over.
+        if self.outbox.drain(|out| send(&socket, out)) == Drained::Stopped {
+            self.outbox.wake();
+        }
     }
 }
 
-/// Drains a peer's queue into socketioxide until the peer is gone (its sink dropped)
-/// or has overflowed its queue (then it is disconnected here, in this task).
+/// Hands one queued item to socketioxide. `Stop` leaves it queued: socketioxide's
+/// buffer for the peer is full, or it is the disconnect, which only the peer's task
+/// carries out.
+fn send(socket: &SocketRef, out: &Out) -> Step {
+    let r = match out {
+        Out::Room(Event::PeerJoined { id, .. }) => socket.emit("newUserJoined", id.as_str()),
+        Out::Room(Event::PeerLeft { id }) => socket.emit("userLeft", id.as_str()),
+        Out::Room(Event::Joined { id, peers, .. }) => {
+            let mut ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
+            ids.push(id.as_str());
+            socket.emit("joined", &ids.join(","))
+        }
+        Out::Room(Event::Signal { from, data }) => match data.with_from() {
+            Some(raw) => socket.emit("message", raw),
+            None => match raw_with_from(data, from) {
+                Some(raw) => socket.emit("message", &raw),
+                None => socket.emit("message", &with_from(data, from)),
+            },
+        },
+        // socket.io peers cannot resume, so their place is never taken over.
+        Out::Room(Event::Replaced) => Ok(()),
+        Out::Emit(event, data) => socket.emit(*event, data),
+        Out::Disconnect => return Step::Stop,
+    };
+    match r {
+        Err(SendError::Socket(SocketError::InternalChannelFull)) => Step::Stop,
+        // Gone (its task ends on the disconnect), or an event that cannot be encoded:
+        // skipped.
+        _ => Step::Sent,
+    }
+}
+
+/// The peer's own task: hands on what the room core delivered under its lock, retries
+/// while socketioxide's buffer is full, carries out a queued disconnect, and
+/// disconnects a peer whose queue overflowed; ends when the peer is gone.
 async fn forward(
     hub: Hub,
     socket: SocketRef,
-    (mut rx, mut overflow): (QueueRx<Out>, Overflow),
+    (sink, mut overflow): (Arc<SioSink>, Overflow),
     guard: ConnGuard,
     gone: tokio_util::sync::CancellationToken,
 ) {
@@ -167,64 +233,39 @@ async fn forward(
     // to register and again to drop.
     let gone = gone.cancelled();
     tokio::pin!(gone);
-    let overflowed = loop {
-        let out = tokio::select! {
+    let overflowed = 'task: loop {
+        tokio::select! {
             biased;
             _ = &mut gone => break false,
             _ = &mut overflow => break true,
-            out = rx.recv() => out,
-        };
-        let Some(out) = out else { break false };
-        if let Out::Disconnect = out {
-            // socketioxide drops what it still holds for a socket it disconnects, and
-            // says nothing when that is written: give the error a moment to go out.
-            tokio::time::sleep(FLUSH_BEFORE_DISCONNECT).await;
-            let _ = socket.clone().disconnect();
-            break false;
+            _ = sink.outbox.woken() => {}
         }
-        let sent = loop {
-            let r = match &out {
-                Out::Room(Event::PeerJoined { id, .. }) => {
-                    socket.emit("newUserJoined", id.as_str())
-                }
-                Out::Room(Event::PeerLeft { id }) => socket.emit("userLeft", id.as_str()),
-                Out::Room(Event::Joined { id, peers, .. }) => {
-                    let mut ids: Vec<&str> = peers.iter().map(|p| p.id.as_str()).collect();
-                    ids.push(id.as_str());
-                    socket.emit("joined", &ids.join(","))
-                }
-                Out::Room(Event::Signal { from, data }) => match data.with_from() {
-                    Some(raw) => socket.emit("message", raw),
-                    None => match raw_with_from(data, from) {
-                        Some(raw) => socket.emit("message", &raw),
-                        None => socket.emit("message", &with_from(data, from)),
-                    },
-                },
-                // socket.io peers cannot resume, so their place is never taken over.
-                Out::Room(Event::Replaced) => Ok(()),
-                Out::Emit(event, data) => socket.emit(*event, data),
-                Out::Disconnect => Ok(()),
-            };
-            match r {
-                Err(SendError::Socket(SocketError::InternalChannelFull)) => {
-                    tokio::select! {
-                        biased;
-                        _ = &mut gone => break Some(false),
-                        _ = &mut overflow => break None,
-                        _ = tokio::time::sleep(FULL_RETRY) => {}
-                    }
-                }
-                Err(SendError::Socket(SocketError::Closed)) => break Some(false),
-                // An event that cannot be encoded is skipped.
-                _ => break Some(true),
+        loop {
+            let mut disconnect = false;
+            let drained = sink.outbox.drain(|out| {
+                disconnect = matches!(out, Out::Disconnect);
+                send(&socket, out)
+            });
+            if disconnect {
+                // socketioxide drops what it still holds for a socket it disconnects,
+                // and says nothing when that is written: give the error a moment to go
+                // out.
+                tokio::time::sleep(FLUSH_BEFORE_DISCONNECT).await;
+                let _ = socket.clone().disconnect();
+                break 'task false;
             }
-        };
-        match sent {
-            None => break true,
-            Some(false) => break false,
-            Some(true) => {}
+            if drained != Drained::Stopped {
+                break;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut gone => break 'task false,
+                _ = &mut overflow => break 'task true,
+                _ = tokio::time::sleep(FULL_RETRY) => {}
+            }
         }
     };
+    sink.socket.lock().unwrap_or_else(|p| p.into_inner()).take();
     if overflowed {
         hub.limits()
             .counters
@@ -543,8 +584,11 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     let guard = hub.limits().acquire(ip)?;
     let id = PeerId::from_string(socket.id.to_string());
     tracing::debug!(peer = %id, transport = ?socket.transport_type(), "socket.io connected");
-    let (tx, rx, overflow) = out_queue(hub.config().max_queue_bytes);
-    let sink = Arc::new(SioSink(tx));
+    let (outbox, overflow) = Outbox::new(hub.config().max_queue_bytes);
+    let sink = Arc::new(SioSink {
+        outbox,
+        socket: Mutex::new(Some(socket.clone())),
+    });
     hub.rooms().connect(id.clone(), sink.clone());
     // Ends the peer's queue task (and frees its place under the connection caps) when
     // the socket goes away: the event handlers keep the queue's sender alive for as
@@ -553,7 +597,7 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     hub.tasks().spawn(forward(
         hub.clone(),
         socket.clone(),
-        (rx, overflow),
+        (sink.clone(), overflow),
         guard,
         gone.clone(),
     ));
@@ -595,7 +639,9 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
             crate::info_limited!("closed for flooding", peer = %socket.id, "socket.io peer keeps sending past its rate limit; disconnecting");
             // Through the peer's queue, behind the error that says why: the disconnect
             // runs handlers, and this runs inside one.
-            if !err_sink.0.push(Out::Disconnect, 0) {
+            if err_sink.outbox.push(Out::Disconnect, 0) {
+                err_sink.outbox.wake();
+            } else {
                 let s = socket.clone();
                 tokio::spawn(async move {
                     let _ = s.disconnect();
