@@ -448,6 +448,14 @@ fn message(text: &str, from: &PeerId) -> Option<Result<(Option<String>, Payload)
 /// put there: a socket.io recipient's delivery reads nothing again, and the text for
 /// native peers is cut from it (see [`Payload`]).
 fn relayed(text: &str, from: &PeerId) -> Result<(Option<String>, Payload), HubError> {
+    match compact::relayed(text, from) {
+        Some(asked) => asked,
+        None => relayed_by_members(text, from),
+    }
+}
+
+/// [`relayed`] through serde: any object, keys written with escapes too.
+fn relayed_by_members(text: &str, from: &PeerId) -> Result<(Option<String>, Payload), HubError> {
     let Ok(Members(members)) = serde_json::from_str::<Members>(text) else {
         return Err(HubError::BadRequest("message takes an object".into()));
     };
@@ -478,6 +486,153 @@ fn relayed(text: &str, from: &PeerId) -> Result<(Option<String>, Payload), HubEr
     let payload = Payload::with_from_at(raw, members_end)
         .ok_or_else(|| HubError::BadRequest("message takes an object".into()))?;
     Ok((to, payload))
+}
+
+/// [`relayed`] for the objects clients send, whose keys have no escapes: the members are
+/// found by their delimiters and copied once into the socket.io form, sized up front,
+/// which serde then checks as JSON (the one full reading). What serde writes is what
+/// this writes, byte for byte. `None` sends the text the serde way: a key with an
+/// escape, or a text not shaped as an object (the serde way says what is wrong).
+mod compact {
+    use super::{HubError, Payload, PeerId, RawValue, bad_to};
+
+    fn skip_ws(b: &[u8], mut i: usize) -> usize {
+        while matches!(b.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            i += 1;
+        }
+        i
+    }
+
+    /// The end (past the closing quote) of the string that opens at `b[i]`.
+    fn string_end(b: &[u8], i: usize) -> Option<usize> {
+        let mut j = i + 1;
+        loop {
+            let k = j + memchr::memchr2(b'"', b'\\', b.get(j..)?)?;
+            if b[k] == b'"' {
+                return Some(k + 1);
+            }
+            // An escape: the next byte is escaped (a `\u` sequence's hex digits need
+            // no care: they hold no quote).
+            j = k + 2;
+        }
+    }
+
+    /// The end of the value that begins at `b[i]`.
+    fn value_end(b: &[u8], i: usize) -> Option<usize> {
+        match *b.get(i)? {
+            b'"' => string_end(b, i),
+            b'{' | b'[' => {
+                let mut depth = 0usize;
+                let mut j = i;
+                loop {
+                    match *b.get(j)? {
+                        b'"' => {
+                            j = string_end(b, j)?;
+                            continue;
+                        }
+                        b'{' | b'[' => depth += 1,
+                        b'}' | b']' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                return Some(j + 1);
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+            }
+            _ => {
+                let end = i + b[i..]
+                    .iter()
+                    .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))
+                    .unwrap_or(b.len() - i);
+                (end > i).then_some(end)
+            }
+        }
+    }
+
+    pub(super) fn relayed(
+        text: &str,
+        from: &PeerId,
+    ) -> Option<Result<(Option<String>, Payload), HubError>> {
+        let b = text.as_bytes();
+        let mut i = skip_ws(b, 0);
+        if b.get(i) != Some(&b'{') {
+            return None;
+        }
+        let from_json = crate::hub::protocol::json_string(from.as_str());
+        let mut out = String::with_capacity(text.len() + from_json.len() + 9);
+        out.push('{');
+        let mut to = None;
+        i = skip_ws(b, i + 1);
+        if b.get(i) == Some(&b'}') {
+            i += 1;
+        } else {
+            loop {
+                if b.get(i) != Some(&b'"') {
+                    return None;
+                }
+                let key_end = string_end(b, i)?;
+                let key = &text[i..key_end];
+                if memchr::memchr(b'\\', key.as_bytes()).is_some() {
+                    return None;
+                }
+                i = skip_ws(b, key_end);
+                if b.get(i) != Some(&b':') {
+                    return None;
+                }
+                i = skip_ws(b, i + 1);
+                let value_end = value_end(b, i)?;
+                let value = &text[i..value_end];
+                // The sender's `from` is dropped: the hub's is written last.
+                if key != r#""from""# {
+                    if key == r#""to""# {
+                        to = Some(value);
+                    }
+                    if out.len() > 1 {
+                        out.push(',');
+                    }
+                    out.push_str(key);
+                    out.push(':');
+                    out.push_str(value);
+                }
+                i = skip_ws(b, value_end);
+                match b.get(i) {
+                    Some(b',') => i = skip_ws(b, i + 1),
+                    Some(b'}') => {
+                        i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        if skip_ws(b, i) != b.len() {
+            return None;
+        }
+        let members_end = out.len();
+        if members_end > 1 {
+            out.push(',');
+        }
+        out.push_str(r#""from":"#);
+        out.push_str(&from_json);
+        out.push('}');
+        // The one full reading: what was copied is JSON, or the serde way says why not.
+        let raw = RawValue::from_string(out).ok()?;
+        let to = match to {
+            None | Some("null") => None,
+            Some(to) => match serde_json::from_str::<String>(to) {
+                Ok(to) => Some(to),
+                Err(_) => return Some(Err(bad_to())),
+            },
+        };
+        Some(
+            Payload::with_from_at(raw, members_end)
+                .map(|payload| (to, payload))
+                .ok_or_else(|| HubError::BadRequest("message takes an object".into())),
+        )
+    }
 }
 
 fn bad_to() -> HubError {
@@ -828,12 +983,46 @@ mod tests {
             "[1,2]",
             r#""text""#,
             "null",
+            // Delimiters inside strings, escaped quotes, nesting, every kind of value.
+            r#"{"s":"a\"}{,:[\\","o":{"k":["}",{"x":"]"}]},"n":-1.5e3,"t":true,"f":false,"z":null}"#,
+            " {\n\t\"to\" :\r \"p\" ,\"a\":[ 1 , [ ] , { } ] , \"from\" : { \"x\" : 1 } }\n",
+            r#"{"from":"x"}"#,
+            r#"{"to":"\u0070"}"#,
+            r#"{"emoji":"\ud83d\ude00 é"}"#,
+            // Not JSON, or not one object: refused, whichever way it is read.
+            r#"{"a":1 "b":2}"#,
+            r#"{"a":}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":"x"} {"b":1}"#,
+            r#"{"a":[1,2}"#,
+            r#"{"a":"unterminated}"#,
+            r#"{"a":tru}"#,
+            "{\"a\":\"\u{1}\"}",
+            "{",
+            "",
         ];
         for text in cases {
             let asked = read(relayed(text, &sender));
             assert_eq!(asked, by_tree(text), "{text}");
             if let Ok((_, native, _)) = &asked {
                 assert!(native.get("from").is_none(), "{text}");
+            }
+            // The quick way writes what serde writes, to the byte, or leaves the text
+            // to serde; it takes every object whose keys have no escapes.
+            let quick = compact::relayed(text, &sender);
+            let by_members = relayed_by_members(text, &sender);
+            match (&quick, &by_members) {
+                (Some(Ok((to, p))), Ok((to2, p2))) => {
+                    assert_eq!(to, to2, "{text}");
+                    assert_eq!(p.with_from().unwrap().get(), p2.with_from().unwrap().get(), "{text}");
+                    assert_eq!(&**p, &**p2, "{text}");
+                }
+                (Some(Err(e)), Err(e2)) => assert_eq!(e.to_string(), e2.to_string(), "{text}"),
+                (None, _) => assert!(
+                    text.contains(r#"{"\u"#) || by_members.is_err(),
+                    "only escaped keys and refusals go the serde way: {text}"
+                ),
+                _ => panic!("the two ways disagree on {text}"),
             }
         }
         // Read from the event's text: as clients write it, with spaces, with more
