@@ -95,16 +95,28 @@ struct Forms {
 }
 
 impl Payload {
-    /// A message whose socket.io form is `with_from`: an object written with its
-    /// `from` member last, which begins at byte `members_end` (with the comma before it,
-    /// if there are other members). `None` if `from` is not where it is said to be.
-    pub fn with_from_at(with_from: Box<RawValue>, members_end: usize) -> Option<Self> {
-        let tail = with_from.get().get(members_end..)?;
-        let members = &with_from.get()[..members_end];
-        let well_cut = members.starts_with('{')
-            && (tail.starts_with(r#","from":"#)
-                || (members == "{" && tail.starts_with(r#""from":"#)));
-        well_cut.then(|| {
+    /// A message whose socket.io form is `with_from`: an object whose last member is
+    /// the hub's `"from":` with `from`, as the socket.io front-end writes it. The text
+    /// for native peers is the object without that member. `None` if the form does not
+    /// end with it.
+    pub fn with_from_last(with_from: Box<RawValue>, from: &str) -> Option<Self> {
+        let form = with_from.get();
+        let body = form.strip_suffix('}')?;
+        // The id as a JSON string, without writing it out when it needs no escape.
+        let body = if from.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20) {
+            body.strip_suffix(super::protocol::json_string(from).as_str())?
+        } else {
+            body.strip_suffix('"')?
+                .strip_suffix(from)?
+                .strip_suffix('"')?
+        };
+        let members = body.strip_suffix(r#""from":"#)?;
+        let members_end = match members.strip_suffix(',') {
+            Some(members) if members.len() > 1 => members.len(),
+            Some(_) => return None,
+            None => 1,
+        };
+        (members.starts_with('{') && (members_end > 1 || members == "{")).then(|| {
             Payload(Arc::new(Forms {
                 text: OnceLock::new(),
                 with_from: Some((with_from, members_end)),
@@ -640,15 +652,21 @@ mod tests {
     use super::*;
 
     /// The text cut from a socket.io form is the object without the hub's `from`, the
-    /// same whether it is kept or written out; a cut anywhere else is refused.
+    /// same whether it is kept or written out; a form that does not end with the hub's
+    /// `from` is refused.
     #[test]
     fn a_payload_cuts_its_text_from_the_socketio_form() {
         let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();
-        for (form, end, text) in [
-            (r#"{"a":1,"b":[2],"from":"x"}"#, 14, r#"{"a":1,"b":[2]}"#),
-            (r#"{"from":"x"}"#, 1, "{}"),
+        for (form, from, text) in [
+            (r#"{"a":1,"b":[2],"from":"x"}"#, "x", r#"{"a":1,"b":[2]}"#),
+            (r#"{"from":"x"}"#, "x", "{}"),
+            (
+                r#"{"a":{"from":1},"from":"q\"\\"}"#,
+                "q\"\\",
+                r#"{"a":{"from":1}}"#,
+            ),
         ] {
-            let p = Payload::with_from_at(raw(form), end).expect(form);
+            let p = Payload::with_from_last(raw(form), from).expect(form);
             assert_eq!(p.len(), text.len());
             let mut out = String::new();
             p.push_text(&mut out);
@@ -657,15 +675,17 @@ mod tests {
             assert_eq!(p.with_from().map(RawValue::get), Some(form));
             assert_eq!(p.len(), text.len());
         }
-        for (form, end) in [
-            (r#"{"a":1,"from":"x"}"#, 5),
-            (r#"{"a":1,"from":"x"}"#, 99),
-            (r#"{"a":1,"b":"x"}"#, 6),
-            (r#"{"from":"x"}"#, 0),
+        for (form, from) in [
+            (r#"{"a":1,"from":"x"}"#, "y"),
+            (r#"{"a":1,"from":"x"}"#, "\"x"),
+            (r#"{"a":1,"b":"x"}"#, "x"),
+            (r#"{"from":"x","a":1}"#, "x"),
+            (r#"[{"from":"x"}]"#, "x"),
+            (r#"{"x":"\"from\":\"x"}"#, "x"),
         ] {
             assert!(
-                Payload::with_from_at(raw(form), end).is_none(),
-                "{form} {end}"
+                Payload::with_from_last(raw(form), from).is_none(),
+                "{form} {from}"
             );
         }
     }

@@ -41,6 +41,9 @@ pub const SOCKETIO_MAX_BUFFERED_PACKETS: usize = 64;
 const FLUSH_BEFORE_DISCONNECT: Duration = Duration::from_millis(250);
 /// How often a peer's queue retries while socketioxide's buffer for it is full.
 const FULL_RETRY: Duration = Duration::from_millis(5);
+/// How often a peer being disconnected is retried while socketioxide's buffer for it is
+/// full.
+const DISCONNECT_RETRY: Duration = Duration::from_millis(250);
 /// A client must connect to the namespace this soon after its Engine.IO handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -201,9 +204,10 @@ fn send(socket: &SocketRef, out: &Out) -> Step {
         }
         Out::Room(Event::Signal { from, data }) => match data.with_from() {
             Some(raw) => socket.emit("message", raw),
-            None => match raw_with_from(data, from) {
-                Some(raw) => socket.emit("message", &raw),
-                None => socket.emit("message", &with_from(data, from)),
+            None => match from_native(data, from) {
+                // Relayed payloads always carry their socket.io form.
+                Ok(built) => socket.emit("message", &built.with_from()),
+                Err(tree) => socket.emit("message", &tree),
             },
         },
         // socket.io peers cannot resume, so their place is never taken over.
@@ -224,7 +228,7 @@ fn send(socket: &SocketRef, out: &Out) -> Step {
 /// disconnects a peer whose queue overflowed; ends when the peer is gone.
 async fn forward(
     hub: Hub,
-    socket: SocketRef,
+    (id, socket): (PeerId, SocketRef),
     (sink, mut overflow): (Arc<SioSink>, Overflow),
     guard: ConnGuard,
     gone: tokio_util::sync::CancellationToken,
@@ -236,8 +240,8 @@ async fn forward(
     let overflowed = 'task: loop {
         tokio::select! {
             biased;
-            _ = &mut gone => break false,
-            _ = &mut overflow => break true,
+            _ = &mut gone => break None,
+            _ = &mut overflow => break Some(true),
             _ = sink.outbox.woken() => {}
         }
         loop {
@@ -251,52 +255,56 @@ async fn forward(
                 // and says nothing when that is written: give the error a moment to go
                 // out.
                 tokio::time::sleep(FLUSH_BEFORE_DISCONNECT).await;
-                let _ = socket.clone().disconnect();
-                break 'task false;
+                break 'task Some(false);
             }
             if drained != Drained::Stopped {
                 break;
             }
             tokio::select! {
                 biased;
-                _ = &mut gone => break 'task false,
-                _ = &mut overflow => break 'task true,
+                _ = &mut gone => break 'task None,
+                _ = &mut overflow => break 'task Some(true),
                 _ = tokio::time::sleep(FULL_RETRY) => {}
             }
         }
     };
     sink.socket.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let Some(overflowed) = overflowed else {
+        return drop(guard);
+    };
     if overflowed {
         hub.limits()
             .counters
             .queue_overflows
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         crate::info_limited!("peer does not read", peer = %socket.id, "socket.io peer does not read its messages; disconnecting");
-        let _ = socket.disconnect();
+    }
+    // socketioxide refuses to disconnect a socket whose buffer is full (the disconnect
+    // packet does not fit), which is where a peer that reads nothing ends up. Its room
+    // forgets it at once then, and the socket is closed as soon as socketioxide can, or
+    // by its heartbeat (a peer that reads nothing answers no ping).
+    let mut forgotten = false;
+    while let Err(SocketError::InternalChannelFull) = socket.clone().disconnect() {
+        if !forgotten {
+            hub.rooms().disconnect(&id);
+            forgotten = true;
+        }
+        tokio::select! {
+            biased;
+            _ = &mut gone => break,
+            _ = tokio::time::sleep(DISCONNECT_RETRY) => {}
+        }
     }
     drop(guard);
 }
 
-/// [`with_from`] without building the object: the relayed text with the hub's `from`
-/// spliced in, when it is an object that has no `from` of its own (what socket.io
-/// senders relay always is: the hub took theirs out). The text is checked as JSON, not
-/// parsed into a tree, and goes out as it is, unescaped and not copied again. `None`:
-/// take the slow way.
-fn raw_with_from(data: &str, from: &PeerId) -> Option<Box<serde_json::value::RawValue>> {
-    let text = data.trim();
-    let inner = text.strip_prefix('{')?.strip_suffix('}')?.trim();
-    // A `from` of the sender's (or a key written with escapes, which could spell one)
-    // is for the slow way, which replaces it.
-    if !plain(text) {
-        return None;
-    }
-    let from = super::protocol::json_string(from.as_str());
-    let spliced = if inner.is_empty() {
-        format!("{{\"from\":{from}}}")
-    } else {
-        format!("{{{inner},\"from\":{from}}}")
-    };
-    serde_json::value::RawValue::from_string(spliced).ok()
+/// The socket.io `message` for a native peer's message (a socket.io sender's comes
+/// with it built): an object is read as a socket.io sender's is ([`relayed`]), its
+/// `from` replaced by the hub's; `Err` holds anything else, wrapped by [`with_from`].
+fn from_native(data: &str, from: &PeerId) -> Result<Payload, Value> {
+    relayed(data, from)
+        .map(|(_, built)| built)
+        .map_err(|_| with_from(data, from))
 }
 
 /// The `message` payload for socket.io: the relayed object with `from` set by the hub
@@ -426,13 +434,6 @@ fn first_arg(text: &str) -> Option<&RawValue> {
     serde_json::from_str::<First>(text).ok()?.0
 }
 
-/// No key of `text` can be `from`: the word is nowhere in it, nor an escape that could
-/// spell it.
-fn plain(text: &str) -> bool {
-    use memchr::memmem::find;
-    find(text.as_bytes(), b"\"from\"").is_none() && find(text.as_bytes(), b"\\u").is_none()
-}
-
 /// What the `message` event's text `["message", arg, ...]` asks of the hub (see
 /// [`relayed`]); `None` when it has no argument.
 fn message(text: &str, from: &PeerId) -> Option<Result<(Option<String>, Payload), HubError>> {
@@ -476,14 +477,9 @@ fn relayed_by_members(text: &str, from: &PeerId) -> Result<(Option<String>, Payl
         members: &members,
         from: Some(from.as_str()),
     };
-    let raw = serde_json::value::to_raw_value(&with_from)
-        .map_err(|_| HubError::BadRequest("message takes an object".into()))?;
-    // Where `from` begins: it is written last, `"from":"id"`, with a comma before it
-    // unless it is the only member.
-    let member_len = r#""from":"#.len() + super::protocol::json_string(from.as_str()).len();
-    let comma = usize::from(members.iter().any(|(k, _)| k != "from"));
-    let members_end = raw.get().len() - 1 - member_len - comma;
-    let payload = Payload::with_from_at(raw, members_end)
+    let payload = serde_json::value::to_raw_value(&with_from)
+        .ok()
+        .and_then(|raw| Payload::with_from_last(raw, from.as_str()))
         .ok_or_else(|| HubError::BadRequest("message takes an object".into()))?;
     Ok((to, payload))
 }
@@ -611,8 +607,7 @@ mod compact {
         if skip_ws(b, i) != b.len() {
             return None;
         }
-        let members_end = out.len();
-        if members_end > 1 {
+        if out.len() > 1 {
             out.push(',');
         }
         out.push_str(r#""from":"#);
@@ -628,7 +623,7 @@ mod compact {
             },
         };
         Some(
-            Payload::with_from_at(raw, members_end)
+            Payload::with_from_last(raw, from.as_str())
                 .map(|payload| (to, payload))
                 .ok_or_else(|| HubError::BadRequest("message takes an object".into())),
         )
@@ -751,7 +746,7 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     let gone = tokio_util::sync::CancellationToken::new();
     hub.tasks().spawn(forward(
         hub.clone(),
-        socket.clone(),
+        (id.clone(), socket.clone()),
         (sink.clone(), overflow),
         guard,
         gone.clone(),
@@ -1014,7 +1009,11 @@ mod tests {
             match (&quick, &by_members) {
                 (Some(Ok((to, p))), Ok((to2, p2))) => {
                     assert_eq!(to, to2, "{text}");
-                    assert_eq!(p.with_from().unwrap().get(), p2.with_from().unwrap().get(), "{text}");
+                    assert_eq!(
+                        p.with_from().unwrap().get(),
+                        p2.with_from().unwrap().get(),
+                        "{text}"
+                    );
                     assert_eq!(&**p, &**p2, "{text}");
                 }
                 (Some(Err(e)), Err(e2)) => assert_eq!(e.to_string(), e2.to_string(), "{text}"),
@@ -1046,29 +1045,29 @@ mod tests {
         }
     }
 
-    /// The spliced payload reads as the built one, and a sender's own `from` (plain or
-    /// spelled with escapes) never survives either way.
+    /// A native peer's message reaches socket.io peers as its tree with the hub's
+    /// `from` would: a `from` of the sender's (plain or spelled with escapes) never
+    /// survives, a non-object is wrapped.
     #[test]
-    fn the_raw_payload_is_the_built_one() {
+    fn a_native_message_reaches_socketio_as_its_tree() {
         let from = PeerId::from_string("abc\"d".into());
         for data in [
             r#"{"to":"x","sdp":{"type":"offer","sdp":"v=0\r\n"}}"#,
             "{}",
             " { \"a\" : [1, 2, {\"b\": null}] } ",
-        ] {
-            let raw = raw_with_from(data, &from).expect(data);
-            let spliced: Value = serde_json::from_str(raw.get()).unwrap();
-            assert_eq!(spliced, with_from(data, &from), "{data}");
-        }
-        for data in [
             r#"{"from":"someone-else","a":1}"#,
             r#"{"\u0066rom":"someone-else"}"#,
+            r#"{"to":5,"nested":{"from":1}}"#,
             "[1,2]",
             r#""text""#,
             "{not json}",
         ] {
-            assert!(raw_with_from(data, &from).is_none(), "{data}");
-            assert_eq!(with_from(data, &from)["from"], "abc\"d", "{data}");
+            let sent = match from_native(data, &from) {
+                Ok(built) => serde_json::from_str(built.with_from().unwrap().get()).unwrap(),
+                Err(tree) => tree,
+            };
+            assert_eq!(sent, with_from(data, &from), "{data}");
+            assert_eq!(sent["from"], "abc\"d", "{data}");
         }
     }
 }
