@@ -17,7 +17,8 @@
 //!   lock.
 //! - What a relay staged is handed on by [`PeerSink::flush`], after the lock is let
 //!   go: the queue's order was fixed under the lock, and the sender's task sends it.
-//! - A sink's `Drop` does nothing more than drop its queue.
+//! - A sink's `Drop` does nothing more than drop its queue (and the socket.io sink's
+//!   handle on its socket, which never closes it).
 //! - Nothing under the lock awaits.
 //!
 //! [`CoreLock`] enforces the rule: a second lock of any room core on a thread that

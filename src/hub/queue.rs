@@ -107,7 +107,8 @@ pub enum Step {
 pub enum Drained {
     /// Everything queued was handed on.
     Empty,
-    /// Another task is draining; it hands on what this one queued too.
+    /// Another task is draining; it hands on what this one queued too, or, if it
+    /// stops, leaves it to the connection's task.
     Busy,
     /// `send` stopped at an item, which is still at the head.
     Stopped,
@@ -188,31 +189,42 @@ impl<T> Outbox<T> {
     }
 
     /// Hands the queued items to `send` in order, unless another task is draining
-    /// (then that one hands them on). `send` runs with no lock held. Call it holding
-    /// none either.
+    /// (then that one hands them on, or leaves them to the connection's task when it
+    /// stops). `send` runs with no lock held. Call it holding none either.
     pub fn drain(&self, mut send: impl FnMut(&T) -> Step) -> Drained {
         loop {
             if self.draining.swap(true, Ordering::AcqRel) {
                 return Drained::Busy;
             }
+            // Let go however this ends, a panic in `send` too.
+            let turn = Turn(&self.draining);
             loop {
                 let next = self.items().items.pop_front();
                 let Some((item, bytes)) = next else { break };
                 if send(&item) == Step::Stop {
                     // Nobody else pops while this task drains: the head is still free.
                     self.items().items.push_front((item, bytes));
-                    self.draining.store(false, Ordering::Release);
+                    drop(turn);
                     return Drained::Stopped;
                 }
                 self.items().bytes -= bytes;
             }
-            self.draining.store(false, Ordering::Release);
+            drop(turn);
             // A push that came while this task drained found it busy and left its item
             // to this task: look again, after letting go.
             if self.items().items.is_empty() {
                 return Drained::Empty;
             }
         }
+    }
+}
+
+/// The drainer's turn: given back when dropped.
+struct Turn<'a>(&'a AtomicBool);
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -332,6 +344,23 @@ mod tests {
             assert_eq!(n, next[p as usize], "pusher {p}'s items in order");
             next[p as usize] += 1;
         }
+    }
+
+    #[test]
+    fn a_drainer_that_panics_gives_its_turn_back() {
+        let (outbox, _overflow) = Outbox::<u32>::new(8);
+        assert!(outbox.push(1, 1));
+        assert!(outbox.push(2, 1));
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            outbox.drain(|_| panic!("a send that fails badly"))
+        }));
+        assert!(panicked.is_err());
+        let mut got = Vec::new();
+        let drained = outbox.drain(|i| {
+            got.push(*i);
+            Step::Sent
+        });
+        assert_eq!((drained, got), (Drained::Empty, vec![2]));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -581,8 +581,11 @@ mod compact {
                 i = skip_ws(b, i + 1);
                 let value_end = value_end(b, i)?;
                 let value = &text[i..value_end];
-                // The sender's `from` is dropped: the hub's is written last.
-                if key != r#""from""# {
+                // The sender's `from` is dropped (the hub's is written last), once it
+                // is seen to be JSON: serde checks only what is copied.
+                if key == r#""from""# {
+                    serde_json::from_str::<&RawValue>(value).ok()?;
+                } else {
                     if key == r#""to""# {
                         to = Some(value);
                     }
@@ -740,9 +743,9 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
         socket: Mutex::new(Some(socket.clone())),
     });
     hub.rooms().connect(id.clone(), sink.clone());
-    // Ends the peer's queue task (and frees its place under the connection caps) when
-    // the socket goes away: the event handlers keep the queue's sender alive for as
-    // long as socketioxide keeps them, which is not bounded by the connection.
+    // Ends the peer's task (and frees its place under the connection caps) when the
+    // socket goes away: the event handlers keep the sink alive for as long as
+    // socketioxide keeps them, which is not bounded by the connection.
     let gone = tokio_util::sync::CancellationToken::new();
     hub.tasks().spawn(forward(
         hub.clone(),
@@ -993,6 +996,11 @@ mod tests {
             r#"{"a":"unterminated}"#,
             r#"{"a":tru}"#,
             "{\"a\":\"\u{1}\"}",
+            // ... in the sender's `from` too, which is not relayed.
+            r#"{"from":1x,"a":1}"#,
+            r#"{"from":[},"a":1}"#,
+            "{\"from\":\"\u{1}\"}",
+            r#"{"from":[1,"to":"B"},"to":"C"}"#,
             "{",
             "",
         ];
