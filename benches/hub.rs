@@ -879,47 +879,57 @@ fn main() {
         .map(|s| s.parse().expect("--runs N"))
         .unwrap_or(3)
         .max(1);
-    let mut included = Vec::new();
-    for make in &servers {
-        let mut row = HashMap::new();
-        let s = make();
-        if only.as_deref().is_some_and(|o| !s.name.contains(o)) {
-            continue;
-        }
-        let server_cpu = |pid: u32| -> f64 {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let f: Vec<&str> = stat
-                .rsplit(") ")
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect();
-            let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
-                + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
-            ticks / 100.0
-        };
-        // Throughput, pipelined and one write per frame: the median of the runs (by
-        // msg/s), each on a fresh server, with the spread; the server's CPU time per
-        // message relayed from the same run.
-        let mut s = Some(s);
-        for (batch, mode) in [(true, "max"), (false, "1w")] {
-            let mut maxes = Vec::new();
-            for i in 0..runs {
-                let server = s.take().unwrap_or_else(&make);
-                eprintln!(
-                    "{}: max throughput ({}), run {}/{runs}",
-                    server.name,
-                    if batch {
-                        "pipelined"
-                    } else {
-                        "one write per frame"
-                    },
-                    i + 1
-                );
+    // The servers asked for (`--only`): each is started once to learn its name.
+    let servers: Vec<(&'static str, &dyn Fn() -> Server)> = servers
+        .iter()
+        .map(|make| (make().name, &**make))
+        .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)))
+        .collect();
+    let server_cpu = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let f: Vec<&str> = stat
+            .rsplit(") ")
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
+            + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
+        ticks / 100.0
+    };
+    // Throughput, pipelined and one write per frame, each run on a fresh server. Round
+    // by round, every server in turn: a stretch of noise on the shared cores falls on
+    // all of them, not on one server's runs.
+    let mut throughput: Vec<[Vec<(Relay, f64)>; 2]> =
+        servers.iter().map(|_| [Vec::new(), Vec::new()]).collect();
+    for i in 0..runs {
+        for ((name, make), runs_of) in servers.iter().zip(throughput.iter_mut()) {
+            for (m, batch) in [true, false].into_iter().enumerate() {
+                let mode = if batch {
+                    "pipelined"
+                } else {
+                    "one write per frame"
+                };
+                eprintln!("{name}: max throughput ({mode}), round {}/{runs}", i + 1);
+                let server = make();
                 let cpu0 = server_cpu(server.child.id());
                 let r = rt.block_on(relay(&server, batch));
-                maxes.push((r, server_cpu(server.child.id()) - cpu0));
+                let cpu = server_cpu(server.child.id()) - cpu0;
+                runs_of[m].push((r, cpu));
             }
+        }
+    }
+    let mut included = Vec::new();
+    for ((_, make), runs_of) in servers.iter().zip(throughput) {
+        let mut row = HashMap::new();
+        // The median run by msg/s, with the spread; the server's CPU time per message
+        // is the median of the runs' own.
+        for (mut maxes, mode) in runs_of.into_iter().zip(["max", "1w"]) {
+            let mut per_msg: Vec<f64> = maxes
+                .iter()
+                .map(|(r, cpu)| cpu * 1e6 / r.total.max(1) as f64)
+                .collect();
+            per_msg.sort_by(f64::total_cmp);
             maxes.sort_by(|a, b| a.0.rate.total_cmp(&b.0.rate));
             let (r, cpu) = &maxes[maxes.len() / 2];
             let (lo, hi) = (maxes[0].0.rate, maxes[maxes.len() - 1].0.rate);
@@ -930,9 +940,11 @@ fn main() {
             put("p99 ms", format!("{:.2}", r.rtt_p99));
             put("total", r.total.to_string());
             put("server cpu s", format!("{cpu:.2}"));
+            put("cpu us/msg", format!("{:.1}", per_msg[per_msg.len() / 2]));
+            put("cpu us/msg exact", format!("{}", per_msg[per_msg.len() / 2]));
             put(
-                "cpu us/msg",
-                format!("{:.1}", cpu * 1e6 / r.total.max(1) as f64),
+                "cpu us/msg range",
+                format!("{:.1}-{:.1}", per_msg[0], per_msg[per_msg.len() - 1]),
             );
         }
         // Latency at 10k msg/s, a thread per peer; the median of the runs and the
@@ -992,20 +1004,22 @@ fn main() {
         std::thread::sleep(Duration::from_secs(2));
     }
     println!(
-        "\n| server | max msg/s, pipelined (median of {runs}) | range | server CPU µs/msg | RTT p50 / p99 at max (ms) | max msg/s, one write per frame | range | server CPU µs/msg | msg/s at 10k offered | one-way p50 / p99 at 10k (ms) | RTT p50 / p99 at 10k (ms) | RTT p99 range, {runs} runs | idle bytes/conn ({idle_n} held) |"
+        "\n| server | max msg/s, pipelined (median of {runs}) | range | server CPU µs/msg (median, range) | RTT p50 / p99 at max (ms) | max msg/s, one write per frame | range | server CPU µs/msg (median, range) | msg/s at 10k offered | one-way p50 / p99 at 10k (ms) | RTT p50 / p99 at 10k (ms) | RTT p99 range, {runs} runs | idle bytes/conn ({idle_n} held) |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for (name, r) in &rows {
         println!(
-            "| {name} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {} / {} | {} / {} | {} | {} |",
+            "| {name} | {} | {} | {} ({}) | {} / {} | {} | {} | {} ({}) | {} | {} / {} | {} / {} | {} | {} |",
             r["max msg/s"],
             r["max range"],
             r["max cpu us/msg"],
+            r["max cpu us/msg range"],
             r["max p50 ms"],
             r["max p99 ms"],
             r["1w msg/s"],
             r["1w range"],
             r["1w cpu us/msg"],
+            r["1w cpu us/msg range"],
             r["10k/s msg/s"],
             r["10k/s one-way p50 ms"],
             r["10k/s one-way p99 ms"],
@@ -1014,5 +1028,27 @@ fn main() {
             r["10k/s p99 range"],
             r["idle B/conn"]
         );
+    }
+    // The goals: server CPU per message against the article's server, same run.
+    let exact = |r: &HashMap<String, String>, key: &str| -> Option<f64> {
+        r.get(&format!("{key} cpu us/msg exact"))?.parse().ok()
+    };
+    if let Some((_, node)) = rows.iter().find(|(n, _)| n.starts_with("seed node")) {
+        println!();
+        for (name, goal) in [("rtcdev native /ws", 10.0), ("rtcdev socket.io", 5.0)] {
+            let Some((_, r)) = rows.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            let ratio = |key: &str| Some(exact(node, key)? / exact(r, key)?);
+            let (Some(max), Some(one)) = (ratio("max"), ratio("1w")) else {
+                continue;
+            };
+            let met = |x: f64| if x >= goal { "met" } else { "not met" };
+            println!(
+                "{name}: node's server CPU per message / rtcdev's: pipelined {max:.1}x ({}), one write per frame {one:.1}x ({}); goal {goal}x",
+                met(max),
+                met(one)
+            );
+        }
     }
 }
