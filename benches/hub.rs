@@ -941,7 +941,10 @@ fn main() {
             put("total", r.total.to_string());
             put("server cpu s", format!("{cpu:.2}"));
             put("cpu us/msg", format!("{:.1}", per_msg[per_msg.len() / 2]));
-            put("cpu us/msg exact", format!("{}", per_msg[per_msg.len() / 2]));
+            put(
+                "cpu us/msg exact",
+                format!("{}", per_msg[per_msg.len() / 2]),
+            );
             put(
                 "cpu us/msg range",
                 format!("{:.1}-{:.1}", per_msg[0], per_msg[per_msg.len() - 1]),
