@@ -17,7 +17,7 @@ use super::Hub;
 use super::core::{Event, PeerSink};
 use super::limits::ConnGuard;
 use super::protocol::{self, ClientFrame, HubError, PeerId, json_string};
-use super::queue::{QueueTx, out_queue};
+use super::queue::Outbox;
 use super::ratelimit::{FrameLimit, Verdict};
 
 /// Close code: going away (server shutdown).
@@ -81,14 +81,17 @@ fn upgrade(hub: Hub, ws: WebSocketUpgrade, guard: ConnGuard) -> Response {
         })
 }
 
-/// A native peer's sink: frames queue for the connection's task, bounded in bytes; a
+/// A native peer's sink: frames queue for the connection's task, bounded in bytes, and
+/// wake it (the task, which owns the socket, is the only one that empties the queue); a
 /// resume elsewhere cancels `replaced`, which the task acts on.
-struct NativeSink(QueueTx<Utf8Bytes>, CancellationToken, AtomicBool);
+struct NativeSink(Outbox<Utf8Bytes>, CancellationToken, AtomicBool);
 
 impl NativeSink {
     fn push(&self, text: String) {
         let n = text.len();
-        self.0.push(Utf8Bytes::from(text), n);
+        if self.0.push(Utf8Bytes::from(text), n) {
+            self.0.wake();
+        }
     }
 }
 
@@ -173,9 +176,9 @@ fn welcome(hub: &Hub, id: &PeerId) -> String {
 
 async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<std::net::IpAddr>) {
     let cfg = hub.config().clone();
-    let (tx, mut rx, mut overflow) = out_queue(cfg.max_queue_bytes);
+    let (outbox, mut overflow) = Outbox::new(cfg.max_queue_bytes);
     let replaced = CancellationToken::new();
-    let sink = Arc::new(NativeSink(tx, replaced.clone(), AtomicBool::new(false)));
+    let sink = Arc::new(NativeSink(outbox, replaced.clone(), AtomicBool::new(false)));
     let registered: Arc<dyn PeerSink> = sink.clone();
     let rooms = hub.rooms().clone();
     rooms.connect(id.clone(), registered.clone());
@@ -198,6 +201,8 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
     // lock the token's state to register and again to drop, for every frame.
     let resumed_elsewhere = replaced.cancelled();
     tokio::pin!(resumed_elsewhere);
+    // The wait for queued frames, made anew only once it has fired.
+    let mut queued = std::pin::pin!(sink.0.woken());
 
     let close: Option<(u16, &str)> = loop {
         tokio::select! {
@@ -205,19 +210,20 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
             _ = &mut stopping => break Some((CLOSE_GOING_AWAY, "server shutting down")),
             _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
             _ = &mut resumed_elsewhere => break Some((CLOSE_REPLACED, "resumed by a newer connection")),
-            out = rx.recv() => {
-                let Some(text) = out else { break None };
-                // Whatever else is queued goes out in the same write: one flush (one
+            _ = &mut queued => {
+                queued.set(sink.0.woken());
+                // Whatever is queued goes out in the same write: one flush (one
                 // syscall) for a burst instead of one per frame.
                 let write = async {
-                    let mut next = Some(text);
                     let mut frames = 0;
-                    while let Some(text) = next.take() {
+                    while frames < WRITE_BATCH_FRAMES {
+                        let Some(text) = sink.0.pop() else { break };
                         socket.feed(Message::Text(text)).await?;
                         frames += 1;
-                        if frames < WRITE_BATCH_FRAMES {
-                            next = rx.try_recv();
-                        }
+                    }
+                    if frames == WRITE_BATCH_FRAMES {
+                        // More is queued: after a turn for reads.
+                        sink.0.wake();
                     }
                     socket.flush().await
                 };
@@ -313,7 +319,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
             // What was queued (an error frame saying why, say) goes out before the
             // close, except to a peer that is being closed for not reading.
             if code != CLOSE_POLICY {
-                while let Some(text) = rx.try_recv() {
+                while let Some(text) = sink.0.pop() {
                     socket.send(Message::Text(text)).await?;
                 }
             }

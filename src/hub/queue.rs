@@ -5,13 +5,12 @@
 //! whose queue overflows is marked once and its connection's own task closes it
 //! (outside any lock of the core).
 //!
-//! Two shapes, one per front-end:
-//! - [`out_queue`]: drained by the connection's task alone, which owns the socket (the
-//!   native front-end reads and writes its WebSocket in one task).
-//! - [`Outbox`]: drained by whichever task gets to it first, once that task holds no
-//!   lock: the sender of a relayed message hands it on itself, instead of waking the
-//!   recipient's task to do it (socket.io, where any task may hand socketioxide a
-//!   packet). One drainer at a time keeps the queue's order.
+//! [`Outbox`] is the front-ends' queue. On socket.io it is drained by whichever task
+//! gets to it first, once that task holds no lock: the sender of a relayed message hands
+//! it on itself, instead of waking the recipient's task to do it (any task may hand
+//! socketioxide a packet); one drainer at a time keeps the queue's order. The native
+//! front-end reads and writes its WebSocket in one task, which alone empties its
+//! outbox ([`Outbox::pop`]). [`out_queue`], a channel, is the echo peer's.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -186,6 +185,15 @@ impl<T> Outbox<T> {
     /// Resolves at the next [`Outbox::wake`] (or at once for one that came before).
     pub async fn woken(&self) {
         self.wake.notified().await
+    }
+
+    /// The item at the head, taken out. For an outbox that only its connection's task
+    /// empties, never together with [`Outbox::drain`].
+    pub fn pop(&self) -> Option<T> {
+        let mut q = self.items();
+        let (item, bytes) = q.items.pop_front()?;
+        q.bytes -= bytes;
+        Some(item)
     }
 
     /// Hands the queued items to `send` in order, unless another task is draining
