@@ -222,7 +222,8 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
                         frames += 1;
                     }
                     if frames == WRITE_BATCH_FRAMES {
-                        // More is queued: after a turn for reads.
+                        // Maybe more is queued: look again once the stop, overflow and
+                        // replace branches have been checked.
                         sink.0.wake();
                     }
                     socket.flush().await

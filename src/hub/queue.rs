@@ -113,9 +113,10 @@ pub enum Drained {
     Stopped,
 }
 
-/// A connection's outgoing queue, bounded in bytes, that any task may drain once it
-/// holds no lock (see the module doc). Pushing wakes no one: the pusher either drains
-/// ([`Outbox::drain`]) or wakes the connection's task ([`Outbox::wake`]).
+/// A connection's outgoing queue, bounded in bytes (see the module doc). It is emptied
+/// one of two ways, never both: by any task that holds no lock ([`Outbox::drain`],
+/// socket.io) or by the connection's task alone ([`Outbox::pop`], native). Pushing wakes
+/// no one: the pusher either drains or wakes the connection's task ([`Outbox::wake`]).
 pub struct Outbox<T> {
     queue: Mutex<Items<T>>,
     /// Held by the one task draining.
@@ -263,6 +264,28 @@ mod tests {
             assert_eq!(rx.recv().await, Some(i));
         }
         assert!(overflow.try_recv().is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn popping_makes_room_in_order_and_a_wake_is_kept() {
+        let (outbox, mut overflow) = Outbox::<u32>::new(8);
+        for i in 0..100 {
+            assert!(outbox.push(i, 4));
+            assert!(outbox.push(i + 1000, 4));
+            outbox.wake();
+            // The wake came before the wait: it was kept.
+            outbox.woken().await;
+            assert_eq!(outbox.pop(), Some(i));
+            assert_eq!(outbox.pop(), Some(i + 1000));
+            assert_eq!(outbox.pop(), None);
+        }
+        assert!(
+            overflow.try_recv().is_err(),
+            "what was popped freed its bytes"
+        );
+        assert!(outbox.push(1, 8));
+        assert!(!outbox.push(2, 1), "the bound still holds");
+        overflow.try_recv().expect("the connection was told");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
