@@ -8,10 +8,12 @@
 //! offered: a thread per peer on blocking sockets (an async generator's own wakeups
 //! doubled the measured median on this 2-core machine). Each is run `--runs` times
 //! (default 3) on a fresh server; the median is reported with the spread of the runs,
-//! and the server's CPU time per message relayed.
+//! and the server's CPU time per message relayed (both hub processes' where there are
+//! two; redis-server's own is not counted).
 //! Runs against a minimal relay (the floor: what the machine and this generator cost),
 //! rtcdev's native and socket.io front-ends and the seed article's node server in one run, and with `--redis URL` against rtcdev sharing rooms through Redis
-//! (one process, and two processes with every pair split across them). Loopback only;
+//! (one process, and two processes: rooms spread over them, or every pair split across
+//! them). Loopback only;
 //! every loop is bounded in count and time.
 //!
 //!   bench/hub.sh            (builds, prepares the baseline and a redis-server, raises the fd limit)
@@ -885,7 +887,7 @@ fn main() {
         .map(|make| (make().name, &**make))
         .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)))
         .collect();
-    let server_cpu = |pid: u32| -> f64 {
+    let process_cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let f: Vec<&str> = stat
             .rsplit(") ")
@@ -896,6 +898,15 @@ fn main() {
         let ticks: f64 = f.get(11).and_then(|x| x.parse().ok()).unwrap_or(0.0)
             + f.get(12).and_then(|x| x.parse().ok()).unwrap_or(0.0);
         ticks / 100.0
+    };
+    // The CPU time of the hub: both processes where there are two (redis-server's own
+    // is not counted).
+    let server_cpu = |server: &Server| -> f64 {
+        process_cpu(server.child.id())
+            + server
+                .second
+                .as_ref()
+                .map_or(0.0, |(child, _)| process_cpu(child.id()))
     };
     // Throughput, pipelined and one write per frame, each run on a fresh server. Round
     // by round, every server in turn: a stretch of noise on the shared cores falls on
@@ -912,9 +923,9 @@ fn main() {
                 };
                 eprintln!("{name}: max throughput ({mode}), round {}/{runs}", i + 1);
                 let server = make();
-                let cpu0 = server_cpu(server.child.id());
+                let cpu0 = server_cpu(&server);
                 let r = rt.block_on(relay(&server, batch));
-                let cpu = server_cpu(server.child.id()) - cpu0;
+                let cpu = server_cpu(&server) - cpu0;
                 runs_of[m].push((r, cpu));
             }
         }
