@@ -184,7 +184,7 @@ fn rtcdev_process(bin: &str, redis: Option<&str>, cpu: usize) -> (Child, u16) {
     (child, port)
 }
 
-fn baseline(dir: &str) -> Server {
+fn baseline(dir: &str, name: &'static str) -> Server {
     let port = free_port();
     let child = Command::new("node")
         .arg("server.js")
@@ -194,7 +194,7 @@ fn baseline(dir: &str) -> Server {
         .spawn()
         .expect("node");
     wait_port(port);
-    Server::single(child, port, "seed node+socket.io", Proto::SocketIo)
+    Server::single(child, port, name, Proto::SocketIo)
 }
 
 fn rss_kb(pid: u32) -> u64 {
@@ -823,19 +823,24 @@ fn main() {
     };
     let rt = rt.enable_all().build().unwrap();
     let mut rows: Vec<(String, HashMap<String, String>)> = Vec::new();
-    let mut servers: Vec<Box<dyn Fn() -> Server>> = vec![
-        Box::new(|| floor("floor: minimal relay (no hub)")),
-        Box::new({
+    // Each server by its name, and how to start a fresh one under it.
+    type Make = Box<dyn Fn(&'static str) -> Server>;
+    let mut servers: Vec<(&'static str, Make)> = vec![
+        ("floor: minimal relay (no hub)", Box::new(floor)),
+        ("rtcdev native /ws", {
             let b = bin.clone();
-            move || rtcdev(&b, "rtcdev native /ws", Proto::Native)
+            Box::new(move |name| rtcdev(&b, name, Proto::Native))
         }),
-        Box::new({
+        ("rtcdev socket.io", {
             let b = bin.clone();
-            move || rtcdev(&b, "rtcdev socket.io", Proto::SocketIo)
+            Box::new(move |name| rtcdev(&b, name, Proto::SocketIo))
         }),
     ];
     if let Some(dir) = base.clone() {
-        servers.push(Box::new(move || baseline(&dir)));
+        servers.push((
+            "seed node+socket.io",
+            Box::new(move |name| baseline(&dir, name)),
+        ));
     }
     if let Some(url) = arg("--redis") {
         // A fresh Redis database for every server started, so no run sees another's rooms.
@@ -847,30 +852,25 @@ fn main() {
                 1 + db.fetch_add(1, Ordering::Relaxed) % 15
             )
         };
-        let (b, f) = (bin.clone(), fresh.clone());
-        servers.push(Box::new(move || {
-            rtcdev_redis(&b, "rtcdev native, 1 process, --redis", &f(), false, false)
-        }));
-        let (b, f) = (bin.clone(), fresh.clone());
-        servers.push(Box::new(move || {
-            rtcdev_redis(
-                &b,
+        for (name, two, split_pairs) in [
+            ("rtcdev native, 1 process, --redis", false, false),
+            (
                 "rtcdev native, 2 processes via Redis, rooms spread",
-                &f(),
                 true,
                 false,
-            )
-        }));
-        let b = bin.clone();
-        servers.push(Box::new(move || {
-            rtcdev_redis(
-                &b,
+            ),
+            (
                 "rtcdev native, 2 processes via Redis, every pair split",
-                &fresh(),
                 true,
                 true,
-            )
-        }));
+            ),
+        ] {
+            let (b, f) = (bin.clone(), fresh.clone());
+            servers.push((
+                name,
+                Box::new(move |name| rtcdev_redis(&b, name, &f(), two, split_pairs)),
+            ));
+        }
     }
     println!(
         "hub bench: {PAIRS} pairs, {PAYLOAD_BYTES} B messages, window {WINDOW}, {}s a run; idle: {idle_n} connections\n",
@@ -881,12 +881,8 @@ fn main() {
         .map(|s| s.parse().expect("--runs N"))
         .unwrap_or(3)
         .max(1);
-    // The servers asked for (`--only`): each is started once to learn its name.
-    let servers: Vec<(&'static str, &dyn Fn() -> Server)> = servers
-        .iter()
-        .map(|make| (make().name, &**make))
-        .filter(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)))
-        .collect();
+    // The servers asked for (`--only`).
+    servers.retain(|(name, _)| only.as_deref().is_none_or(|o| name.contains(o)));
     let process_cpu = |pid: u32| -> f64 {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let f: Vec<&str> = stat
@@ -922,7 +918,7 @@ fn main() {
                     "one write per frame"
                 };
                 eprintln!("{name}: max throughput ({mode}), round {}/{runs}", i + 1);
-                let server = make();
+                let server = make(name);
                 let cpu0 = server_cpu(&server);
                 let r = rt.block_on(relay(&server, batch));
                 let cpu = server_cpu(&server) - cpu0;
@@ -930,8 +926,7 @@ fn main() {
             }
         }
     }
-    let mut included = Vec::new();
-    for ((_, make), runs_of) in servers.iter().zip(throughput) {
+    for ((name, make), runs_of) in servers.iter().zip(throughput) {
         let mut row = HashMap::new();
         // The median run by msg/s, with the spread; the server's CPU time per message
         // is the median of the runs' own.
@@ -964,11 +959,11 @@ fn main() {
         // Latency at 10k msg/s, a thread per peer; the median of the runs and the
         // spread of their p99s, since one run on a shared machine can catch a stall.
         let mut lats = Vec::new();
-        let mut s = make();
+        let mut s = make(name);
         for i in 0..runs {
             if i > 0 {
                 drop(s);
-                s = make();
+                s = make(name);
             }
             eprintln!("{}: 10k/s offered, run {}/{runs}", s.name, i + 1);
             lats.push(relay_threads(&s, OFFERED_PER_SENDER));
@@ -995,20 +990,18 @@ fn main() {
             "one-way p99 ms",
             format!("{:.3}", median(|r| r.one_way_p99)),
         );
-        let name = s.name.to_string();
         drop(s);
         println!("{name}: {row:?}");
-        rows.push((name, row));
-        included.push(make);
+        rows.push((name.to_string(), row));
     }
     // Idle connections last: 10,000 closed sockets linger in TIME_WAIT and would
     // disturb the relay runs that follow them.
-    for (make, (name, row)) in included.iter().zip(rows.iter_mut()) {
+    for ((name, make), (_, row)) in servers.iter().zip(rows.iter_mut()) {
         if name.contains("Redis") || name.contains("--redis") || name.starts_with("floor") {
             row.insert("idle B/conn".into(), "-".into());
             continue;
         }
-        let s = make();
+        let s = make(name);
         eprintln!("{name}: idle");
         let (before, after, per) = rt.block_on(idle(&s, idle_n));
         row.insert("idle RSS before KB".into(), before.to_string());
