@@ -27,11 +27,12 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::future::Future;
-use std::ops::{Deref, DerefMut};
+use std::ops::{Deref, DerefMut, Range};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -80,10 +81,12 @@ pub enum Event {
 }
 
 /// A relayed message as the sender sent it: its JSON text, which native peers get as
-/// `data`. A socket.io sender's front-end builds the socket.io form instead (the object
-/// with the hub's `from` set, [`Payload::with_from`]) on the way in, so a socket.io
-/// recipient's delivery reads nothing again; the text is then cut from that form the
-/// first time something asks for it.
+/// `data`. Each front-end builds its own recipients' form on the way in, once for every
+/// recipient: a socket.io sender the socket.io form (the object with the hub's `from`
+/// set, [`Payload::with_from`]), so a socket.io recipient's delivery reads nothing
+/// again, and the text is cut from that form the first time something asks for it; a
+/// native sender the whole native frame ([`Payload::native_frame`]), which every native
+/// recipient is handed as it is, the text being the `data` inside it.
 #[derive(Debug, Clone)]
 pub struct Payload(Arc<Forms>);
 
@@ -93,6 +96,15 @@ struct Forms {
     /// The socket.io form, `{...,"from":"id"}`, and where its members end: the text
     /// is the form up to there, closed with `}`.
     with_from: Option<(Box<RawValue>, usize)>,
+    native: Option<NativeFrame>,
+}
+
+/// A native `signal` frame, whose `from` it names and where its `data` lies.
+#[derive(Debug)]
+struct NativeFrame {
+    frame: Utf8Bytes,
+    from: PeerId,
+    data: Range<usize>,
 }
 
 impl Payload {
@@ -121,8 +133,31 @@ impl Payload {
             Payload(Arc::new(Forms {
                 text: OnceLock::new(),
                 with_from: Some((with_from, members_end)),
+                native: None,
             }))
         })
+    }
+
+    /// A message whose native form is `frame`, the `signal` frame from `from` with the
+    /// text at `data`, as the native front-end writes it. `None` if `data` is not in the
+    /// frame.
+    pub fn native(frame: Utf8Bytes, from: PeerId, data: Range<usize>) -> Option<Self> {
+        frame.get(data.clone())?;
+        Some(Payload(Arc::new(Forms {
+            text: OnceLock::new(),
+            with_from: None,
+            native: Some(NativeFrame { frame, from, data }),
+        })))
+    }
+
+    /// The native frame for this message from `from`, if the sender's front-end built
+    /// it (and built it for that sender).
+    pub fn native_frame(&self, from: &PeerId) -> Option<&Utf8Bytes> {
+        self.0
+            .native
+            .as_ref()
+            .filter(|n| n.from == *from)
+            .map(|n| &n.frame)
     }
 
     /// The socket.io form: the object with the hub's `from`, if it was built.
@@ -132,6 +167,9 @@ impl Payload {
 
     /// The JSON text.
     pub fn text(&self) -> &str {
+        if let Some(n) = &self.0.native {
+            return &n.frame[n.data.clone()];
+        }
         self.0.text.get_or_init(|| match &self.0.with_from {
             Some((raw, end)) => format!("{}}}", &raw.get()[..*end]).into(),
             None => Box::from("null"),
@@ -151,6 +189,9 @@ impl Payload {
 
     /// The text's length in bytes, without cutting it.
     pub fn len(&self) -> usize {
+        if let Some(n) = &self.0.native {
+            return n.data.len();
+        }
         match (self.0.text.get(), &self.0.with_from) {
             (Some(text), _) => text.len(),
             (None, Some((_, end))) => end + 1,
@@ -169,6 +210,7 @@ impl From<Box<str>> for Payload {
         Payload(Arc::new(Forms {
             text: OnceLock::from(text),
             with_from: None,
+            native: None,
         }))
     }
 }

@@ -1,5 +1,6 @@
 //! The native front-end: `GET /ws`, one JSON object per text frame (docs/PROTOCOL.md).
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::Hub;
-use super::core::{Event, PeerSink};
+use super::core::{Event, Payload, PeerSink};
 use super::limits::ConnGuard;
 use super::protocol::{self, ClientFrame, HubError, PeerId, json_string};
 use super::queue::Outbox;
@@ -88,8 +89,12 @@ struct NativeSink(Outbox<Utf8Bytes>, CancellationToken, AtomicBool);
 
 impl NativeSink {
     fn push(&self, text: String) {
-        let n = text.len();
-        if self.0.push(Utf8Bytes::from(text), n) {
+        self.push_frame(Utf8Bytes::from(text));
+    }
+
+    fn push_frame(&self, frame: Utf8Bytes) {
+        let n = frame.len();
+        if self.0.push(frame, n) {
             self.0.wake();
         }
     }
@@ -99,9 +104,44 @@ impl PeerSink for NativeSink {
     fn deliver(&self, event: &Event) {
         match event {
             Event::Replaced => self.1.cancel(),
+            // A native sender's frame, written once for every native recipient.
+            Event::Signal { from, data } => match data.native_frame(from) {
+                Some(frame) => self.push_frame(frame.clone()),
+                None => self.push(encode(event)),
+            },
             _ => self.push(encode(event)),
         }
     }
+}
+
+/// The `signal` frame from `from` carrying `data` (JSON text), and where `data` lies in
+/// it.
+pub fn signal_frame(from: &str, data: &str) -> (String, Range<usize>) {
+    const HEAD: &str = r#"{"type":"signal","from":"#;
+    const MID: &str = r#","data":"#;
+    // Sized once: `format!` would grow the buffer by doubling through a kilobyte of
+    // data, copying it each time. Ids need no escape but for a test's odd one.
+    let plain = !from.bytes().any(|c| c == b'"' || c == b'\\' || c < 0x20);
+    let from_len = if plain {
+        from.len() + 2
+    } else {
+        json_string(from).len()
+    };
+    let mut out = String::with_capacity(HEAD.len() + from_len + MID.len() + data.len() + 1);
+    out.push_str(HEAD);
+    if plain {
+        out.push('"');
+        out.push_str(from);
+        out.push('"');
+    } else {
+        out.push_str(&json_string(from));
+    }
+    out.push_str(MID);
+    let start = out.len();
+    out.push_str(data);
+    let end = out.len();
+    out.push('}');
+    (out, start..end)
 }
 
 /// The native frame for a core event.
@@ -137,21 +177,10 @@ pub fn encode(event: &Event) -> String {
             r#"{{"type":"peer-left","id":{}}}"#,
             json_string(id.as_str())
         ),
-        Event::Signal { from, data } => {
-            // Sized once: `format!` would grow the buffer by doubling through a
-            // kilobyte of data, copying it each time.
-            const HEAD: &str = r#"{"type":"signal","from":"#;
-            const MID: &str = r#","data":"#;
-            let from = json_string(from.as_str());
-            let mut out =
-                String::with_capacity(HEAD.len() + from.len() + MID.len() + data.len() + 1);
-            out.push_str(HEAD);
-            out.push_str(&from);
-            out.push_str(MID);
-            data.push_text(&mut out);
-            out.push('}');
-            out
-        }
+        Event::Signal { from, data } => match data.native_frame(from) {
+            Some(frame) => frame.as_str().to_string(),
+            None => signal_frame(from.as_str(), data.text()).0,
+        },
     }
 }
 
@@ -391,7 +420,13 @@ async fn handle(
         {
             Ok(())
         }
-        Ok(ClientFrame::Signal { to, data }) => rooms.signal(id, to.as_deref(), data.into()),
+        Ok(ClientFrame::Signal { to, data }) => {
+            // Written here once in the form native recipients get, and shared by them.
+            let (frame, at) = signal_frame(id.as_str(), data);
+            let payload = Payload::native(Utf8Bytes::from(frame), id.clone(), at)
+                .unwrap_or_else(|| data.into());
+            rooms.signal(id, to.as_deref(), payload)
+        }
     };
     if let Err(e) = result {
         tracing::debug!(code = e.code(), %e, "refused frame");

@@ -1,6 +1,7 @@
 //! The native wire protocol (docs/PROTOCOL.md): frame types, error codes, id and room
 //! name rules, and the decoder. Decoding never panics; bad input is a [`HubError`].
 
+use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -132,9 +133,9 @@ impl HubError {
     }
 }
 
-/// A client frame after decoding.
+/// A client frame after decoding, borrowing what it can from the frame's text.
 #[derive(Debug)]
-pub enum ClientFrame {
+pub enum ClientFrame<'a> {
     /// Join a room with optional metadata.
     Join {
         /// The room.
@@ -145,9 +146,9 @@ pub enum ClientFrame {
     /// Relay `data` to one peer or the rest of the room.
     Signal {
         /// The recipient, or everyone else.
-        to: Option<String>,
-        /// The data, as JSON text, relayed untouched.
-        data: Box<str>,
+        to: Option<Cow<'a, str>>,
+        /// The data, as JSON text (checked to be JSON), relayed untouched.
+        data: &'a str,
     },
     /// Leave the room.
     Leave,
@@ -180,18 +181,26 @@ struct Envelope<'a> {
     token: Option<&'a RawValue>,
 }
 
-fn as_string(raw: Option<&RawValue>, field: &str) -> Result<Option<String>, HubError> {
-    match raw {
-        None => Ok(None),
-        Some(r) if r.get() == "null" => Ok(None),
-        Some(r) => serde_json::from_str::<String>(r.get())
-            .map(Some)
-            .map_err(|_| HubError::BadRequest(format!("\"{field}\" must be a string"))),
+/// A member that must be a string (or absent, or `null`): borrowed from the frame when
+/// it has no escapes, as it nearly always has.
+fn as_string<'a>(raw: Option<&'a RawValue>, field: &str) -> Result<Option<Cow<'a, str>>, HubError> {
+    let Some(text) = raw.map(RawValue::get).filter(|t| *t != "null") else {
+        return Ok(None);
+    };
+    // The value is valid JSON (serde checked it to capture it): a quoted text with no
+    // backslash is a string that means exactly what is between the quotes.
+    if let Some(inner) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"'))
+        && !inner.contains('\\')
+    {
+        return Ok(Some(Cow::Borrowed(inner)));
     }
+    serde_json::from_str::<String>(text)
+        .map(|s| Some(Cow::Owned(s)))
+        .map_err(|_| HubError::BadRequest(format!("\"{field}\" must be a string")))
 }
 
 /// Decodes one text frame. Unknown fields are ignored.
-pub fn decode(text: &str) -> Result<ClientFrame, HubError> {
+pub fn decode(text: &str) -> Result<ClientFrame<'_>, HubError> {
     let env: Envelope = serde_json::from_str(text).map_err(|e| {
         if text.trim_start().starts_with('{') {
             HubError::BadRequest(format!("the frame is not valid JSON: {e}"))
@@ -201,7 +210,7 @@ pub fn decode(text: &str) -> Result<ClientFrame, HubError> {
     })?;
     let kind = as_string(env.kind, "type")?
         .ok_or_else(|| HubError::BadRequest("the frame has no \"type\"".into()))?;
-    match kind.as_str() {
+    match &*kind {
         "join" => {
             let room = as_string(env.room, "room")?
                 .ok_or_else(|| HubError::BadRequest("join needs a \"room\"".into()))?;
@@ -235,7 +244,7 @@ pub fn decode(text: &str) -> Result<ClientFrame, HubError> {
                 .ok_or_else(|| HubError::BadRequest("signal needs \"data\"".into()))?;
             Ok(ClientFrame::Signal {
                 to,
-                data: Box::from(data.get()),
+                data: data.get(),
             })
         }
         "leave" => Ok(ClientFrame::Leave),
@@ -245,7 +254,10 @@ pub fn decode(text: &str) -> Result<ClientFrame, HubError> {
                 .ok_or_else(|| HubError::BadRequest("resume needs the \"id\"".into()))?;
             let token = as_string(env.token, "token")?
                 .ok_or_else(|| HubError::BadRequest("resume needs the \"token\"".into()))?;
-            Ok(ClientFrame::Resume { id, token })
+            Ok(ClientFrame::Resume {
+                id: id.into_owned(),
+                token: token.into_owned(),
+            })
         }
         other => Err(HubError::BadRequest(format!(
             "unknown frame type {other:?}"
@@ -338,7 +350,7 @@ mod tests {
         match decode(r#"{"type":"signal","to":"abc","data":{"sdp":"v=0"}}"#).unwrap() {
             ClientFrame::Signal { to, data } => {
                 assert_eq!(to.as_deref(), Some("abc"));
-                assert_eq!(&*data, r#"{"sdp":"v=0"}"#);
+                assert_eq!(data, r#"{"sdp":"v=0"}"#);
             }
             f => panic!("{f:?}"),
         }
