@@ -29,6 +29,17 @@ const TIMELINE: usize = 200;
 /// Summaries kept per side for the graphs (one a report: two minutes).
 const HISTORY: usize = 60;
 const MAX_ERRORS: usize = 20;
+/// What a relay candidate may be allocated over (`RTCIceCandidate.relayProtocol`).
+const RELAY_TRANSPORTS: [&str; 3] = ["udp", "tcp", "tls"];
+/// `RTCPeerConnection.signalingState`'s values.
+const SIGNALING_STATES: [&str; 6] = [
+    "stable",
+    "have-local-offer",
+    "have-remote-offer",
+    "have-local-pranswer",
+    "have-remote-pranswer",
+    "closed",
+];
 /// A connection connected this long with nothing arriving gets a verdict.
 const NO_MEDIA: Duration = Duration::from_secs(5);
 /// A connection not connected this long after its first news gets a verdict.
@@ -273,11 +284,14 @@ impl Inspector {
             match e.kind.as_str() {
                 "local-candidate" => {
                     side.local.add(&detail);
-                    if let Some(over) = detail.split(" over ").nth(1) {
+                    // Only the names a browser gives: a page cannot grow the sets.
+                    if let Some(over) = detail.split(" over ").nth(1)
+                        && RELAY_TRANSPORTS.contains(&over)
+                    {
                         side.relay_over.insert(over.to_string());
                     }
                 }
-                "signaling" => {
+                "signaling" if SIGNALING_STATES.contains(&detail.as_str()) => {
                     side.signaling.insert(detail.clone());
                 }
                 "ice" => side.ice = detail.clone(),
@@ -319,8 +333,14 @@ impl Inspector {
                 detail,
             });
         }
-        for s in r.peers {
+        for mut s in r.peers {
             let peer = clean(&s.peer);
+            for t in [&mut s.state, &mut s.path, &mut s.resolution]
+                .into_iter()
+                .flatten()
+            {
+                *t = clean(t);
+            }
             if let Some(side) = side_of(page, &peer) {
                 if side.history.len() >= HISTORY {
                     side.history.pop_front();
@@ -661,6 +681,35 @@ mod tests {
         assert_eq!(tl[0]["at"], 50, "the oldest went first");
         let detail = tl[0]["detail"].as_str().unwrap();
         assert!(detail.chars().count() <= MAX_TEXT && !detail.contains('\u{1b}'));
+        // What a page says of a connection's signaling and relays, and its stats
+        // summary: kept only as a browser would say it, and cut to size.
+        let odd: Vec<serde_json::Value> = (0..300)
+            .flat_map(|i| {
+                [
+                    serde_json::json!({"peer": "b", "at": i, "kind": "signaling", "detail": format!("state-{i}")}),
+                    serde_json::json!({"peer": "b", "at": i, "kind": "local-candidate", "detail": format!("relay udp 10.0.0.1:{i} over x{i}")}),
+                ]
+            })
+            .chain([
+                serde_json::json!({"peer": "b", "at": 1, "kind": "signaling", "detail": "have-local-offer"}),
+                serde_json::json!({"peer": "b", "at": 1, "kind": "local-candidate", "detail": "relay udp 10.0.0.1:9 over tcp"}),
+            ])
+            .collect();
+        let mut r = report("r", "a", serde_json::json!(odd));
+        r.peers = vec![
+            serde_json::from_value(serde_json::json!({
+                "peer": "b", "state": "s".repeat(5000), "path": "p".repeat(5000), "resolution": "r".repeat(5000)
+            }))
+            .unwrap(),
+        ];
+        ins.report(r, ORIGIN).unwrap();
+        let b = &ins.snapshot()["rooms"]["r"]["a"]["connections"]["b"];
+        assert_eq!(b["signaling"], serde_json::json!(["have-local-offer"]));
+        assert_eq!(b["relayOver"], serde_json::json!(["tcp"]));
+        for field in ["state", "path", "resolution"] {
+            let text = b["summary"][field].as_str().unwrap();
+            assert_eq!(text.chars().count(), MAX_TEXT, "{field}");
+        }
         for i in 1..MAX_ROOMS {
             ins.report(
                 report(&format!("room{i}"), "a", serde_json::json!([])),
