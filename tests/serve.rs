@@ -781,6 +781,9 @@ async fn proxy_headers_come_from_the_connection_not_the_client() {
             .args(["-H", "X-Forwarded-Proto: gopher"])
             .args(["-H", "X-Real-IP: 6.6.6.6"])
             .args(["-H", "Forwarded: for=6.6.6.6;host=evil.example"])
+            .args(["-H", "X-Forwarded-Prefix: /evil-prefix"])
+            .args(["-H", "X-Forwarded-Ssl: evil-ssl"])
+            .args(["-H", "X-Forwarded-Scheme: evil-scheme"])
             .arg(format!("https://localhost:{port}/headers"))
             .output()
             .await
@@ -806,6 +809,9 @@ async fn proxy_headers_come_from_the_connection_not_the_client() {
             "gopher",
             "x-real-ip",
             "forwarded: ",
+            "evil-prefix",
+            "evil-ssl",
+            "evil-scheme",
         ] {
             assert!(
                 !text.contains(claim),

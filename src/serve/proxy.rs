@@ -21,15 +21,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 /// How long the upstream may take to answer a request's head.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Headers that belong to one connection and are not forwarded (RFC 9110 7.6.1).
+/// Headers that belong to one connection and are not forwarded (RFC 9110 7.6.1), and
+/// claims about the client that only rtcdev may make (set again below). Every other
+/// `X-Forwarded-*` is dropped too ([`client_claim`]).
 const HOP_BY_HOP: &[&str] = &[
-    // Claims about the client that only rtcdev may make (set again below).
     "forwarded",
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "x-forwarded-port",
-    "x-forwarded-server",
     "x-real-ip",
     "connection",
     "keep-alive",
@@ -290,16 +286,35 @@ fn copy_end_to_end(from: &HeaderMap, to: &mut HeaderMap) {
         .collect();
     for (k, v) in from {
         let name = k.as_str();
-        if HOP_BY_HOP.contains(&name) || named.iter().any(|n| n == name) || k == header::HOST {
+        if HOP_BY_HOP.contains(&name)
+            || client_claim(name)
+            || named.iter().any(|n| n == name)
+            || k == header::HOST
+        {
             continue;
         }
         to.append(k.clone(), v.clone());
     }
 }
 
+/// An `X-Forwarded-*` header: what a proxy says about the client (its address, host,
+/// scheme, port, path prefix, TLS). A client's own claim is never passed on: upstreams
+/// that trust a proxy on loopback build redirects and links from them.
+fn client_claim(name: &str) -> bool {
+    name.starts_with("x-forwarded-")
+}
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     for name in HOP_BY_HOP {
         h.remove(*name);
+    }
+    let claims: Vec<_> = h
+        .keys()
+        .filter(|k| client_claim(k.as_str()))
+        .cloned()
+        .collect();
+    for name in claims {
+        h.remove(name);
     }
 }
 
