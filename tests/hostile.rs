@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{NativeClient, Sandbox, TestHub, get_head, http_request, js_dir};
+use common::{NativeClient, Sandbox, TestHub, get_head, http_request, http_request_head, js_dir};
 use rtcdev::hub::HubConfig;
 
 /// `rtcdev signal` on a loopback port, with its stderr kept for the test to read.
@@ -249,6 +249,53 @@ fn upgrade_head(path: &str) -> String {
         "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
+}
+
+/// A page of another site cannot use the hub by leaving `Origin` out: the requests an
+/// image or a no-cors fetch makes (`Sec-Fetch-Site: cross-site`, no `Origin`) are refused
+/// before they open a socket.io session or spend a connection token, so they cannot hold
+/// the places of the user's own address. The page's own requests, a typed address, a
+/// followed link and clients outside a browser pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_of_other_sites_cannot_use_the_hub_without_their_origin() {
+    let hub = TestHub::start(HubConfig {
+        max_conns_per_ip: 8,
+        ..HubConfig::default()
+    })
+    .await;
+    let head = |path: &str, extra: &str| {
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{extra}Connection: close\r\n\r\n")
+    };
+    let image =
+        "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: no-cors\r\nSec-Fetch-Dest: image\r\n";
+    for (i, eio) in [3, 4, 3, 4, 3, 4, 3, 4, 3, 4].iter().enumerate() {
+        let path = format!("/socket.io/?EIO={eio}&transport=polling&t={i}");
+        let r = http_request(hub.addr, &head(&path, image)).await;
+        assert_eq!(r.status, 403, "{path}: {}", r.text());
+        assert!(r.text().contains("another site"), "{}", r.text());
+    }
+    for site in ["same-site", "cross-site", "something-new"] {
+        let upgrade = upgrade_head("/ws").replace(
+            "\r\n\r\n",
+            &format!("\r\nSec-Fetch-Site: {site}\r\nSec-Fetch-Mode: websocket\r\n\r\n"),
+        );
+        let head = http_request_head(hub.addr, &upgrade).await;
+        assert!(head.starts_with("HTTP/1.1 403"), "/ws, {site}: {head}");
+    }
+    assert_eq!(hub.hub.limits().report().connections, 0);
+    for extra in [
+        "Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: cors\r\n",
+        "Sec-Fetch-Site: none\r\nSec-Fetch-Mode: navigate\r\n",
+        "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: navigate\r\n",
+        "",
+    ] {
+        let r = http_request(
+            hub.addr,
+            &head("/socket.io/?EIO=4&transport=polling", extra),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{extra:?}: {}", r.text());
+    }
 }
 
 /// Connections per address and in all are capped before the upgrade or the socket.io

@@ -1230,7 +1230,34 @@ async fn the_inspector_is_for_this_machine_only() {
     ));
     let (s, _, _) = call(&app, post).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, _, body) = call(&app, from("/inspect/state.json", "127.0.0.1")).await;
+    // From this machine: a loopback address, under a loopback name. A proxy here (the
+    // nginx site `--print-nginx` writes) connects from loopback for anyone: what it
+    // relays says so, or carries the name the client used.
+    let here = |path: &str, ip: &str, host: &str| {
+        let mut r = from(path, ip);
+        r.headers_mut().insert("host", host.parse().unwrap());
+        r
+    };
+    for (header, value) in [
+        ("x-forwarded-for", "192.0.2.77"),
+        ("forwarded", "for=192.0.2.77"),
+        ("x-real-ip", "192.0.2.77"),
+        ("x-forwarded-proto", "https"),
+    ] {
+        let mut r = here("/inspect/state.json", "127.0.0.1", "localhost:8443");
+        r.headers_mut().insert(header, value.parse().unwrap());
+        let (s, _, _) = call(&app, r).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "relayed with {header}");
+    }
+    for host in ["192.0.2.10:8443", "laptop.local:8443"] {
+        let (s, _, _) = call(&app, here("/inspect/state.json", "127.0.0.1", host)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "from loopback under {host}");
+    }
+    let (s, _, body) = call(
+        &app,
+        here("/inspect/state.json", "127.0.0.1", "localhost:8443"),
+    )
+    .await;
     assert_eq!(s, StatusCode::OK);
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     let side = &v["rooms"]["r1"]["a"];
@@ -1238,8 +1265,10 @@ async fn the_inspector_is_for_this_machine_only() {
     assert_eq!(side["from"], "192.0.2.77");
     assert_eq!(side["connections"]["b"]["state"], "connected");
     assert_eq!(side["connections"]["b"]["summary"]["kbpsIn"], 800);
-    let (s, _, _) = call(&app, from("/inspect", "[::1]")).await;
-    assert_eq!(s, StatusCode::OK);
+    for host in ["[::1]:8443", "127.0.0.1:8443"] {
+        let (s, _, _) = call(&app, here("/inspect", "[::1]", host)).await;
+        assert_eq!(s, StatusCode::OK, "{host}");
+    }
 }
 
 /// Asking for the echo peer: only pages of the origin may, for a room someone is in,

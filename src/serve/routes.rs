@@ -405,9 +405,10 @@ async fn ice_report(State(state): State<AppState>, req: Request) -> Response {
 }
 
 /// The inspector shows devices' addresses: only to this machine.
+/// Not for a request relayed from elsewhere by a proxy on this machine, nor for one under
+/// a name other than a loopback one (see [`origin::from_this_machine`]).
 fn only_here(req: &Request, port: u16) -> Option<Response> {
-    let here = crate::hub::client_ip_parts(req.extensions()).is_some_and(|ip| ip.is_loopback());
-    (!here).then(|| {
+    (!origin::from_this_machine(req)).then(|| {
         (
             StatusCode::FORBIDDEN,
             format!(

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
 /// Browsers may cache a CORS preflight this long.
@@ -181,8 +181,11 @@ pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
 }
 
 /// 403 for a request from a page of an origin that may not use the hub (WebSocket
-/// upgrades and socket.io's requests carry the page's `Origin`). Requests without an
-/// `Origin` (not from a browser page) pass.
+/// upgrades and socket.io's requests carry the page's `Origin`), and for one a browser
+/// says came from a page of another site that left `Origin` out: an image or a no-cors
+/// fetch, which could otherwise open socket.io sessions that hold the user's own
+/// connection places. Requests with neither (not from a browser page) pass, and so do
+/// navigations (a link followed to `/inspect`).
 pub async fn check_origin(State(policy): State<Policy>, req: Request, next: Next) -> Response {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let text = origin.to_str().unwrap_or("");
@@ -193,8 +196,71 @@ pub async fn check_origin(State(policy): State<Policy>, req: Request, next: Next
                  To allow them, restart rtcdev with --allow-origin {text}\n"
             ));
         }
+    } else if let Some(site) = foreign_without_origin(req.headers()) {
+        crate::info_limited!("foreign request refused", sec_fetch_site = %site, "refusing a request a page of another site made without its Origin");
+        return forbidden(format!(
+            "Blocked request: a page of another site made it (Sec-Fetch-Site: {site}) \
+             without saying its origin.\nPages that use this hub must send their Origin, \
+             as WebSocket, fetch and XHR do.\n"
+        ));
     }
     next.run(req).await
+}
+
+/// The `Sec-Fetch-Site` of a request without `Origin` that a browser made for a page of
+/// another site (or that says so in a value it does not know), unless it is a
+/// navigation. `None` for a request of the page's own origin, one the user made (typed
+/// address, bookmark), and one from outside a browser (no `Sec-Fetch-Site`).
+fn foreign_without_origin(headers: &HeaderMap) -> Option<String> {
+    let site = headers.get("sec-fetch-site")?;
+    if site == "same-origin" || site == "none" {
+        return None;
+    }
+    if headers
+        .get("sec-fetch-mode")
+        .is_some_and(|m| m == "navigate")
+    {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(site.as_bytes())
+            .chars()
+            .take(40)
+            .collect(),
+    )
+}
+
+/// Whether a request comes from this machine itself: from a loopback address, for a
+/// loopback name (`localhost`, `127.0.0.1`, `[::1]`), and not relayed by a proxy (which
+/// connects from loopback for whoever is behind it, and says so in `Forwarded`,
+/// `X-Forwarded-*` or `X-Real-IP`, or passes their host name on).
+pub fn from_this_machine(req: &Request) -> bool {
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if !peer.is_some_and(|ip| ip.is_loopback()) {
+        return false;
+    }
+    let relayed = req.headers().keys().any(|k| {
+        let k = k.as_str();
+        k == "forwarded" || k == "x-real-ip" || k.starts_with("x-forwarded-")
+    });
+    if relayed {
+        return false;
+    }
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    host.is_some_and(|host| {
+        let name = split_host_port(host)
+            .0
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        is_local_name(&name) || parse_ip(&name).is_some_and(|ip| ip.is_loopback())
+    })
 }
 
 fn forbidden(text: String) -> Response {
