@@ -73,15 +73,30 @@ const MAX_QUEUED_OPS: usize = 100_000;
 /// Join order of a peer placed while Redis did not answer: after any Redis hands out.
 const LOCAL_SEQ_BASE: u64 = u64::MAX / 2;
 
-/// The URL without its password, for logs and `/healthz`.
+/// The URL without its password, for logs and `/healthz`: neither the user and
+/// password before `@` nor a `pass`/`password` in the query (where `redis+unix://` URLs
+/// carry it). A URL that does not parse is shown by its scheme alone.
 pub fn redacted(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) => match rest.rsplit_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => url.to_string(),
-        },
-        None => url.to_string(),
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        let scheme = url.split_once("://").map_or("", |(s, _)| s);
+        return format!("{scheme}://(a URL that does not parse)");
+    };
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        let _ = parsed.set_password(None);
+        let _ = parsed.set_username("***");
     }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = k.eq_ignore_ascii_case("pass") || k.eq_ignore_ascii_case("password");
+                let v = if secret { "***".into() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.into()
 }
 
 /// What [`RedisRooms`] shares with its background tasks.
@@ -429,5 +444,24 @@ mod tests {
         );
         assert_eq!(redacted("redis://user:pw@h:1"), "redis://***@h:1");
         assert_eq!(redacted("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        // Unix-socket URLs carry the password in the query.
+        assert_eq!(
+            redacted("redis+unix:///run/redis.sock?db=2&pass=S3cret"),
+            "redis+unix:///run/redis.sock?db=2&pass=***"
+        );
+        assert_eq!(
+            redacted("unix:///run/redis.sock?user=u&password=S3cret"),
+            "unix:///run/redis.sock?user=u&password=***"
+        );
+        assert_eq!(
+            redacted("redis://:pw@h:1/0?protocol=resp3&PASS=x"),
+            "redis://***@h:1/0?protocol=resp3&PASS=***"
+        );
+        // A password with a `?` in it is still cut.
+        assert!(!redacted("redis://:s3?cr3t@h:1").contains("cr3t"));
+        assert_eq!(
+            redacted("redis://[pw"),
+            "redis://(a URL that does not parse)"
+        );
     }
 }
