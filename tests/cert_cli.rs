@@ -337,6 +337,39 @@ fn refuses_to_write_over_the_ca() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("over the CA's own files"));
+    // Nor under the same name in another case: on macOS and Windows file systems,
+    // which ignore case, `rootca-key.pem` is the CA's key. Names are lowercased, so
+    // `cert rootCA` run in the folder of a CA that may vouch for any name would write
+    // `./rootca.pem` and `./rootca-key.pem`.
+    sb.rtcdev()
+        .args(["--ca-dir", "open", "cert", "--unconstrained-ca", "x.test"])
+        .assert()
+        .success();
+    let open_key = std::fs::read(sb.path().join("open/rootCA-key.pem")).unwrap();
+    sb.rtcdev()
+        .current_dir(sb.path().join("open"))
+        .args(["--ca-dir", ".", "cert", "rootCA"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("over the CA's own files"));
+    assert!(!sb.path().join("open/rootca.pem").exists());
+    assert_eq!(
+        std::fs::read(sb.path().join("open/rootCA-key.pem")).unwrap(),
+        open_key
+    );
+    sb.rtcdev()
+        .args([
+            "--ca-dir",
+            "ca",
+            "cert",
+            "--key-file",
+            "ca/../ca/ROOTCA-KEY.PEM",
+            "x.test",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("over the CA's own files"));
+    assert!(!sb.path().join("ca/rootca.pem").exists());
     assert_eq!(
         std::fs::read(sb.path().join("ca/rootCA-key.pem")).unwrap(),
         key

@@ -339,18 +339,39 @@ fn check_outputs(issue: &IssueConfig, ca: &CaLocation) -> Result<()> {
     Ok(())
 }
 
+/// Whether `a` and `b` may name the same file: the same directory, and the same file
+/// name once case is set aside. On the file systems macOS and Windows use by default,
+/// which ignore case, `rootca-key.pem` is the CA's `rootCA-key.pem`; refusing it on a
+/// file system that tells them apart costs nothing.
 fn same_file(a: &Path, b: &Path) -> bool {
-    let canon = |p: &Path| -> Option<PathBuf> {
-        let parent = p
-            .parent()
+    let parent = |p: &Path| {
+        p.parent()
             .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        Some(fs::canonicalize(parent).ok()?.join(p.file_name()?))
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
     };
-    match (canon(a), canon(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
+    let names_match = match (a.file_name(), b.file_name()) {
+        (Some(x), Some(y)) => {
+            x.to_string_lossy().to_lowercase() == y.to_string_lossy().to_lowercase()
+        }
+        _ => false,
+    };
+    names_match && same_dir(&parent(a), &parent(b)).unwrap_or(a == b)
+}
+
+/// Whether two existing directories are one (by identity, whatever the path's case or
+/// links); `None` when either cannot be read.
+#[cfg(unix)]
+fn same_dir(a: &Path, b: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let (x, y) = (fs::metadata(a).ok()?, fs::metadata(b).ok()?);
+    Some(x.dev() == y.dev() && x.ino() == y.ino())
+}
+
+#[cfg(not(unix))]
+fn same_dir(a: &Path, b: &Path) -> Option<bool> {
+    let (x, y) = (fs::canonicalize(a).ok()?, fs::canonicalize(b).ok()?);
+    Some(x.to_string_lossy().to_lowercase() == y.to_string_lossy().to_lowercase())
 }
 
 /// Writes a file through a temporary sibling and a rename, so a reader never sees half
