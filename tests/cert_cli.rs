@@ -459,6 +459,40 @@ fn pkcs12_bundle_opens_with_openssl() {
     );
 }
 
+/// A CA made before public suffixes were kept out of its constraints (on a host named
+/// `dev`) can vouch for every site under `.dev`: `cert` says so.
+#[test]
+fn a_ca_constrained_to_a_public_suffix_is_pointed_out() {
+    require("openssl", "openssl");
+    let sb = Sandbox::new();
+    std::fs::create_dir(sb.path().join("old")).unwrap();
+    let ok = sb
+        .tool("openssl")
+        .args([
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "old/rootCA-key.pem", "-out", "old/rootCA.pem", "-days", "30",
+            "-subj", "/O=rtcdev development CA/CN=rtcdev dev",
+            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext", "nameConstraints=critical,permitted;DNS:localhost,permitted;DNS:dev,permitted;IP:127.0.0.0/255.0.0.0",
+        ])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    let out = sb
+        .rtcdev()
+        .args(["--ca-dir", "old", "cert", "app.localhost"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out) + &stderr(&out);
+    assert!(
+        text.contains("dev is a public suffix: the CA can vouch for every site under it"),
+        "{text}"
+    );
+    assert!(!text.contains("localhost is a public suffix"), "{text}");
+}
+
 #[test]
 fn mkcert_and_rtcdev_share_one_ca_both_ways() {
     require("mkcert", "mkcert");

@@ -99,6 +99,10 @@ pub struct CaReport {
     /// Its permitted names, when constrained.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permitted: Option<String>,
+    /// Permitted DNS subtrees that are public suffixes (a CA made for a host named
+    /// `dev`, say): every site under them is in reach of its key.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub public_subtrees: Vec<String>,
 }
 
 /// The leaf part of a report.
@@ -145,6 +149,11 @@ impl CertReport {
                 "The local CA is not name-constrained: it can vouch for any name, so guard its key\n",
             ),
             _ => {}
+        }
+        for suffix in &ca.public_subtrees {
+            s.push_str(&format!(
+                "  {suffix} is a public suffix: the CA can vouch for every site under it. Make a new CA in another --ca-dir\n"
+            ));
         }
         if let Some(fp) = &ca.fingerprint_sha256 {
             s.push_str(&format!(
@@ -215,6 +224,7 @@ pub fn run(config: &CertConfig) -> Result<CertReport> {
             fingerprint_sha256: None,
             constrained: None,
             permitted: None,
+            public_subtrees: Vec::new(),
         },
         certificate: None,
         trust: Vec::new(),
@@ -244,6 +254,13 @@ pub fn run(config: &CertConfig) -> Result<CertReport> {
     report.ca.fingerprint_sha256 = Some(ca.fingerprint());
     report.ca.constrained = Some(ca.constraints.is_some());
     report.ca.permitted = ca.constraints.as_ref().map(|c| c.describe());
+    report.ca.public_subtrees = ca.constraints.as_ref().map_or_else(Vec::new, |c| {
+        c.dns
+            .iter()
+            .filter(|d| super::constraints::is_public_suffix(d.trim_start_matches('.')))
+            .cloned()
+            .collect()
+    });
 
     let issue = match &config.task {
         CertTask::Caroot => None,

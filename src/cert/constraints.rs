@@ -27,6 +27,12 @@ pub const LOCAL_NETS: &[&str] = &[
     "fe80::/10",
 ];
 
+/// Whether `name` is itself on the Public Suffix List (a top-level domain, or a suffix
+/// such as `co.uk` or `github.io` under which anyone may register names).
+pub fn is_public_suffix(name: &str) -> bool {
+    psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known() && s == name)
+}
+
 /// The permitted names of a constrained CA.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Constraints {
@@ -48,7 +54,9 @@ impl Constraints {
                     && l.len() <= 63
                     && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
             });
-        if valid && !dns.iter().any(|d| dns_within(&host, d)) {
+        // A subtree covers every name under it: a host named after a public suffix
+        // (`dev`, `app`, `cloud`, or `github.io`) would let the key vouch for public sites.
+        if valid && !dns.iter().any(|d| dns_within(&host, d)) && !is_public_suffix(&host) {
             dns.push(host);
         }
         let ips = LOCAL_NETS.iter().filter_map(|n| n.parse().ok()).collect();
@@ -185,6 +193,25 @@ mod tests {
             "testing",
         ] {
             assert!(!c.permits(&n(bad)), "{bad}");
+        }
+    }
+
+    /// A host named after a public suffix is left out: its subtree would cover every
+    /// site under it.
+    #[test]
+    fn a_host_named_after_a_public_suffix_is_not_a_subtree() {
+        for host in ["dev", "app", "cloud", "Android", "github.io", "co.uk"] {
+            let c = Constraints::local(host);
+            assert_eq!(c, Constraints::local(""), "{host}");
+            for bad in ["google.dev", "x.app", "evil.github.io", "bank.co.uk"] {
+                assert!(!c.permits(&n(bad)), "{host}: {bad}");
+            }
+        }
+        for host in ["laptop", "thinkpad-7", "build.corp.example"] {
+            assert!(
+                Constraints::local(host).dns.contains(&host.to_string()),
+                "{host}"
+            );
         }
     }
 }
