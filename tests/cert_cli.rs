@@ -474,7 +474,7 @@ fn a_ca_constrained_to_a_public_suffix_is_pointed_out() {
             "-subj", "/O=rtcdev development CA/CN=rtcdev dev",
             "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
             "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-            "-addext", "nameConstraints=critical,permitted;DNS:localhost,permitted;DNS:dev,permitted;IP:127.0.0.0/255.0.0.0",
+            "-addext", "nameConstraints=critical,permitted;DNS:localhost,permitted;DNS:home.arpa,permitted;DNS:dev,permitted;IP:127.0.0.0/255.0.0.0",
         ])
         .output()
         .unwrap();
@@ -490,7 +490,12 @@ fn a_ca_constrained_to_a_public_suffix_is_pointed_out() {
         text.contains("dev is a public suffix: the CA can vouch for every site under it"),
         "{text}"
     );
-    assert!(!text.contains("localhost is a public suffix"), "{text}");
+    for local in ["localhost", "home.arpa"] {
+        assert!(
+            !text.contains(&format!("{local} is a public suffix")),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -142,7 +142,7 @@ fn macos_keychain_needs_sudo() {
     );
 }
 
-/// The Windows current user's Root store, by serial number, twice each way.
+/// The Windows current user's Root store, by the CA's SHA-1 thumbprint, twice each way.
 #[test]
 fn windows_root_store_twice_each_way() {
     common::require("openssl", "openssl");
@@ -156,10 +156,13 @@ fn windows_root_store_twice_each_way() {
         "{}",
         first.out
     );
-    let serial = store(&sb).trim().to_string();
-    assert!(!serial.is_empty());
+    let line = store(&sb).trim().to_string();
+    let (_, thumbprint) = line.split_once(' ').expect("serial and thumbprint");
+    assert_eq!(thumbprint.len(), 40, "{line}");
     assert!(
-        calls(&sb).contains(&format!("certutil.exe -user -verifystore Root {serial}")),
+        calls(&sb).contains(&format!(
+            "certutil.exe -user -verifystore Root {thumbprint}"
+        )),
         "{}",
         calls(&sb)
     );
@@ -175,13 +178,54 @@ fn windows_root_store_twice_each_way() {
         "{}",
         gone.out
     );
-    assert!(calls(&sb).contains(&format!("certutil.exe -user -delstore Root {serial}")));
+    assert!(calls(&sb).contains(&format!("certutil.exe -user -delstore Root {thumbprint}")));
     let twice = rtcdev(&sb, "windows", &["cert", "--uninstall"], &[]);
     assert!(
         twice.ok && twice.out.contains("was not installed"),
         "{}",
         twice.out
     );
+}
+
+/// Another root in the store with the CA's serial number (serials are only unique per
+/// issuer; imported CAs may have small ones, and certutil finds a certificate by serial
+/// too) is neither taken for the CA nor deleted with it.
+#[test]
+fn windows_root_store_tells_the_ca_from_a_root_with_its_serial() {
+    common::require("openssl", "openssl");
+    let sb = Sandbox::new();
+    // The CA first, installed nowhere; then a foreign root with its serial.
+    let made = rtcdev(&sb, "windows", &["cert", "x.test"], &[]);
+    assert!(made.ok, "{}{}", made.out, made.err);
+    let caroot = rtcdev(&sb, "windows", &["cert", "--caroot"], &[]);
+    let ca = Path::new(caroot.out.trim()).join("rootCA.pem");
+    let serial = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let serial = String::from_utf8_lossy(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_ascii_lowercase();
+    assert!(!serial.is_empty());
+    let foreign = format!("{serial} {}\n", "ab".repeat(20));
+    std::fs::write(sb.path().join("store.txt"), &foreign).unwrap();
+
+    let install = rtcdev(&sb, "windows", &["cert", "--install"], &[]);
+    assert!(
+        install.ok && install.out.contains("now installed"),
+        "the foreign root was taken for the CA: {}{}",
+        install.out,
+        install.err
+    );
+    let gone = rtcdev(&sb, "windows", &["cert", "--uninstall"], &[]);
+    assert!(
+        gone.ok && gone.out.contains("now uninstalled"),
+        "{}",
+        gone.out
+    );
+    assert_eq!(store(&sb), foreign, "only the CA was deleted");
 }
 
 /// From WSL: certutil.exe gets the CA file as a Windows path from `wslpath -w`.

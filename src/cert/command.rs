@@ -11,6 +11,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::ca::{Ca, CaLocation, CaOutcome, CaSource, LeafRequest};
+use super::constraints::{LOCAL_DNS, is_public_suffix};
 use super::names::{CertName, default_paths};
 use super::p12;
 use super::trust::{self, Action, StoreKind, StoreResult};
@@ -257,8 +258,10 @@ pub fn run(config: &CertConfig) -> Result<CertReport> {
     report.ca.public_subtrees = ca.constraints.as_ref().map_or_else(Vec::new, |c| {
         c.dns
             .iter()
-            .filter(|d| super::constraints::is_public_suffix(d.trim_start_matches('.')))
-            .cloned()
+            .map(|d| d.trim_start_matches('.'))
+            // `home.arpa` is on the list, but reserved for home networks (RFC 8375).
+            .filter(|d| !LOCAL_DNS.contains(d) && is_public_suffix(d))
+            .map(String::from)
             .collect()
     });
 

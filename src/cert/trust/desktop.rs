@@ -22,16 +22,15 @@ fn sha256_hex(ca: &Ca) -> String {
 }
 
 /// The CA's serial number in hex, as `certutil` names certificates.
-fn serial_hex(ca: &Ca) -> Result<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(&ca.cert_der)
-        .map_err(|e| anyhow::anyhow!("cannot read the CA certificate: {e}"))?;
-    // The number, without the sign byte DER may put in front.
-    let raw = cert.raw_serial();
-    let start = raw
+/// The CA certificate's SHA-1 thumbprint, as certutil finds a certificate by it. Not its
+/// serial number, which certutil also accepts: serials are unique per issuer only, and
+/// another root in the store may have the same one (imported CAs often have small ones).
+fn thumbprint(ca: &Ca) -> String {
+    ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &ca.cert_der)
+        .as_ref()
         .iter()
-        .position(|b| *b != 0)
-        .unwrap_or(raw.len().saturating_sub(1));
-    Ok(raw[start..].iter().map(|b| format!("{b:02x}")).collect())
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn pem_path(ca: &Ca) -> Result<String> {
@@ -166,9 +165,9 @@ impl TrustStore for WindowsRoot {
     }
 
     fn check(&self, ca: &Ca) -> Result<bool> {
-        // Found by serial; certutil exits non-zero when no certificate has it.
+        // Found by thumbprint; certutil exits non-zero when no certificate has it.
         let out = Command::new(&self.certutil)
-            .args(["-user", "-verifystore", "Root", &serial_hex(ca)?])
+            .args(["-user", "-verifystore", "Root", &thumbprint(ca)])
             .output()
             .with_context(|| format!("cannot run {}", self.certutil.display()))?;
         Ok(out.status.success())
@@ -185,7 +184,7 @@ impl TrustStore for WindowsRoot {
     fn uninstall(&self, ca: &Ca) -> Result<()> {
         run(
             &self.certutil,
-            &["-user", "-delstore", "Root", &serial_hex(ca)?],
+            &["-user", "-delstore", "Root", &thumbprint(ca)],
         )?;
         Ok(())
     }
