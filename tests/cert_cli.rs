@@ -376,6 +376,49 @@ fn refuses_to_write_over_the_ca() {
     );
 }
 
+/// Several runs that find no CA at once (a script starting `serve` and `cert` together)
+/// make one CA between them, and none of them fails: none reads half a CA file, or
+/// takes the moment between the key and the certificate for a CA with its certificate
+/// lost.
+#[test]
+fn runs_creating_the_ca_at_once_share_one() {
+    let sb = Sandbox::new();
+    for round in 0..5 {
+        let dir = format!("ca{round}");
+        let outs: Vec<std::process::Output> = std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..6)
+                .map(|i| {
+                    let (sb, dir) = (&sb, &dir);
+                    scope.spawn(move || {
+                        let (cert, key) =
+                            (format!("c{round}-{i}.pem"), format!("k{round}-{i}.pem"));
+                        sb.rtcdev()
+                            .args(["--ca-dir", dir, "cert", "--cert-file", &cert])
+                            .args(["--key-file", &key, "x.test"])
+                            .output()
+                            .unwrap()
+                    })
+                })
+                .collect();
+            runs.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for out in &outs {
+            assert!(out.status.success(), "round {round}: {}", stderr(out));
+        }
+        let created = outs
+            .iter()
+            .filter(|o| stdout(o).contains("Created a new local CA"))
+            .count();
+        assert_eq!(created, 1, "round {round}: one run made the CA");
+        let mut files: Vec<String> = std::fs::read_dir(sb.path().join(&dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(files, ["rootCA-key.pem", "rootCA.pem"], "round {round}");
+    }
+}
+
 #[test]
 fn corrupt_ca_file_via_cli_names_the_file() {
     let sb = Sandbox::new();

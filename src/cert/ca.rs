@@ -224,6 +224,11 @@ impl Ca {
                  key, or use another CA directory (--ca-dir or RTCDEV_CAROOT)",
                 key_path.display()
             ),
+            // Another process may be creating the CA right now: its key is in place
+            // and its certificate comes next.
+            (false, true) if just_written(&key_path) && wait_for(&cert_path).is_ok() => {
+                Ok((Ca::load(dir)?, CaOutcome::Loaded))
+            }
             (false, true) => bail!(
                 "{} is missing but its key {} exists; rtcdev will not replace a CA key. Restore \
                  the certificate, or use another CA directory (--ca-dir or RTCDEV_CAROOT)",
@@ -470,7 +475,7 @@ fn create(dir: &Path, constrained: bool) -> Result<(), CreateError> {
 
     // The key goes first and with create_new: if it exists, someone else owns this CA.
     let key_path = dir.join(CA_KEY_FILE);
-    match write_new(&key_path, key.serialize_pem().as_bytes(), 0o600) {
+    match publish_new(&key_path, key.serialize_pem().as_bytes(), 0o600) {
         Ok(()) => {}
         Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(CreateError::Raced),
         Err(e) => {
@@ -480,7 +485,7 @@ fn create(dir: &Path, constrained: bool) -> Result<(), CreateError> {
         }
     }
     let cert_path = dir.join(CA_CERT_FILE);
-    write_new(&cert_path, cert.pem().as_bytes(), 0o644).map_err(|e| {
+    publish_new(&cert_path, cert.pem().as_bytes(), 0o644).map_err(|e| {
         CreateError::Other(
             anyhow::Error::new(e).context(format!("cannot write {}", cert_path.display())),
         )
@@ -515,6 +520,35 @@ pub(crate) fn write_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<
     let mut file = opts.open(path)?;
     file.write_all(data)?;
     file.sync_all()
+}
+
+/// [`write_new`], but the file appears whole or not at all: written under a temporary
+/// name, then linked to `path` (which, like `create_new`, fails if `path` exists and
+/// never replaces it). Another process never reads half a CA file. Where the file
+/// system has no hard links, the file is written in place.
+fn publish_new(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{:08x}.tmp",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    write_new(&tmp, data, mode)?;
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Err(e) if e.kind() != ErrorKind::AlreadyExists => write_new(path, data, mode),
+        other => other,
+    }
+}
+
+/// Whether a file was written in the last few seconds (by a process creating the CA).
+fn just_written(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < CONCURRENT_CREATE_WAIT)
 }
 
 fn exists(path: &Path) -> Result<bool> {
