@@ -409,6 +409,13 @@ async fn dir_serving_stays_inside_the_folder() {
     std::fs::write(site.join("cert.PEM"), "PEM").unwrap();
     std::fs::create_dir_all(site.join(".well-known")).unwrap();
     std::fs::write(site.join(".well-known/security.txt"), "contact").unwrap();
+    // Nor through a plain name that leads to them.
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::symlink(".env", site.join("settings.txt")).unwrap();
+        std::os::unix::fs::symlink(".git", site.join("repo")).unwrap();
+        std::os::unix::fs::symlink("server.key", site.join("download")).unwrap();
+    }
     for path in [
         "/.env",
         "/.git/config",
@@ -416,6 +423,9 @@ async fn dir_serving_stays_inside_the_folder() {
         "/cert.PEM",
         "/sub/../.env",
         "/%2Eenv",
+        "/settings.txt",
+        "/repo/config",
+        "/download",
     ] {
         let (s, _, body) = call(&app, get(path)).await;
         assert_eq!(s, StatusCode::NOT_FOUND, "{path}");
@@ -428,6 +438,8 @@ async fn dir_serving_stays_inside_the_folder() {
     let (open, _) = state(&sb, serve::content_dir_with(&site, true).unwrap());
     let open = serve::router(open, &[], &[]).unwrap();
     assert_eq!(call(&open, get("/.env")).await.2, b"SECRET=1");
+    #[cfg(unix)]
+    assert_eq!(call(&open, get("/settings.txt")).await.2, b"SECRET=1");
     // `//sub` must not redirect to another host (a protocol-relative //sub/).
     let (s, h2, _) = call(&app, get("//sub")).await;
     assert_eq!(s, StatusCode::PERMANENT_REDIRECT);

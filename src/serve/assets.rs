@@ -230,8 +230,8 @@ pub fn is_hidden(segment: &str) -> bool {
 }
 
 /// Serves a file below `root` (canonical). `..`, encoded separators and symlinks that
-/// lead outside `root` are refused, and so are hidden and key files ([`is_hidden`])
-/// unless `hidden`.
+/// lead outside `root` are refused, and so are hidden and key files ([`is_hidden`]),
+/// named or led to, unless `hidden`.
 pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool) -> Response {
     let raw = uri.path();
     let lower = raw.to_ascii_lowercase();
@@ -255,6 +255,10 @@ pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool)
             "" | "." => {}
             ".." => return not_found(),
             s => {
+                // `name:stream` reads an NTFS alternate data stream of `name`.
+                if cfg!(windows) && s.contains(':') {
+                    return not_found();
+                }
                 if !hidden && is_hidden(s) {
                     tracing::debug!(path = %decoded, "refused: a hidden or key file under --dir (--hidden serves it)");
                     return not_found();
@@ -289,6 +293,16 @@ pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool)
     };
     if !canonical.starts_with(root) {
         tracing::warn!(path = %decoded, "refused: leads outside --dir");
+        return not_found();
+    }
+    // What the path leads to, not only what it says: a symlink with a plain name, or
+    // another name for the same file (Windows' short `GIT~1`), reaches hidden files too.
+    if !hidden
+        && canonical
+            .strip_prefix(root)
+            .is_ok_and(|rel| rel.iter().any(|c| is_hidden(&c.to_string_lossy())))
+    {
+        tracing::debug!(path = %decoded, "refused: leads to a hidden or key file under --dir (--hidden serves it)");
         return not_found();
     }
     let Ok(meta) = tokio::fs::metadata(&canonical).await else {
