@@ -254,8 +254,9 @@ fn upgrade_head(path: &str) -> String {
 /// A page of another site cannot use the hub by leaving `Origin` out: the requests an
 /// image or a no-cors fetch makes (`Sec-Fetch-Site: cross-site`, no `Origin`) are refused
 /// before they open a socket.io session or spend a connection token, so they cannot hold
-/// the places of the user's own address. The page's own requests, a typed address, a
-/// followed link and clients outside a browser pass.
+/// the places of the user's own address; so are navigations aimed at the hub (iframes,
+/// window.open). The page's own requests, a typed address and clients outside a
+/// browser pass.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_of_other_sites_cannot_use_the_hub_without_their_origin() {
     let hub = TestHub::start(HubConfig {
@@ -274,6 +275,18 @@ async fn pages_of_other_sites_cannot_use_the_hub_without_their_origin() {
         assert_eq!(r.status, 403, "{path}: {}", r.text());
         assert!(r.text().contains("another site"), "{}", r.text());
     }
+    // A navigation aimed at the hub (a hidden iframe, window.open, a GET form) is no
+    // better than an image.
+    for dest in ["iframe", "document"] {
+        let nav = format!(
+            "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-Dest: {dest}\r\n"
+        );
+        let r = http_request(hub.addr, &head("/socket.io/?EIO=3&transport=polling", &nav)).await;
+        assert_eq!(r.status, 403, "navigation into {dest}: {}", r.text());
+    }
+    // What an image pointed at /ws sends: no upgrade, no Origin.
+    let head_only = http_request_head(hub.addr, &head("/ws", image)).await;
+    assert!(head_only.starts_with("HTTP/1.1 403"), "{head_only}");
     for site in ["same-site", "cross-site", "something-new"] {
         let upgrade = upgrade_head("/ws").replace(
             "\r\n\r\n",
@@ -286,7 +299,6 @@ async fn pages_of_other_sites_cannot_use_the_hub_without_their_origin() {
     for extra in [
         "Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: cors\r\n",
         "Sec-Fetch-Site: none\r\nSec-Fetch-Mode: navigate\r\n",
-        "Sec-Fetch-Site: cross-site\r\nSec-Fetch-Mode: navigate\r\n",
         "",
     ] {
         let r = http_request(

@@ -1281,6 +1281,30 @@ async fn the_inspector_is_for_this_machine_only() {
         let (s, _, _) = call(&app, here("/inspect", "[::1]", host)).await;
         assert_eq!(s, StatusCode::OK, "{host}");
     }
+    // A link from another site to the page may be followed; a page of another site
+    // cannot fetch the state without saying its origin.
+    let fetch = |path: &str, mode: &str| {
+        let mut r = here(path, "127.0.0.1", "localhost:8443");
+        r.headers_mut()
+            .insert("sec-fetch-site", "cross-site".parse().unwrap());
+        r.headers_mut()
+            .insert("sec-fetch-mode", mode.parse().unwrap());
+        r
+    };
+    assert_eq!(
+        call(&app, fetch("/inspect", "navigate")).await.0,
+        StatusCode::OK
+    );
+    for (path, mode) in [
+        ("/inspect/state.json", "no-cors"),
+        ("/inspect/state.json", "navigate"),
+    ] {
+        assert_eq!(
+            call(&app, fetch(path, mode)).await.0,
+            StatusCode::FORBIDDEN,
+            "{path} {mode}"
+        );
+    }
 }
 
 /// Asking for the echo peer: only pages of the origin may, for a room someone is in,

@@ -185,7 +185,7 @@ pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
 /// says came from a page of another site that left `Origin` out: an image or a no-cors
 /// fetch, which could otherwise open socket.io sessions that hold the user's own
 /// connection places. Requests with neither (not from a browser page) pass, and so do
-/// navigations (a link followed to `/inspect`).
+/// links followed to rtcdev's own pages (`/inspect`, `/ice`).
 pub async fn check_origin(State(policy): State<Policy>, req: Request, next: Next) -> Response {
     if let Some(origin) = req.headers().get(header::ORIGIN) {
         let text = origin.to_str().unwrap_or("");
@@ -196,7 +196,7 @@ pub async fn check_origin(State(policy): State<Policy>, req: Request, next: Next
                  To allow them, restart rtcdev with --allow-origin {text}\n"
             ));
         }
-    } else if let Some(site) = foreign_without_origin(req.headers()) {
+    } else if let Some(site) = foreign_without_origin(req.uri().path(), req.headers()) {
         crate::info_limited!("foreign request refused", sec_fetch_site = %site, "refusing a request a page of another site made without its Origin");
         return forbidden(format!(
             "Blocked request: a page of another site made it (Sec-Fetch-Site: {site}) \
@@ -209,17 +209,20 @@ pub async fn check_origin(State(policy): State<Policy>, req: Request, next: Next
 
 /// The `Sec-Fetch-Site` of a request without `Origin` that a browser made for a page of
 /// another site (or that says so in a value it does not know), unless it is a
-/// navigation. `None` for a request of the page's own origin, one the user made (typed
-/// address, bookmark), and one from outside a browser (no `Sec-Fetch-Site`).
-fn foreign_without_origin(headers: &HeaderMap) -> Option<String> {
+/// navigation to one of rtcdev's own pages (a link to `/inspect` or `/ice` followed).
+/// `None` for a request of the page's own origin, one the user made (typed address,
+/// bookmark), and one from outside a browser (no `Sec-Fetch-Site`). A navigation to
+/// anything else (an iframe, `window.open` or a GET form aimed at the hub) is refused:
+/// the hub would act on it before any framing rule could stop it.
+fn foreign_without_origin(path: &str, headers: &HeaderMap) -> Option<String> {
     let site = headers.get("sec-fetch-site")?;
     if site == "same-origin" || site == "none" {
         return None;
     }
-    if headers
+    let navigation = headers
         .get("sec-fetch-mode")
-        .is_some_and(|m| m == "navigate")
-    {
+        .is_some_and(|m| m == "navigate");
+    if navigation && PAGES.contains(&path) {
         return None;
     }
     Some(
@@ -229,6 +232,10 @@ fn foreign_without_origin(headers: &HeaderMap) -> Option<String> {
             .collect(),
     )
 }
+
+/// The HTML pages among the routes [`check_origin`] guards: a link to them from
+/// elsewhere may be followed.
+const PAGES: [&str; 2] = ["/inspect", "/ice"];
 
 /// Whether a request comes from this machine itself: from a loopback address, for a
 /// loopback name (`localhost`, `127.0.0.1`, `[::1]`), and not relayed by a proxy (which
