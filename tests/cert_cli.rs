@@ -369,6 +369,25 @@ fn refuses_to_write_over_the_ca() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("over the CA's own files"));
+    // Nor through another name of the same file (a link here; on Windows a short name or
+    // a trailing dot).
+    std::fs::hard_link(
+        sb.path().join("ca/rootCA-key.pem"),
+        sb.path().join("ca/other-name.pem"),
+    )
+    .unwrap();
+    sb.rtcdev()
+        .args([
+            "--ca-dir",
+            "ca",
+            "cert",
+            "--key-file",
+            "ca/other-name.pem",
+            "x.test",
+        ])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("over the CA's own files"));
     assert!(!sb.path().join("ca/rootca.pem").exists());
     assert_eq!(
         std::fs::read(sb.path().join("ca/rootCA-key.pem")).unwrap(),

@@ -359,8 +359,8 @@ fn check_outputs(issue: &IssueConfig, ca: &CaLocation) -> Result<()> {
     Ok(())
 }
 
-/// Whether `a` and `b` may name the same file: the same directory, and the same file
-/// name once case is set aside. On the file systems macOS and Windows use by default,
+/// Whether `a` and `b` may name the same file: they lead to one existing file, or name
+/// the same directory and the same file name once case is set aside. On the file systems macOS and Windows use by default,
 /// which ignore case, `rootca-key.pem` is the CA's `rootCA-key.pem`; refusing it on a
 /// file system that tells them apart costs nothing.
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -376,7 +376,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
         }
         _ => false,
     };
-    names_match && same_dir(&parent(a), &parent(b)).unwrap_or(a == b)
+    // Two names that already lead to one file (on Windows, `rootCA-key.pem.` with its
+    // trailing dot, or a short name such as `ROOTCA~1.PEM`).
+    let one_file = same_file::is_same_file(a, b).unwrap_or(false);
+    one_file || names_match && same_dir(&parent(a), &parent(b)).unwrap_or(a == b)
 }
 
 /// Whether two existing directories are one (by identity, whatever the path's case or

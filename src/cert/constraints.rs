@@ -28,9 +28,12 @@ pub const LOCAL_NETS: &[&str] = &[
 ];
 
 /// Whether `name` is itself on the Public Suffix List (a top-level domain, or a suffix
-/// such as `co.uk` or `github.io` under which anyone may register names).
+/// such as `co.uk` or `github.io` under which anyone may register names), or every name
+/// under it is (TLDs the list gives only as `*.np`), in any case.
 pub fn is_public_suffix(name: &str) -> bool {
-    psl::suffix(name.as_bytes()).is_some_and(|s| s.is_known() && s == name)
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let listed = |n: &str| psl::suffix(n.as_bytes()).is_some_and(|s| s.is_known() && s == n);
+    !name.is_empty() && (listed(&name) || listed(&format!("x.{name}")))
 }
 
 /// The permitted names of a constrained CA.
@@ -200,13 +203,29 @@ mod tests {
     /// site under it.
     #[test]
     fn a_host_named_after_a_public_suffix_is_not_a_subtree() {
-        for host in ["dev", "app", "cloud", "Android", "github.io", "co.uk"] {
+        for host in [
+            "dev",
+            "app",
+            "cloud",
+            "Android",
+            "github.io",
+            "co.uk",
+            "np",
+            "ck",
+        ] {
             let c = Constraints::local(host);
             assert_eq!(c, Constraints::local(""), "{host}");
-            for bad in ["google.dev", "x.app", "evil.github.io", "bank.co.uk"] {
+            for bad in [
+                "google.dev",
+                "x.app",
+                "evil.github.io",
+                "bank.co.uk",
+                "www.gov.np",
+            ] {
                 assert!(!c.permits(&n(bad)), "{host}: {bad}");
             }
         }
+        assert!(is_public_suffix("DEV.") && !is_public_suffix("laptop"));
         for host in ["laptop", "thinkpad-7", "build.corp.example"] {
             assert!(
                 Constraints::local(host).dns.contains(&host.to_string()),
