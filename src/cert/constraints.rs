@@ -36,13 +36,17 @@ pub fn is_public_suffix(name: &str) -> bool {
     !name.is_empty() && (listed(&name) || listed(&format!("x.{name}")))
 }
 
-/// The permitted names of a constrained CA.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The names a constrained CA may vouch for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Constraints {
     /// DNS subtrees (a name and its subdomains); empty: DNS names unconstrained.
     pub dns: Vec<String>,
     /// IP ranges; empty: addresses unconstrained.
     pub ips: Vec<IpNet>,
+    /// DNS subtrees excluded (a CA made elsewhere may have them; rtcdev's have none).
+    pub excluded_dns: Vec<String>,
+    /// IP ranges excluded.
+    pub excluded_ips: Vec<IpNet>,
 }
 
 impl Constraints {
@@ -63,7 +67,11 @@ impl Constraints {
             dns.push(host);
         }
         let ips = LOCAL_NETS.iter().filter_map(|n| n.parse().ok()).collect();
-        Constraints { dns, ips }
+        Constraints {
+            dns,
+            ips,
+            ..Constraints::default()
+        }
     }
 
     /// The extension for a new CA certificate.
@@ -85,43 +93,58 @@ impl Constraints {
     /// The permitted subtrees of a parsed CA certificate, if it has name constraints.
     pub fn from_x509(cert: &x509_parser::certificate::X509Certificate<'_>) -> Option<Self> {
         let ext = cert.name_constraints().ok().flatten()?;
-        let mut c = Constraints {
-            dns: Vec::new(),
-            ips: Vec::new(),
-        };
-        for sub in ext.value.permitted_subtrees.iter().flatten() {
-            match sub.base {
-                GeneralName::DNSName(d) => {
-                    c.dns.push(d.trim_start_matches('.').to_ascii_lowercase())
-                }
-                GeneralName::IPAddress(b) => {
-                    if let Some(net) = net_from_bytes(b) {
-                        c.ips.push(net);
+        let mut c = Constraints::default();
+        let lists = [
+            (&ext.value.permitted_subtrees, false),
+            (&ext.value.excluded_subtrees, true),
+        ];
+        for (subtrees, excluded) in lists {
+            for sub in subtrees.iter().flatten() {
+                match sub.base {
+                    GeneralName::DNSName(d) => {
+                        let d = d.trim_start_matches('.').to_ascii_lowercase();
+                        if excluded {
+                            &mut c.excluded_dns
+                        } else {
+                            &mut c.dns
+                        }
+                        .push(d);
                     }
+                    GeneralName::IPAddress(b) => {
+                        if let Some(net) = net_from_bytes(b) {
+                            if excluded {
+                                &mut c.excluded_ips
+                            } else {
+                                &mut c.ips
+                            }
+                            .push(net);
+                        }
+                    }
+                    _ => {}
                 }
-                _ => {}
             }
         }
         Some(c)
     }
 
-    /// Whether a certificate for `name` would be valid under these constraints.
-    /// E-mail addresses and URIs are not constrained by a CA that only names DNS and IP
-    /// subtrees (RFC 5280), so they pass.
+    /// Whether a certificate for `name` would be valid under these constraints. Each
+    /// type of name is constrained by its own subtrees only (RFC 5280): a CA that lists
+    /// only IP ranges leaves DNS names free, and e-mail addresses and URIs pass a CA that
+    /// names only DNS and IP subtrees. An excluded subtree wins over a permitted one.
     pub fn permits(&self, name: &CertName) -> bool {
         match name {
             CertName::Dns(d) => {
                 let d = d.trim_start_matches("*.");
-                self.dns.is_empty() && self.ips.is_empty()
-                    || self.dns.iter().any(|c| dns_within(d, c))
+                (self.dns.is_empty() || self.dns.iter().any(|c| dns_within(d, c)))
+                    && !self.excluded_dns.iter().any(|c| dns_within(d, c))
             }
             CertName::Ip(ip) => {
                 let ip = match ip {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
                     v4 => *v4,
                 };
-                self.ips.is_empty() && self.dns.is_empty()
-                    || self.ips.iter().any(|n| n.contains(&ip))
+                (self.ips.is_empty() || self.ips.iter().any(|n| n.contains(&ip)))
+                    && !self.excluded_ips.iter().any(|n| n.contains(&ip))
             }
             CertName::Email(_) | CertName::Uri(_) => true,
         }
@@ -129,8 +152,28 @@ impl Constraints {
 
     /// One line for the output.
     pub fn describe(&self) -> String {
-        let ips: Vec<String> = self.ips.iter().map(|n| n.to_string()).collect();
-        format!("{}; {}", self.dns.join(", "), ips.join(", "))
+        let list = |dns: &[String], ips: &[IpNet], none: &str| {
+            let mut all: Vec<String> = dns.to_vec();
+            all.extend(ips.iter().map(|n| n.to_string()));
+            if all.is_empty() {
+                none.to_string()
+            } else {
+                all.join(", ")
+            }
+        };
+        let mut text = match (self.dns.is_empty(), self.ips.is_empty()) {
+            (false, false) => format!("{}; {}", list(&self.dns, &[], ""), list(&[], &self.ips, "")),
+            (false, true) => format!("{}; any address", list(&self.dns, &[], "")),
+            (true, false) => format!("any DNS name; {}", list(&[], &self.ips, "")),
+            (true, true) => "any name".to_string(),
+        };
+        if !self.excluded_dns.is_empty() || !self.excluded_ips.is_empty() {
+            text.push_str(&format!(
+                ", except {}",
+                list(&self.excluded_dns, &self.excluded_ips, "")
+            ));
+        }
+        text
     }
 }
 
@@ -197,6 +240,46 @@ mod tests {
         ] {
             assert!(!c.permits(&n(bad)), "{bad}");
         }
+    }
+
+    /// A CA made elsewhere: each type of name is constrained by its own subtrees, and
+    /// excluded subtrees hold.
+    #[test]
+    fn each_type_of_name_by_its_own_subtrees_and_exclusions_hold() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::default();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                "10.0.0.0".parse().unwrap(),
+                8,
+            ))],
+            excluded_subtrees: vec![
+                GeneralSubtree::DnsName("corp.example".into()),
+                GeneralSubtree::IpAddress(CidrSubnet::from_addr_prefix(
+                    "10.9.0.0".parse().unwrap(),
+                    16,
+                )),
+            ],
+        });
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let c = Constraints::from_x509(&cert).unwrap();
+        for ok in ["app.example", "10.1.2.3", "svc.local"] {
+            assert!(c.permits(&n(ok)), "{ok}");
+        }
+        for bad in [
+            "corp.example",
+            "git.corp.example",
+            "10.9.1.1",
+            "192.168.1.1",
+        ] {
+            assert!(!c.permits(&n(bad)), "{bad}");
+        }
+        assert_eq!(
+            c.describe(),
+            "any DNS name; 10.0.0.0/8, except corp.example, 10.9.0.0/16"
+        );
     }
 
     /// A host named after a public suffix is left out: its subtree would cover every
