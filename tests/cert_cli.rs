@@ -683,6 +683,42 @@ fn nss_install_and_uninstall_in_a_temp_home() {
     );
 }
 
+/// Under sudo with the user's home kept (`sudo -E`), the browsers' databases are left
+/// alone: root would own them and the browsers could no longer open them.
+#[cfg(unix)]
+#[test]
+fn root_leaves_another_users_browser_databases_alone() {
+    require("certutil", "libnss3-tools");
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        eprintln!("skipped: needs root (a home owned by someone else)");
+        return;
+    }
+    let sb = Sandbox::new();
+    let home = sb.path().join("user");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).unwrap();
+    let out = sb
+        .rtcdev()
+        .env("HOME", &home)
+        .env("RTCDEV_TRUST_STORES", "nss")
+        .args(["--ca-dir", "ca", "cert", "--install"])
+        .output()
+        .unwrap();
+    let text = stdout(&out) + &stderr(&out);
+    assert!(
+        text.contains("without sudo") && text.contains("another user's home"),
+        "{text}"
+    );
+    assert!(
+        !home.join(".pki").exists(),
+        "nothing written in the user's home"
+    );
+}
+
 /// The system store, changed for real and undone: only as root and when asked
 /// (RTCDEV_TEST_SYSTEM_TRUST=1, which ./test.sh sets when it runs as root).
 #[test]

@@ -96,16 +96,11 @@ impl SystemStore {
 
 fn require_root() -> Result<()> {
     // Writing the anchors directory needs root; say so instead of failing on EACCES.
-    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let euid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or("0");
-    if euid != "0" {
+    if super::effective_uid().is_some_and(|uid| uid != 0) {
         bail!(
-            "changing the system store needs root: run `sudo -E rtcdev cert --install` (keep \
-             RTCDEV_CAROOT or --ca-dir the same), or RTCDEV_TRUST_STORES=nss for browsers only"
+            "changing the system store needs root: run `sudo -E RTCDEV_TRUST_STORES=system \
+             rtcdev cert --install` (keep RTCDEV_CAROOT or --ca-dir the same); the browsers' \
+             stores (nss) are yours and need no sudo"
         );
     }
     Ok(())

@@ -262,3 +262,15 @@ pub(crate) fn run(program: &Path, args: &[&str]) -> Result<Output> {
     }
     Ok(out)
 }
+
+/// This process's effective user id, where the system says it (`/proc` on Linux).
+pub fn effective_uid() -> Option<u32> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}

@@ -27,6 +27,27 @@ fn certutil() -> Result<PathBuf> {
     })
 }
 
+/// Running as root (sudo) in another user's home (`sudo -E`, or a sudo that keeps
+/// `HOME`): the databases there would become root's, and the user's browsers could no
+/// longer open them.
+fn refuse_another_users_home(home: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        let owner = std::fs::metadata(home).map(|m| m.uid()).ok();
+        if super::effective_uid() == Some(0) && owner.is_some_and(|uid| uid != 0) {
+            anyhow::bail!(
+                "running as root in another user's home ({}): the browsers' databases there \
+                 would become root's; run `rtcdev cert --install` without sudo for them",
+                home.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = home;
+    Ok(())
+}
+
 /// The NSS databases of the current user. Chromium's `~/.pki/nssdb` on Linux is created
 /// when missing, so Chromium trusts the CA even before its first run.
 pub fn databases() -> Result<Vec<Box<dyn TrustStore>>> {
@@ -34,6 +55,7 @@ pub fn databases() -> Result<Vec<Box<dyn TrustStore>>> {
     let home = directories::BaseDirs::new()
         .map(|b| b.home_dir().to_path_buf())
         .context("cannot find your home directory")?;
+    refuse_another_users_home(&home)?;
     let mut dirs: Vec<PathBuf> = Vec::new();
     if cfg!(target_os = "linux") {
         let pki = home.join(".pki/nssdb");
