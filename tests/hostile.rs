@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use common::{NativeClient, Sandbox, TestHub, get_head, http_request, http_request_head, js_dir};
 use rtcdev::hub::HubConfig;
 
@@ -284,6 +285,21 @@ async fn pages_of_other_sites_cannot_use_the_hub_without_their_origin() {
         let r = http_request(hub.addr, &head("/socket.io/?EIO=3&transport=polling", &nav)).await;
         assert_eq!(r.status, 403, "navigation into {dest}: {}", r.text());
     }
+    // A value that decodes to a terminal control code (CSI) is named in printable ASCII.
+    let odd = http_request(
+        hub.addr,
+        &head(
+            "/socket.io/?EIO=4&transport=polling",
+            "Sec-Fetch-Site: x\u{9b}2J\r\n",
+        ),
+    )
+    .await;
+    assert_eq!(odd.status, 403);
+    assert!(
+        odd.text().contains("Sec-Fetch-Site: x??2J"),
+        "{}",
+        odd.text()
+    );
     // What an image pointed at /ws sends: no upgrade, no Origin.
     let head_only = http_request_head(hub.addr, &head("/ws", image)).await;
     assert!(head_only.starts_with("HTTP/1.1 403"), "{head_only}");
@@ -523,6 +539,122 @@ async fn socketio_reloads_free_their_connection_slots() {
     let mut c = common::SioClient::connect(&hub.http_url(), "websocket", "v4").await;
     c.emit("join", serde_json::json!("after")).await;
     c.recv_event("joined").await;
+}
+
+/// A socket.io session over long-polling, spoken packet by packet.
+struct Polling {
+    addr: SocketAddr,
+    sid: String,
+}
+
+impl Polling {
+    async fn open(addr: SocketAddr) -> Result<Polling, common::HttpResponse> {
+        let r = http_request(addr, &get_head("/socket.io/?EIO=4&transport=polling")).await;
+        if r.status != 200 {
+            return Err(r);
+        }
+        let sid = r
+            .text()
+            .split(r#""sid":""#)
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        Ok(Polling { addr, sid })
+    }
+
+    async fn post(&self, payload: &str) -> u16 {
+        let head = format!(
+            "POST /socket.io/?EIO=4&transport=polling&sid={} HTTP/1.1\r\nHost: localhost\r\n\
+             Connection: close\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{payload}",
+            self.sid,
+            payload.len()
+        );
+        http_request(self.addr, &head).await.status
+    }
+
+    async fn get(&self) -> String {
+        let path = format!("/socket.io/?EIO=4&transport=polling&sid={}", self.sid);
+        http_request(self.addr, &get_head(&path)).await.text()
+    }
+
+    /// Connects to `/` and waits for the answer, answering pings meanwhile.
+    async fn connect(&self) {
+        assert_eq!(self.post("40").await, 200);
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            let answer = self.get().await;
+            let packets: Vec<&str> = answer.split('\u{1e}').collect();
+            if packets.contains(&"2") {
+                self.post("3").await;
+            }
+            if packets.iter().any(|p| p.starts_with("40")) {
+                return;
+            }
+            seen.push(answer.clone());
+        }
+        panic!("no connect answer: {seen:?}");
+    }
+}
+
+/// A socket.io session holds its place under the caps from its handshake to its end. A
+/// client that leaves the namespace (`41`) and keeps the session open (socketioxide
+/// cannot close it) still counts, so one address cannot hold sessions past its cap; and
+/// a session that sends binary attachments (not part of the JSON protocol) is closed at
+/// once it has sent one frame's worth of them instead of having up to 10 MB gathered for
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_sessions_hold_their_place_and_refuse_attachments() {
+    let hub = TestHub::start(HubConfig {
+        max_conns_per_ip: 3,
+        ..HubConfig::default()
+    })
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let s = Polling::open(hub.addr)
+            .await
+            .unwrap_or_else(|r| panic!("{}", r.text()));
+        s.connect().await;
+        assert_eq!(s.post("41").await, 200);
+        held.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(hub.hub.limits().report().connections, 3);
+    let refused = Polling::open(hub.addr)
+        .await
+        .err()
+        .expect("a fourth session refused");
+    assert_eq!(refused.status, 429, "{}", refused.text());
+
+    let hub = TestHub::start(HubConfig::default()).await;
+    let s = Polling::open(hub.addr)
+        .await
+        .unwrap_or_else(|r| panic!("{}", r.text()));
+    s.connect().await;
+    assert_eq!(hub.hub.limits().report().connections, 1);
+    // Attachments are refused in words once complete (hub_socketio's tests); gathering
+    // them stops at one frame's worth (64 KiB), here on the second of two 40 KB ones.
+    s.post(r#"452-["message",{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}]"#)
+        .await;
+    let chunk = format!(
+        "b{}",
+        base64::engine::general_purpose::STANDARD.encode(vec![7u8; 40_000])
+    );
+    for _ in 0..2 {
+        s.post(&chunk).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hub.hub.limits().report().connections > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        hub.hub.limits().report().connections,
+        0,
+        "the session that sent too much in attachments was closed"
+    );
 }
 
 /// Joins from one address are rate-limited whichever connection they come on: trying

@@ -309,19 +309,35 @@ pub fn client_ip_parts(ext: &http::Extensions) -> Option<std::net::IpAddr> {
 
 /// Lets a request that opens a hub connection through only while its address and the
 /// hub are under their caps. Requests within a socket.io session (`sid=`) are not new
-/// connections and pass.
+/// connections and pass. A socket.io handshake takes its place here, for the life of
+/// the Engine.IO session it opens (see [`socketio::SessionPlace`]); `/ws` takes its
+/// place once the upgrade is checked.
 async fn admit(
     hub: &Hub,
-    req: axum::extract::Request,
+    mut req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let opens = req.uri().path() == "/ws"
+    let native = req.uri().path() == "/ws";
+    let opens = native
         || !req
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")));
-    if opens && let Err(refusal) = hub.limits().admit(client_ip(&req)) {
+    if !opens {
+        return next.run(req).await;
+    }
+    let ip = client_ip(&req);
+    let admitted = hub.limits().admit(ip).and_then(|()| {
+        if native {
+            return Ok(());
+        }
+        let place = hub.limits().acquire(ip)?;
+        req.extensions_mut()
+            .insert(socketio::SessionPlace::new(place));
+        Ok(())
+    });
+    if let Err(refusal) = admitted {
         crate::info_limited!("hub connection refused", %refusal, "refusing a hub connection");
         return refusal.into_response();
     }

@@ -44,8 +44,31 @@ const FULL_RETRY: Duration = Duration::from_millis(5);
 /// How often a peer being disconnected is retried while socketioxide's buffer for it is
 /// full.
 const DISCONNECT_RETRY: Duration = Duration::from_millis(250);
+/// Binary attachments one event may announce (each refused; see `routes`).
+const MAX_ATTACHMENTS: usize = 16;
 /// A client must connect to the namespace this soon after its Engine.IO handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The place under the connection caps of one Engine.IO session, taken by its handshake
+/// (in the hub's admission) and carried in the handshake request's extensions, which
+/// engineioxide keeps for as long as the session lives: the place is held from the
+/// handshake until the session ends, whatever its namespace connections do. (A client
+/// that disconnects from `/` and keeps answering pings keeps a session open that
+/// socketioxide gives no way to close; it keeps its place too.)
+#[derive(Clone)]
+pub struct SessionPlace {
+    /// Given back when the last holder (the session, a peer's task) drops it.
+    _held: Arc<ConnGuard>,
+}
+
+impl SessionPlace {
+    /// Holds `place` for a session.
+    pub fn new(place: ConnGuard) -> Self {
+        SessionPlace {
+            _held: Arc::new(place),
+        }
+    }
+}
 
 /// The `/socket.io/` routes (websocket and long-polling transports, EIO 4 and 3).
 pub fn routes(hub: Hub) -> Router {
@@ -63,6 +86,15 @@ pub fn routes(hub: Hub) -> Router {
         .ws_read_buffer_size(super::WS_READ_BUFFER_BYTES)
         .max_buffer_size(SOCKETIO_MAX_BUFFERED_PACKETS)
         .connect_timeout(CONNECT_TIMEOUT)
+        // The protocol is JSON: an event with binary attachments is refused in words
+        // (see `message`), but socketioxide gathers them first, up to 10 MB per session
+        // by default. Here at most one frame's worth; past it the session is closed.
+        .with_parser(
+            socketioxide::ParserConfig::common()
+                .max_incoming_binaries(MAX_ATTACHMENTS)
+                .max_incoming_binary_buf_size(cfg.max_frame_bytes)
+                .packet_completion_timeout(CONNECT_TIMEOUT),
+        )
         .build_svc();
     let register_hub = hub.clone();
     // Everything is set up in a connect middleware: socketioxide awaits it before it
@@ -230,7 +262,7 @@ async fn forward(
     hub: Hub,
     (id, socket): (PeerId, SocketRef),
     (sink, mut overflow): (Arc<SioSink>, Overflow),
-    guard: ConnGuard,
+    guard: SessionPlace,
     gone: tokio_util::sync::CancellationToken,
 ) {
     // Made and pinned once: a fresh wait for every event would lock the token's state
@@ -734,7 +766,11 @@ const CONNECT_ANSWER_GRACE: Duration = Duration::from_secs(1);
 /// connected; refuses it past the connection caps.
 fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     let ip = super::client_ip_parts(&socket.req_parts().extensions);
-    let guard = hub.limits().acquire(ip)?;
+    let guard = match socket.req_parts().extensions.get::<SessionPlace>() {
+        Some(place) => place.clone(),
+        // A session opened without the hub's routes in front (none in rtcdev).
+        None => SessionPlace::new(hub.limits().acquire(ip)?),
+    };
     let id = PeerId::from_string(socket.id.to_string());
     tracing::debug!(peer = %id, transport = ?socket.transport_type(), "socket.io connected");
     let (outbox, overflow) = Outbox::new(hub.config().max_queue_bytes);
