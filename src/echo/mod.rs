@@ -472,7 +472,7 @@ impl Echo {
             return;
         };
         if let Err(e) = conn.on_signal(&data).await {
-            tracing::debug!(room = self.room.as_str(), error = %e, "echo: a signal failed");
+            tracing::debug!(room = self.room.as_str(), error = ?e.to_string(), "echo: a signal failed");
         }
     }
 }

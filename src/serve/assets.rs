@@ -260,7 +260,7 @@ pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool)
                     return not_found();
                 }
                 if !hidden && is_hidden(s) {
-                    tracing::debug!(path = %decoded, "refused: a hidden or key file under --dir (--hidden serves it)");
+                    tracing::debug!(path = ?decoded, "refused: a hidden or key file under --dir (--hidden serves it)");
                     return not_found();
                 }
                 rel.push(s);
@@ -292,7 +292,7 @@ pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool)
         return not_found();
     };
     if !canonical.starts_with(root) {
-        tracing::warn!(path = %decoded, "refused: leads outside --dir");
+        tracing::warn!(path = ?decoded, "refused: leads outside --dir");
         return not_found();
     }
     // What the path leads to, not only what it says: a symlink with a plain name, or
@@ -302,7 +302,7 @@ pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool)
             .strip_prefix(root)
             .is_ok_and(|rel| rel.iter().any(|c| is_hidden(&c.to_string_lossy())))
     {
-        tracing::debug!(path = %decoded, "refused: leads to a hidden or key file under --dir (--hidden serves it)");
+        tracing::debug!(path = ?decoded, "refused: leads to a hidden or key file under --dir (--hidden serves it)");
         return not_found();
     }
     let Ok(meta) = tokio::fs::metadata(&canonical).await else {

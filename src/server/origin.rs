@@ -225,10 +225,13 @@ fn foreign_without_origin(path: &str, headers: &HeaderMap) -> Option<String> {
     if navigation && PAGES.contains(&path) {
         return None;
     }
+    // Shown in the log and the answer: printable ASCII only (a header may carry bytes
+    // that decode to terminal control codes).
     Some(
-        String::from_utf8_lossy(site.as_bytes())
-            .chars()
+        site.as_bytes()
+            .iter()
             .take(40)
+            .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
             .collect(),
     )
 }
