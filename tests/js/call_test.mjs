@@ -153,6 +153,14 @@ async function checks () {
       // The laptop's view of the room: both ends of Ann <-> Bob, connected, with media.
       const page = await context.newPage()
       await page.goto(`${ORIGIN}/inspect`)
+      // A device that reports a connection to "constructor", in a room drawn first: the
+      // rest of the view still draws.
+      const posted = await page.evaluate(() => fetch('/inspect/report', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ room: '-', id: 'toString', name: 'odd', events: [{ peer: 'constructor', at: 1, kind: 'connection', detail: 'new' }] })
+      }).then((r) => r.status))
+      if (posted !== 204) throw new Error(`the odd report: ${posted}`)
       const seen = await until('the inspector showing Ann and Bob connected', () => page.evaluate(([x, y]) => {
         const room = window.inspectorState && window.inspectorState.rooms.call
         const ab = room && room[x] && room[x].connections[y]

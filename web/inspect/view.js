@@ -84,7 +84,11 @@ function draw (state) {
   root.replaceChildren()
   const rooms = Object.entries(state.rooms || {})
   if (!rooms.length) root.append(el('p', {}, 'Nobody is in a call yet.'))
-  for (const [room, pages] of rooms) {
+  for (const [room, reported] of rooms) {
+    // The keys are what devices reported: looked up without a prototype, so a page
+    // that calls itself "constructor" is just a name.
+    const pages = Object.assign(Object.create(null), reported)
+    for (const page of Object.values(pages)) page.connections = Object.assign(Object.create(null), page.connections)
     const section = el('section', { 'data-room': room }, el('h2', {}, `Room ${room}`))
     const table = el('table', {}, el('thead', {}, el('tr', {},
       ...['connection', 'seen from', 'state', 'path', 'rtt', 'in / out', 'loss', 'video', 'kb/s in — out - -, rtt, loss'].map((h) => el('th', {}, h)))))
