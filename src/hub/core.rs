@@ -97,6 +97,9 @@ struct Forms {
     /// is the form up to there, closed with `}`.
     with_from: Option<(Box<RawValue>, usize)>,
     native: Option<NativeFrame>,
+    /// The socket.io form of a message that did not come with one, built once for all
+    /// socket.io recipients (and every retry of a full socket).
+    built_with_from: OnceLock<Box<RawValue>>,
 }
 
 /// A native `signal` frame, whose `from` it names and where its `data` lies.
@@ -134,6 +137,7 @@ impl Payload {
                 text: OnceLock::new(),
                 with_from: Some((with_from, members_end)),
                 native: None,
+                built_with_from: OnceLock::new(),
             }))
         })
     }
@@ -147,6 +151,7 @@ impl Payload {
             text: OnceLock::new(),
             with_from: None,
             native: Some(NativeFrame { frame, from, data }),
+            built_with_from: OnceLock::new(),
         })))
     }
 
@@ -163,6 +168,15 @@ impl Payload {
     /// The socket.io form: the object with the hub's `from`, if it was built.
     pub fn with_from(&self) -> Option<&RawValue> {
         self.0.with_from.as_ref().map(|(raw, _)| &**raw)
+    }
+
+    /// The socket.io form, as the sender's front-end built it, or else as `build` makes
+    /// it the first time a recipient asks, kept for the others.
+    pub fn with_from_or(&self, build: impl FnOnce() -> Box<RawValue>) -> &RawValue {
+        match self.with_from() {
+            Some(raw) => raw,
+            None => self.0.built_with_from.get_or_init(build),
+        }
     }
 
     /// The JSON text.
@@ -211,6 +225,7 @@ impl From<Box<str>> for Payload {
             text: OnceLock::from(text),
             with_from: None,
             native: None,
+            built_with_from: OnceLock::new(),
         }))
     }
 }
@@ -697,6 +712,22 @@ mod tests {
     /// The text cut from a socket.io form is the object without the hub's `from`, the
     /// same whether it is kept or written out; a form that does not end with the hub's
     /// `from` is refused.
+    /// A message without a socket.io form gets one built once, for every socket.io
+    /// recipient.
+    #[test]
+    fn a_built_socketio_form_is_kept() {
+        let p = Payload::from(r#"{"a":1}"#);
+        let built = std::sync::atomic::AtomicUsize::new(0);
+        for _ in 0..3 {
+            let form = p.with_from_or(|| {
+                built.fetch_add(1, Ordering::Relaxed);
+                RawValue::from_string(r#"{"a":1,"from":"x"}"#.into()).unwrap()
+            });
+            assert_eq!(form.get(), r#"{"a":1,"from":"x"}"#);
+        }
+        assert_eq!(built.load(Ordering::Relaxed), 1);
+    }
+
     #[test]
     fn a_payload_cuts_its_text_from_the_socketio_form() {
         let raw = |s: &str| RawValue::from_string(s.to_string()).unwrap();

@@ -234,14 +234,9 @@ fn send(socket: &SocketRef, out: &Out) -> Step {
             ids.push(id.as_str());
             socket.emit("joined", &ids.join(","))
         }
-        Out::Room(Event::Signal { from, data }) => match data.with_from() {
-            Some(raw) => socket.emit("message", raw),
-            None => match from_native(data, from) {
-                // Relayed payloads always carry their socket.io form.
-                Ok(built) => socket.emit("message", &built.with_from()),
-                Err(tree) => socket.emit("message", &tree),
-            },
-        },
+        Out::Room(Event::Signal { from, data }) => {
+            socket.emit("message", data.with_from_or(|| from_native(data, from)))
+        }
         // socket.io peers cannot resume, so their place is never taken over.
         Out::Room(Event::Replaced) => Ok(()),
         Out::Emit(event, data) => socket.emit(*event, data),
@@ -333,26 +328,39 @@ async fn forward(
 /// The socket.io `message` for a native peer's message (a socket.io sender's comes
 /// with it built): an object is read as a socket.io sender's is ([`relayed`]), its
 /// `from` replaced by the hub's; `Err` holds anything else, wrapped by [`with_from`].
-fn from_native(data: &str, from: &PeerId) -> Result<Payload, Value> {
-    relayed(data, from)
-        .map(|(_, built)| built)
-        .map_err(|_| with_from(data, from))
+fn from_native(data: &str, from: &PeerId) -> Box<RawValue> {
+    if let Ok((_, built)) = relayed(data, from)
+        && let Some(raw) = built.with_from()
+    {
+        return raw.to_owned();
+    }
+    with_from(data, from)
 }
 
-/// The `message` payload for socket.io: the relayed object with `from` set by the hub
-/// (a non-object from a native peer is wrapped as `{data, from}`).
-fn with_from(data: &str, from: &PeerId) -> Value {
-    let mut obj = match serde_json::from_str::<Value>(data) {
-        Ok(Value::Object(m)) => m,
-        Ok(other) => {
-            let mut m = Map::new();
-            m.insert("data".into(), other);
-            m
+/// The `message` payload for socket.io: the relayed object with `from` set by the hub; a
+/// non-object from a native peer is wrapped as `{data, from}`, and so is JSON that is
+/// valid but that serde will not build a tree of (`1e999`, a lone `\ud800`), as it is.
+fn with_from(data: &str, from: &PeerId) -> Box<RawValue> {
+    let tree = match serde_json::from_str::<Value>(data) {
+        Ok(Value::Object(mut obj)) => {
+            obj.insert("from".into(), Value::String(from.to_string()));
+            Some(Value::Object(obj))
         }
-        Err(_) => Map::new(),
+        Ok(other) => {
+            let mut obj = Map::new();
+            obj.insert("data".into(), other);
+            obj.insert("from".into(), Value::String(from.to_string()));
+            Some(Value::Object(obj))
+        }
+        Err(_) => None,
     };
-    obj.insert("from".into(), Value::String(from.to_string()));
-    Value::Object(obj)
+    let from_json = super::protocol::json_string(from.as_str());
+    tree.and_then(|t| serde_json::value::to_raw_value(&t).ok())
+        .or_else(|| RawValue::from_string(format!(r#"{{"data":{data},"from":{from_json}}}"#)).ok())
+        .unwrap_or_else(|| {
+            RawValue::from_string(format!(r#"{{"from":{from_json}}}"#))
+                .unwrap_or_else(|_| RawValue::NULL.to_owned())
+        })
 }
 
 /// Runs one socket's event handlers one after another, in the order its events arrived.
@@ -1106,12 +1114,18 @@ mod tests {
             r#""text""#,
             "{not json}",
         ] {
-            let sent = match from_native(data, &from) {
-                Ok(built) => serde_json::from_str(built.with_from().unwrap().get()).unwrap(),
-                Err(tree) => tree,
-            };
-            assert_eq!(sent, with_from(data, &from), "{data}");
+            let sent: Value = serde_json::from_str(from_native(data, &from).get()).unwrap();
+            let tree: Value = serde_json::from_str(with_from(data, &from).get()).unwrap();
+            assert_eq!(sent, tree, "{data}");
             assert_eq!(sent["from"], "abc\"d", "{data}");
+        }
+        // JSON serde builds no tree of still reaches socket.io peers, as it is.
+        for (data, form) in [
+            ("1e999", r#"{"data":1e999,"from":"abc\"d"}"#),
+            (r#""\ud800""#, r#"{"data":"\ud800","from":"abc\"d"}"#),
+            (r#"{"n":1e999}"#, r#"{"n":1e999,"from":"abc\"d"}"#),
+        ] {
+            assert_eq!(from_native(data, &from).get(), form, "{data}");
         }
     }
 }
