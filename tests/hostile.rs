@@ -657,6 +657,71 @@ async fn socketio_sessions_hold_their_place_and_refuse_attachments() {
     );
 }
 
+/// On socket.io, an event the hub cannot read (`message` or `join` without its
+/// argument) spends a token and is answered with `bad-request`, and a
+/// client closed for flooding that connects to `/` again on the same session finds its
+/// rate limit as it left it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_events_are_counted_whatever_they_hold() {
+    let hub = TestHub::start(HubConfig {
+        rate_per_sec: 1,
+        rate_burst: 2,
+        ..HubConfig::default()
+    })
+    .await;
+    let s = Polling::open(hub.addr)
+        .await
+        .unwrap_or_else(|r| panic!("{}", r.text()));
+    s.connect().await;
+    assert_eq!(s.post(r#"42["message"]"#).await, 200);
+    let answer = s.get().await;
+    assert!(
+        answer.contains(r#"42["error",{"code":"bad-request""#) && answer.contains("one argument"),
+        "{answer:?}"
+    );
+    // The second token goes on a join without its room; then flood until cut off.
+    assert_eq!(s.post(r#"42["join"]"#).await, 200);
+    for _ in 0..12 {
+        assert_eq!(s.post(r#"42["x"]"#).await, 200);
+    }
+    assert!(hub.hub.limits().report().closed_for_flooding >= 1);
+    assert!(hub.hub.limits().report().rate_limited_frames >= 8);
+    // Back on the same session at once: the bucket is still empty, so the join is
+    // refused, not answered.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    s.connect().await;
+    s.post(r#"42["join","again"]"#).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(hub.hub.rooms().stats().rooms, 0, "the join was let through");
+}
+
+/// A socket.io session's moves to WebSocket are new connections for the rate limit: a
+/// client cannot open WebSocket after WebSocket on one session without spending tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socketio_upgrades_spend_connection_tokens() {
+    let hub = TestHub::start(HubConfig {
+        conn_rate: (1, 3),
+        ..HubConfig::default()
+    })
+    .await;
+    let s = Polling::open(hub.addr)
+        .await
+        .unwrap_or_else(|r| panic!("{}", r.text()));
+    let upgrade = upgrade_head(&format!(
+        "/socket.io/?EIO=4&transport=websocket&sid={}",
+        s.sid
+    ));
+    let mut heads = Vec::new();
+    for _ in 0..6 {
+        heads.push(http_request_head(hub.addr, &upgrade).await);
+    }
+    let refused = heads
+        .iter()
+        .filter(|h| h.starts_with("HTTP/1.1 429"))
+        .count();
+    assert!(refused >= 3, "{heads:?}");
+}
+
 /// Joins from one address are rate-limited whichever connection they come on: trying
 /// room names from many connections at once gets `rate-limited` past the burst.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -215,6 +215,17 @@ impl ConnLimits {
         ok
     }
 
+    /// Spends a new-connection token of `ip` without looking at the caps: for a
+    /// connection that takes no new place (a socket.io session moving to WebSocket).
+    pub fn spend_rate(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        let Some(ip) = ip else { return Ok(()) };
+        if !take(&self.rate, ip, self.rate_per_sec, self.rate_burst) {
+            self.counters.refused_rate.fetch_add(1, Ordering::Relaxed);
+            return Err(Refusal::Rate(ip));
+        }
+        Ok(())
+    }
+
     /// Takes a place for a connection that was admitted; fails (and counts) when the
     /// caps were reached in the meantime. The place is held until the guard drops.
     pub fn acquire(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnGuard, Refusal> {

@@ -309,7 +309,8 @@ pub fn client_ip_parts(ext: &http::Extensions) -> Option<std::net::IpAddr> {
 
 /// Lets a request that opens a hub connection through only while its address and the
 /// hub are under their caps. Requests within a socket.io session (`sid=`) are not new
-/// connections and pass. A socket.io handshake takes its place here, for the life of
+/// connections and pass (a move to WebSocket spends a token). A socket.io handshake
+/// takes its place here, for the life of
 /// the Engine.IO session it opens (see [`socketio::SessionPlace`]); `/ws` takes its
 /// place once the upgrade is checked.
 async fn admit(
@@ -324,17 +325,24 @@ async fn admit(
             .uri()
             .query()
             .is_some_and(|q| q.split('&').any(|kv| kv.starts_with("sid=")));
+    let ip = client_ip(&req);
     if !opens {
+        // A session's move to WebSocket opens a connection (held until the upgrade is
+        // done or refused) but takes no new place: it spends a token.
+        let upgrade = req.headers().contains_key(http::header::UPGRADE);
+        if upgrade && let Err(refusal) = hub.limits().spend_rate(ip) {
+            crate::info_limited!("hub connection refused", %refusal, "refusing a hub connection");
+            return refusal.into_response();
+        }
         return next.run(req).await;
     }
-    let ip = client_ip(&req);
     let admitted = hub.limits().admit(ip).and_then(|()| {
         if native {
             return Ok(());
         }
         let place = hub.limits().acquire(ip)?;
         req.extensions_mut()
-            .insert(socketio::SessionPlace::new(place));
+            .insert(socketio::SessionPlace::new(place, hub.config()));
         Ok(())
     });
     if let Err(refusal) = admitted {

@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use socketioxide::SocketIo;
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{Data, SocketRef};
+use socketioxide::extract::{SocketRef, TryData};
 use socketioxide::handler::message::FromMessageParts;
 use socketioxide::handler::{ConnectHandler, MessageHandler};
 use socketioxide::socket::{DisconnectReason, Socket};
@@ -59,13 +59,20 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct SessionPlace {
     /// Given back when the last holder (the session, a peer's task) drops it.
     _held: Arc<ConnGuard>,
+    /// The session's frame rate limit: a client disconnected for flooding that connects
+    /// to `/` again on the same session finds its bucket as it left it.
+    limit: Arc<Mutex<FrameLimit>>,
 }
 
 impl SessionPlace {
-    /// Holds `place` for a session.
-    pub fn new(place: ConnGuard) -> Self {
+    /// Holds `place` for a session, with the hub's per-connection rate limit.
+    pub fn new(place: ConnGuard, cfg: &super::HubConfig) -> Self {
         SessionPlace {
             _held: Arc::new(place),
+            limit: Arc::new(Mutex::new(FrameLimit::new(
+                cfg.rate_per_sec,
+                cfg.rate_burst,
+            ))),
         }
     }
 }
@@ -777,8 +784,9 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     let guard = match socket.req_parts().extensions.get::<SessionPlace>() {
         Some(place) => place.clone(),
         // A session opened without the hub's routes in front (none in rtcdev).
-        None => SessionPlace::new(hub.limits().acquire(ip)?),
+        None => SessionPlace::new(hub.limits().acquire(ip)?, hub.config()),
     };
+    let limit = guard.limit.clone();
     let id = PeerId::from_string(socket.id.to_string());
     tracing::debug!(peer = %id, transport = ?socket.transport_type(), "socket.io connected");
     let (outbox, overflow) = Outbox::new(hub.config().max_queue_bytes);
@@ -810,7 +818,6 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
         }
     });
     let cfg = hub.config();
-    let limit = Mutex::new(FrameLimit::new(cfg.rate_per_sec, cfg.rate_burst));
     let rate = cfg.rate_per_sec;
     let (err_sink, counted) = (sink.clone(), hub.clone());
     // Every event spends a token, whatever its name: the native front-end's rule
@@ -864,7 +871,7 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
         allowed,
     };
     let (p, o) = (peer.clone(), order.clone());
-    socket.on("join", move |socket: SocketRef, Data::<Value>(data)| {
+    socket.on("join", move |socket: SocketRef, TryData::<Value>(data)| {
         let Peer {
             hub,
             id,
@@ -875,9 +882,10 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
             if !allowed(&socket) {
                 return;
             }
+            // An argument that is not JSON is refused like one without a room.
             let room = match &data {
-                Value::String(s) => Some(s.as_str()),
-                Value::Object(m) => m.get("room").and_then(Value::as_str),
+                Ok(Value::String(s)) => Some(s.as_str()),
+                Ok(Value::Object(m)) => m.get("room").and_then(Value::as_str),
                 _ => None,
             };
             let result = match room
@@ -936,12 +944,12 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
                 allowed,
             } = p.clone();
             let asked = match &v {
-                SioValue::Str(text, None) => match message(text, &id) {
-                    Some(asked) => asked,
-                    // As socketioxide's own handlers do: an event without an argument
-                    // is dropped uncounted.
-                    None => return Either::Left(std::future::ready(())),
-                },
+                // Counted and answered like any refused frame.
+                SioValue::Str(text, None) => message(text, &id).unwrap_or_else(|| {
+                    Err(HubError::BadRequest(
+                        "message takes one argument, the JSON data to relay".into(),
+                    ))
+                }),
                 _ => Err(HubError::BadRequest(
                     "binary attachments are not relayed: send them as text (base64)".into(),
                 )),
