@@ -693,6 +693,13 @@ async fn socketio_events_are_counted_whatever_they_hold() {
     s.post(r#"42["join","again"]"#).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(hub.hub.rooms().stats().rooms, 0, "the join was let through");
+    // Once the bucket has refilled, the connection back under the same id is the peer
+    // (the first connection's checks forget only that connection).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.post(r#"42["join","later"]"#).await;
+    let answer = s.get().await;
+    assert!(answer.contains(r#"42["joined""#), "{answer:?}");
+    assert_eq!(hub.hub.rooms().stats().rooms, 1);
 }
 
 /// A socket.io session's moves to WebSocket are new connections for the rate limit: a

@@ -429,7 +429,8 @@ async fn handle(
         }
     };
     if let Err(e) = result {
-        tracing::debug!(code = e.code(), %e, "refused frame");
+        // Quoted: the message may hold what the client sent (an unknown `to`).
+        tracing::debug!(code = e.code(), error = ?e.to_string(), "refused frame");
         sink.push(e.frame());
     }
     None

@@ -320,7 +320,8 @@ async fn forward(
     let mut forgotten = false;
     while let Err(SocketError::InternalChannelFull) = socket.clone().disconnect() {
         if !forgotten {
-            hub.rooms().disconnect(&id);
+            let registered: Arc<dyn PeerSink> = sink.clone();
+            hub.rooms().disconnect_sink(&id, &registered);
             forgotten = true;
         }
         tokio::select! {
@@ -809,11 +810,20 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     // If the connect answer cannot be sent (the client went away that instant),
     // socketioxide drops the socket without a disconnect event; the peer must not
     // stay registered.
-    let (h, s, pid, g) = (hub.clone(), socket.clone(), id.clone(), gone.clone());
+    // Only this registration: a client that connects to `/` again on the same session
+    // comes back under the same id.
+    let registered: Arc<dyn PeerSink> = sink.clone();
+    let (h, s, pid, g, r) = (
+        hub.clone(),
+        socket.clone(),
+        id.clone(),
+        gone.clone(),
+        registered.clone(),
+    );
     tokio::spawn(async move {
         tokio::time::sleep(CONNECT_ANSWER_GRACE).await;
         if !s.connected() {
-            h.rooms().disconnect(&pid);
+            h.rooms().disconnect_sink(&pid, &r);
             g.cancel();
         }
     });
@@ -972,10 +982,11 @@ fn register(hub: Hub, socket: SocketRef) -> Result<(), Refusal> {
     // Last in line too: what the peer sent before it went away is relayed first.
     let (h, pid) = (hub.clone(), id.clone());
     socket.on_disconnect(move |reason: DisconnectReason| {
-        let (hub, id, gone) = (h.clone(), pid.clone(), gone.clone());
+        let (hub, id, gone, registered) =
+            (h.clone(), pid.clone(), gone.clone(), registered.clone());
         order.now(move || {
             tracing::debug!(peer = %id, ?reason, "socket.io disconnected");
-            hub.rooms().disconnect(&id);
+            hub.rooms().disconnect_sink(&id, &registered);
             gone.cancel();
         })
     });
