@@ -729,6 +729,61 @@ async fn socketio_upgrades_spend_connection_tokens() {
     assert!(refused >= 3, "{heads:?}");
 }
 
+/// A TCP connection to `to` from the loopback address `from` (127.0.0.x: another client
+/// address on this machine).
+async fn connect_from(from: [u8; 4], to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind((std::net::Ipv4Addr::from(from), 0).into())
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+async fn healthz_from(from: [u8; 4], to: SocketAddr) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = connect_from(from, to).await;
+    s.write_all(get_head("/healthz").as_bytes()).await.ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// One client address holds at most `MAX_CONNECTIONS_PER_ADDRESS` connections at once,
+/// whatever they are for (idle ones too): more are closed as they come, so one device
+/// cannot take every descriptor the process has. Other addresses are not affected, and
+/// a closed connection gives its place back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_a_bounded_number_of_connections() {
+    use rtcdev::server::MAX_CONNECTIONS_PER_ADDRESS;
+    let sb = Sandbox::new();
+    let hub = Signal::start(&sb, &[], &[]);
+    let mut held = Vec::new();
+    for _ in 0..MAX_CONNECTIONS_PER_ADDRESS {
+        held.push(connect_from([127, 0, 0, 2], hub.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let over = healthz_from([127, 0, 0, 2], hub.addr).await;
+    assert!(
+        !over
+            .as_deref()
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "one connection more was served: {over:?}"
+    );
+    let other = healthz_from([127, 0, 0, 3], hub.addr)
+        .await
+        .unwrap_or_default();
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let again = healthz_from([127, 0, 0, 2], hub.addr)
+        .await
+        .unwrap_or_default();
+    assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
+
 /// Joins from one address are rate-limited whichever connection they come on: trying
 /// room names from many connections at once gets `rate-limited` past the burst.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -560,11 +560,18 @@ async fn read_report(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    match axum::body::to_bytes(req.into_body(), max).await {
-        Ok(body) => Ok((from, user_agent, body)),
-        Err(_) => Err((
+    // A body sent a byte now and then would hold the connection for good.
+    let read = axum::body::to_bytes(req.into_body(), max);
+    match tokio::time::timeout(crate::server::HEADER_READ_TIMEOUT, read).await {
+        Ok(Ok(body)) => Ok((from, user_agent, body)),
+        Ok(Err(_)) => Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("a report is at most {max} bytes\n"),
+        )
+            .into_response()),
+        Err(_) => Err((
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body did not arrive in time\n",
         )
             .into_response()),
     }

@@ -6,16 +6,18 @@ pub mod coalesce;
 pub mod heap;
 pub mod origin;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use axum::Router;
 use axum_server::accept::Accept;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
@@ -33,6 +35,16 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest request head (request line and headers) a client may send; more gets 431.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
+/// Connections one client address may hold open at once, pages, files and hub
+/// together (a browser opens six or so per host); more are closed as they come. A
+/// request head must come within [`HEADER_READ_TIMEOUT`] of the last answer, so an idle
+/// HTTP/1.1 connection closes then too.
+pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// The longest a request head may take, and an HTTP/1.1 connection may sit idle between
+/// requests.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 connections are pinged this often, and closed when a ping goes unanswered.
+pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// The first byte of a TLS record carrying a handshake.
 const TLS_HANDSHAKE_BYTE: u8 = 0x16;
 
@@ -74,34 +86,136 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 #[derive(Clone)]
 pub struct SniffAcceptor {
     tls: Option<TlsAcceptor>,
+    open: OpenCount,
 }
+
+/// Open connections per client address.
+type OpenCount = Arc<Mutex<HashMap<IpAddr, usize>>>;
 
 impl SniffAcceptor {
     /// With `tls`, both; without, plain HTTP only.
     pub fn new(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         SniffAcceptor {
             tls: tls.map(TlsAcceptor::from),
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for a connection from `ip`, if it has fewer than
+    /// [`MAX_CONNECTIONS_PER_ADDRESS`] open. `127.0.0.1` and `::1` are not counted: a
+    /// proxy or a load tool on this machine connects from there for many clients.
+    fn take(&self, ip: IpAddr) -> Option<Slot> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        if ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST) {
+            return Some(Slot(None));
+        }
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= MAX_CONNECTIONS_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(Slot(Some((self.open.clone(), ip))))
+    }
+}
+
+/// An open connection's place in its address's count; given back on drop.
+struct Slot(Option<(OpenCount, IpAddr)>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((open, ip)) = self.0.take() {
+            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = open.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&ip);
+                }
+            }
         }
     }
 }
 
-type Accepted<S> = (
-    Either<Coalesce<TlsStream<TcpStream>>, TcpStream>,
-    AddExtension<S, Scheme>,
-);
+/// A connection that holds its [`Slot`] for as long as it is open.
+pub struct Counted<S> {
+    inner: S,
+    _slot: Slot,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+type Stream = Counted<Either<Coalesce<TlsStream<TcpStream>>, TcpStream>>;
+type Accepted<S> = (Stream, AddExtension<S, Scheme>);
 
 impl<S: Send + 'static> Accept<TcpStream, S> for SniffAcceptor {
-    type Stream = Either<Coalesce<TlsStream<TcpStream>>, TcpStream>;
+    type Stream = Stream;
     type Service = AddExtension<S, Scheme>;
     type Future = Pin<Box<dyn Future<Output = io::Result<Accepted<S>>> + Send>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let tls = self.tls.clone();
+        let slot = stream.peer_addr().ok().map(|a| self.take(a.ip()));
         Box::pin(async move {
+            let Some(slot) = slot.unwrap_or(Some(Slot(None))) else {
+                // Closed at once: this address holds its share of the server already.
+                crate::info_limited!(
+                    "address over its connections",
+                    "refusing a connection: its address has {MAX_CONNECTIONS_PER_ADDRESS} open"
+                );
+                return Err(io::Error::other("too many connections from one address"));
+            };
+            let counted = |inner| Counted { inner, _slot: slot };
             let _ = stream.set_nodelay(true);
             let Some(tls) = tls else {
                 return Ok((
-                    Either::Right(stream),
+                    counted(Either::Right(stream)),
                     AddExtension::new(service, Scheme::Http),
                 ));
             };
@@ -120,12 +234,12 @@ impl<S: Send + 'static> Accept<TcpStream, S> for SniffAcceptor {
                 // HTTP/2 answers are written together (see `coalesce`).
                 let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                 Ok((
-                    Either::Left(Coalesce::new(tls_stream, h2)),
+                    counted(Either::Left(Coalesce::new(tls_stream, h2))),
                     AddExtension::new(service, Scheme::Https),
                 ))
             } else {
                 Ok((
-                    Either::Right(stream),
+                    counted(Either::Right(stream)),
                     AddExtension::new(service, Scheme::Http),
                 ))
             }
@@ -159,7 +273,13 @@ pub async fn serve(
     server
         .http_builder()
         .http1()
-        .max_buf_size(MAX_REQUEST_HEAD_BYTES);
+        .max_buf_size(MAX_REQUEST_HEAD_BYTES)
+        .header_read_timeout(Some(HEADER_READ_TIMEOUT));
+    server
+        .http_builder()
+        .http2()
+        .keep_alive_interval(Some(H2_KEEP_ALIVE))
+        .keep_alive_timeout(H2_KEEP_ALIVE);
     server
         .acceptor(SniffAcceptor::new(tls))
         .first_request_timeout(FIRST_REQUEST_TIMEOUT)
