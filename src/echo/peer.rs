@@ -34,6 +34,9 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 
 use super::Gather;
 
+/// Remote ICE candidates one page may give an echo over its life.
+pub const MAX_REMOTE_CANDIDATES: usize = 200;
+
 /// Sends one signal to the page (the session id is added here).
 pub type Send = Arc<dyn Fn(Value) + std::marker::Send + Sync>;
 
@@ -114,6 +117,8 @@ pub struct Conn {
     send: Send,
     remote_session: Option<String>,
     pending: Vec<RTCIceCandidateInit>,
+    /// Remote candidates taken so far (see [`MAX_REMOTE_CANDIDATES`]).
+    candidates: usize,
     /// Perfect negotiation: on an offer clash the polite side gives way.
     polite: bool,
 }
@@ -229,6 +234,7 @@ impl Conn {
             send,
             remote_session: None,
             pending: Vec::new(),
+            candidates: 0,
             polite,
         })
     }
@@ -289,10 +295,15 @@ impl Conn {
                 if candidate.candidate.is_empty() {
                     return Ok(());
                 }
+                // A browser gathers a handful; every one added is paired with every
+                // local candidate and checked, so a page gets MAX_REMOTE_CANDIDATES
+                // for the echo's life, ICE restarts included.
+                if self.candidates >= MAX_REMOTE_CANDIDATES {
+                    return Ok(());
+                }
+                self.candidates += 1;
                 if self.pc.remote_description().await.is_none() {
-                    if self.pending.len() < 200 {
-                        self.pending.push(candidate);
-                    }
+                    self.pending.push(candidate);
                 } else {
                     // A page's mDNS (.local) candidate cannot be resolved here; the
                     // page's checks reach the echo anyway (peer-reflexive).
@@ -356,5 +367,63 @@ async fn forward_keyframe_requests(
         if wants && ssrc != 0 {
             ask_keyframe(&pc, ssrc).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use webrtc::stats::StatsReportType;
+
+    /// Every remote candidate is paired with every local one and checked: a page gets
+    /// [`MAX_REMOTE_CANDIDATES`] over the echo's life, after the offer as before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_page_gives_a_bounded_number_of_candidates() {
+        let api = api(Gather::Loopback).unwrap();
+        let send: Send = Arc::new(|_| {});
+        let mut conn = Conn::new(&api, RTCConfiguration::default(), send, true)
+            .await
+            .unwrap();
+        // The page: another webrtc-rs connection, on loopback too.
+        let page = api
+            .new_peer_connection(RTCConfiguration::default())
+            .await
+            .unwrap();
+        page.create_data_channel("chat", None).await.unwrap();
+        let offer = page.create_offer(None).await.unwrap();
+        page.set_local_description(offer.clone()).await.unwrap();
+        conn.on_signal(&json!({"kind": "sdp", "description": offer}))
+            .await
+            .unwrap();
+        for n in 0..MAX_REMOTE_CANDIDATES + 50 {
+            let candidate = format!(
+                "candidate:{n} 1 udp 2122260223 127.0.0.1 {} typ host",
+                20000 + n
+            );
+            conn.on_signal(&json!({"kind": "ice", "candidate": {"candidate": candidate, "sdpMid": "0", "sdpMLineIndex": 0}}))
+                .await
+                .unwrap();
+        }
+        // The agent takes candidates in on a task of its own: count until the count
+        // holds still.
+        let (mut remote, mut last) = (0, usize::MAX);
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            remote = conn
+                .pc
+                .get_stats()
+                .await
+                .reports
+                .values()
+                .filter(|r| matches!(r, StatsReportType::RemoteCandidate(_)))
+                .count();
+            if remote == last && remote > 0 {
+                break;
+            }
+            last = remote;
+        }
+        assert_eq!(remote, MAX_REMOTE_CANDIDATES);
+        let _ = conn.pc.close().await;
+        let _ = page.close().await;
     }
 }
