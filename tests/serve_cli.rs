@@ -102,8 +102,19 @@ fn banner_in_a_lan_namespace(sb: &Sandbox, tty: bool, extra: &str) -> Vec<String
     };
     let setup = "ip link set lo up && ip link add d0 type veth peer name d1 && \
                  ip addr add 192.168.77.10/24 dev d0 && ip link set d0 up && ip link set d1 up";
+    // A PID namespace too, whose first process dies with `unshare`: killing it ends
+    // rtcdev as well, even where SIGHUP is ignored (under nohup) and the pty's hangup
+    // would not.
     let mut child = Command::new("unshare")
-        .args(["--net", "sh", "-c", &format!("{setup} && {run}")])
+        .args([
+            "--net",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "sh",
+            "-c",
+            &format!("{setup} && {run}"),
+        ])
         .current_dir(sb.path())
         .env("HOME", sb.path())
         .env("RUST_LOG", "warn")
