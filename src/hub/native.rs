@@ -30,6 +30,8 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Close code (application range): a newer connection of the same client resumed this
 /// peer's place.
 pub const CLOSE_REPLACED: u16 = 4001;
+/// The close of a connection whose place a resume elsewhere took.
+const REPLACED: (u16, &str) = (CLOSE_REPLACED, "resumed by a newer connection");
 /// The close reason for a peer whose queue overflowed.
 const QUEUE_FULL: &str = "send queue full: the peer does not read";
 /// How long a close frame may take to go out before the connection is just dropped.
@@ -206,7 +208,11 @@ fn welcome(hub: &Hub, id: &PeerId) -> String {
 async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<std::net::IpAddr>) {
     let cfg = hub.config().clone();
     let (outbox, mut overflow) = Outbox::new(cfg.max_queue_bytes);
-    let replaced = CancellationToken::new();
+    // Cancelled by the hub's shutdown (a child token: polling the hub's own token would
+    // take the one lock that every connection shares) or by a resume elsewhere; which
+    // of the two is read once it fires. One wait for both, registered once for the life
+    // of the connection, not once per frame.
+    let replaced = hub.shutdown_token().child_token();
     let sink = Arc::new(NativeSink(outbox, replaced.clone(), AtomicBool::new(false)));
     let registered: Arc<dyn PeerSink> = sink.clone();
     let rooms = hub.rooms().clone();
@@ -220,25 +226,22 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
     let mut heartbeat = tokio::time::interval(cfg.heartbeat_timeout / 3);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
-    // A child token: polling the hub's own token would take the one lock that every
-    // connection shares, once per frame. Registered once for the life of the
-    // connection, not once per frame.
-    let shutdown = hub.shutdown_token().child_token();
-    let stopping = shutdown.cancelled();
+    // Made and pinned once: a fresh wait every turn of the loop would lock the token's
+    // state to register and again to drop, for every frame.
+    let stopping = replaced.cancelled();
     tokio::pin!(stopping);
-    // Made and pinned once, as `stopping`: a fresh wait every turn of the loop would
-    // lock the token's state to register and again to drop, for every frame.
-    let resumed_elsewhere = replaced.cancelled();
-    tokio::pin!(resumed_elsewhere);
     // The wait for queued frames, made anew only once it has fired.
     let mut queued = std::pin::pin!(sink.0.woken());
 
     let close: Option<(u16, &str)> = loop {
         tokio::select! {
             biased;
-            _ = &mut stopping => break Some((CLOSE_GOING_AWAY, "server shutting down")),
+            _ = &mut stopping => break Some(if hub.shutdown_token().is_cancelled() {
+                (CLOSE_GOING_AWAY, "server shutting down")
+            } else {
+                REPLACED
+            }),
             _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
-            _ = &mut resumed_elsewhere => break Some((CLOSE_REPLACED, "resumed by a newer connection")),
             _ = &mut queued => {
                 queued.set(sink.0.woken());
                 // Whatever is queued goes out in the same write: one flush (one
@@ -257,11 +260,21 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
                     }
                     socket.flush().await
                 };
-                // A peer that stops reading blocks this write; the kick ends the wait.
+                tokio::pin!(write);
+                // A peer that stops reading blocks this write; the kick ends the wait,
+                // and so does the shutdown. A resume elsewhere lets it finish first.
                 tokio::select! {
-                    r = write => if r.is_err() { break None },
+                    r = &mut write => if r.is_err() { break None },
                     _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
-                    _ = &mut stopping => break None,
+                    _ = &mut stopping => {
+                        if hub.shutdown_token().is_cancelled() {
+                            break None;
+                        }
+                        match tokio::time::timeout(CLOSE_SEND_TIMEOUT, &mut write).await {
+                            Ok(Ok(())) => break Some(REPLACED),
+                            _ => break None,
+                        }
+                    }
                 }
             }
             msg = socket.recv() => {
