@@ -16,7 +16,8 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::{Notify, mpsc, oneshot};
+use futures_util::task::AtomicWaker;
+use tokio::sync::{mpsc, oneshot};
 
 /// The pushing half, held by the peer's sink.
 pub struct QueueTx<T> {
@@ -121,7 +122,10 @@ pub struct Outbox<T> {
     queue: Mutex<Items<T>>,
     /// Held by the one task draining.
     draining: AtomicBool,
-    wake: Notify,
+    /// A wake not yet seen by the connection's task.
+    woke: AtomicBool,
+    /// The connection's task, while it waits.
+    waiter: AtomicWaker,
     max_bytes: usize,
     /// Fired once, when the queue overflows.
     kick: Mutex<Option<oneshot::Sender<()>>>,
@@ -145,7 +149,8 @@ impl<T> Outbox<T> {
                 overflowed: false,
             }),
             draining: AtomicBool::new(false),
-            wake: Notify::new(),
+            woke: AtomicBool::new(false),
+            waiter: AtomicWaker::new(),
             max_bytes,
             kick: Mutex::new(Some(kick)),
         };
@@ -178,14 +183,30 @@ impl<T> Outbox<T> {
     }
 
     /// Wakes the connection's task ([`Outbox::woken`]); a wake with no one waiting is
-    /// kept for the next wait.
+    /// kept for the next wait. Wakes that come before the task has seen the first cost
+    /// one atomic operation each: a burst of pushes wakes the task once.
     pub fn wake(&self) {
-        self.wake.notify_one();
+        if !self.woke.swap(true, Ordering::AcqRel) {
+            self.waiter.wake();
+        }
     }
 
     /// Resolves at the next [`Outbox::wake`] (or at once for one that came before).
-    pub async fn woken(&self) {
-        self.wake.notified().await
+    /// One task waits on an outbox, its connection's: a second waiter would take the
+    /// first one's place.
+    pub fn woken(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(move |cx| {
+            if self.woke.swap(false, Ordering::AcqRel) {
+                return std::task::Poll::Ready(());
+            }
+            self.waiter.register(cx.waker());
+            // A wake between the look and the registration found no waker to wake.
+            if self.woke.swap(false, Ordering::AcqRel) {
+                std::task::Poll::Ready(())
+            } else {
+                std::task::Poll::Pending
+            }
+        })
     }
 
     /// The item at the head, taken out. For an outbox that only its connection's task
@@ -392,6 +413,49 @@ mod tests {
             Step::Sent
         });
         assert_eq!((drained, got), (Drained::Empty, vec![2]));
+    }
+
+    /// Pushes and wakes from other threads while the task waits: every item arrives, in
+    /// order, and no wake is lost (a lost one leaves the task waiting for good).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wakes_from_other_threads_are_never_lost() {
+        const N: u32 = 20_000;
+        let (outbox, _overflow) = Outbox::<u32>::new(usize::MAX);
+        let outbox = Arc::new(outbox);
+        let pushers: Vec<_> = (0..2u32)
+            .map(|t| {
+                let outbox = outbox.clone();
+                std::thread::spawn(move || {
+                    for i in 0..N {
+                        assert!(outbox.push(t * N + i, 1));
+                        outbox.wake();
+                        if i % 64 == 0 {
+                            std::thread::yield_now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut next = [0u32, N];
+        let mut got = 0;
+        while got < 2 * N {
+            // The deadline is looked at first: a `timeout` would poll the wait once
+            // more when it fires, and hide the lost wake.
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => panic!("a wake was lost"),
+                _ = outbox.woken() => {}
+            }
+            while let Some(item) = outbox.pop() {
+                let from = (item / N) as usize;
+                assert_eq!(item, next[from], "each pusher's items in its order");
+                next[from] += 1;
+                got += 1;
+            }
+        }
+        for p in pushers {
+            p.join().unwrap();
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
