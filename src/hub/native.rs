@@ -86,8 +86,16 @@ fn upgrade(hub: Hub, ws: WebSocketUpgrade, guard: ConnGuard) -> Response {
 
 /// A native peer's sink: frames queue for the connection's task, bounded in bytes, and
 /// wake it (the task, which owns the socket, is the only one that empties the queue); a
-/// resume elsewhere cancels `replaced`, which the task acts on.
-struct NativeSink(Outbox<Utf8Bytes>, CancellationToken, AtomicBool);
+/// resume elsewhere marks it `replaced` and cancels `stop`, which the task acts on.
+struct NativeSink {
+    outbox: Outbox<Utf8Bytes>,
+    /// Cancelled at the hub's shutdown (its child) or by a resume elsewhere.
+    stop: CancellationToken,
+    /// Set before `stop` is cancelled for a resume elsewhere.
+    replaced: AtomicBool,
+    /// The test hook's: this peer's candidates are dropped.
+    drops_candidates: AtomicBool,
+}
 
 impl NativeSink {
     fn push(&self, text: String) {
@@ -96,8 +104,8 @@ impl NativeSink {
 
     fn push_frame(&self, frame: Utf8Bytes) {
         let n = frame.len();
-        if self.0.push(frame, n) {
-            self.0.wake();
+        if self.outbox.push(frame, n) {
+            self.outbox.wake();
         }
     }
 }
@@ -105,7 +113,10 @@ impl NativeSink {
 impl PeerSink for NativeSink {
     fn deliver(&self, event: &Event) {
         match event {
-            Event::Replaced => self.1.cancel(),
+            Event::Replaced => {
+                self.replaced.store(true, Ordering::Release);
+                self.stop.cancel();
+            }
             // A native sender's frame, written once for every native recipient.
             Event::Signal { from, data } => match data.native_frame(from) {
                 Some(frame) => self.push_frame(frame.clone()),
@@ -212,8 +223,13 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
     // take the one lock that every connection shares) or by a resume elsewhere; which
     // of the two is read once it fires. One wait for both, registered once for the life
     // of the connection, not once per frame.
-    let replaced = hub.shutdown_token().child_token();
-    let sink = Arc::new(NativeSink(outbox, replaced.clone(), AtomicBool::new(false)));
+    let stop = hub.shutdown_token().child_token();
+    let sink = Arc::new(NativeSink {
+        outbox,
+        stop: stop.clone(),
+        replaced: AtomicBool::new(false),
+        drops_candidates: AtomicBool::new(false),
+    });
     let registered: Arc<dyn PeerSink> = sink.clone();
     let rooms = hub.rooms().clone();
     rooms.connect(id.clone(), registered.clone());
@@ -228,35 +244,35 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
     heartbeat.tick().await;
     // Made and pinned once: a fresh wait every turn of the loop would lock the token's
     // state to register and again to drop, for every frame.
-    let stopping = replaced.cancelled();
+    let stopping = stop.cancelled();
     tokio::pin!(stopping);
     // The wait for queued frames, made anew only once it has fired.
-    let mut queued = std::pin::pin!(sink.0.woken());
+    let mut queued = std::pin::pin!(sink.outbox.woken());
 
     let close: Option<(u16, &str)> = loop {
         tokio::select! {
             biased;
-            _ = &mut stopping => break Some(if hub.shutdown_token().is_cancelled() {
-                (CLOSE_GOING_AWAY, "server shutting down")
-            } else {
-                REPLACED
-            }),
             _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
+            _ = &mut stopping => break Some(if sink.replaced.load(Ordering::Acquire) {
+                REPLACED
+            } else {
+                (CLOSE_GOING_AWAY, "server shutting down")
+            }),
             _ = &mut queued => {
-                queued.set(sink.0.woken());
+                queued.set(sink.outbox.woken());
                 // Whatever is queued goes out in the same write: one flush (one
                 // syscall) for a burst instead of one per frame.
                 let write = async {
                     let mut frames = 0;
                     while frames < WRITE_BATCH_FRAMES {
-                        let Some(text) = sink.0.pop() else { break };
+                        let Some(text) = sink.outbox.pop() else { break };
                         socket.feed(Message::Text(text)).await?;
                         frames += 1;
                     }
                     if frames == WRITE_BATCH_FRAMES {
                         // Maybe more is queued: look again once the stop, overflow and
                         // replace branches have been checked.
-                        sink.0.wake();
+                        sink.outbox.wake();
                     }
                     socket.flush().await
                 };
@@ -267,7 +283,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
                     r = &mut write => if r.is_err() { break None },
                     _ = &mut overflow => break Some((CLOSE_POLICY, QUEUE_FULL)),
                     _ = &mut stopping => {
-                        if hub.shutdown_token().is_cancelled() {
+                        if !sink.replaced.load(Ordering::Acquire) {
                             break None;
                         }
                         match tokio::time::timeout(CLOSE_SEND_TIMEOUT, &mut write).await {
@@ -362,7 +378,7 @@ async fn serve_peer(hub: Hub, mut socket: WebSocket, mut id: PeerId, ip: Option<
             // What was queued (an error frame saying why, say) goes out before the
             // close, except to a peer that is being closed for not reading.
             if code != CLOSE_POLICY {
-                while let Some(text) = sink.0.pop() {
+                while let Some(text) = sink.outbox.pop() {
                     socket.send(Message::Text(text)).await?;
                 }
             }
@@ -419,7 +435,7 @@ async fn handle(
         // The room core queues `joined` itself, ahead of anything the room says next.
         Ok(ClientFrame::Join { room, meta }) => {
             if let Some(name) = drop_candidates_from() {
-                sink.2.store(
+                sink.drops_candidates.store(
                     meta.get("name").and_then(|n| n.as_str()) == Some(name),
                     Ordering::Relaxed,
                 );
@@ -429,7 +445,8 @@ async fn handle(
         Ok(ClientFrame::Leave) => rooms.leave(id),
         // The test hook's lost candidates: dropped without a word.
         Ok(ClientFrame::Signal { data, .. })
-            if sink.2.load(Ordering::Relaxed) && data.contains(r#""kind":"ice""#) =>
+            if sink.drops_candidates.load(Ordering::Relaxed)
+                && data.contains(r#""kind":"ice""#) =>
         {
             Ok(())
         }
