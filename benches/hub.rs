@@ -1057,5 +1057,16 @@ fn main() {
                 met(one)
             );
         }
+        // The best ratio any relay on the same stack (tokio + tungstenite, no hub
+        // logic) reaches against node in this run: what the kernel and the stack
+        // leave, whatever the hub does.
+        if let Some((_, floor)) = rows.iter().find(|(n, _)| n.starts_with("floor")) {
+            let ratio = |key: &str| Some(exact(node, key)? / exact(floor, key)?);
+            if let (Some(max), Some(one)) = (ratio("max"), ratio("1w")) {
+                println!(
+                    "floor (a relay with no hub logic): node's server CPU per message / the floor's: pipelined {max:.1}x, one write per frame {one:.1}x: no hub on this stack does better here"
+                );
+            }
+        }
     }
 }
