@@ -776,12 +776,54 @@ async fn one_address_holds_a_bounded_number_of_connections() {
         .await
         .unwrap_or_default();
     assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    let body: serde_json::Value =
+        serde_json::from_str(other.split("\r\n\r\n").nth(1).unwrap_or_default())
+            .unwrap_or_else(|e| panic!("{e}: {other}"));
+    assert!(
+        body["limits"]["tcp_refused_per_address"].as_u64() >= Some(1),
+        "the refusal is counted: {body}"
+    );
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(300)).await;
     let again = healthz_from([127, 0, 0, 2], hub.addr)
         .await
         .unwrap_or_default();
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
+}
+
+/// A hub told to take more connections from one address (`--max-conns-per-ip`, for a
+/// load balancer or nginx on another host in front of it) takes them: the cap per
+/// address follows it, with room for pages on top.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_conns_per_ip_raises_the_address_cap_too() {
+    use rtcdev::server::{MAX_CONNECTIONS_PER_ADDRESS, PAGE_CONNECTIONS};
+    let sb = Sandbox::new();
+    let per_ip = MAX_CONNECTIONS_PER_ADDRESS + 44;
+    let hub = Signal::start(&sb, &["--max-conns-per-ip", &per_ip.to_string()], &[]);
+    let mut held = Vec::new();
+    for _ in 0..per_ip {
+        held.push(connect_from([127, 0, 0, 2], hub.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = healthz_from([127, 0, 0, 2], hub.addr)
+        .await
+        .unwrap_or_default();
+    assert!(
+        served.starts_with("HTTP/1.1 200"),
+        "connection {} of one address was refused: {served:?}",
+        per_ip + 1
+    );
+    for _ in 0..PAGE_CONNECTIONS {
+        held.push(connect_from([127, 0, 0, 2], hub.addr).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let over = healthz_from([127, 0, 0, 2], hub.addr).await;
+    assert!(
+        !over
+            .as_deref()
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        "the cap still holds past --max-conns-per-ip and the pages' share: {over:?}"
+    );
 }
 
 /// Joins from one address are rate-limited whichever connection they come on: trying

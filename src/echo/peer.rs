@@ -34,7 +34,8 @@ use webrtc::track::track_local::{TrackLocal, TrackLocalWriter};
 
 use super::Gather;
 
-/// Remote ICE candidates one page may give an echo over its life.
+/// Remote ICE candidates one echo connection takes over its life (a page that starts a
+/// new session gets a new connection, and the old one is closed).
 pub const MAX_REMOTE_CANDIDATES: usize = 200;
 
 /// Sends one signal to the page (the session id is added here).
@@ -296,7 +297,7 @@ impl Conn {
                     return Ok(());
                 }
                 // A browser gathers a handful; every one added is paired with every
-                // local candidate and checked, so a page gets MAX_REMOTE_CANDIDATES
+                // local candidate and checked, so a connection gets MAX_REMOTE_CANDIDATES
                 // for the echo's life, ICE restarts included.
                 if self.candidates >= MAX_REMOTE_CANDIDATES {
                     return Ok(());

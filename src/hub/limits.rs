@@ -35,6 +35,12 @@ pub struct Counters {
     pub closed_for_flooding: AtomicU64,
     /// Joins refused by the per-address join rate.
     pub joins_refused: AtomicU64,
+    /// TCP connections closed as they came: their address held its share of the
+    /// server's connections (pages, files and hub together).
+    pub tcp_refused_per_address: AtomicU64,
+    /// TCP connections closed as they came: the process held as many as its open-file
+    /// limit leaves room for.
+    pub tcp_refused_full: AtomicU64,
 }
 
 /// A snapshot of [`Counters`] and the limits themselves.
@@ -60,6 +66,10 @@ pub struct LimitsReport {
     pub closed_for_flooding: u64,
     /// See [`Counters`].
     pub joins_refused: u64,
+    /// See [`Counters`].
+    pub tcp_refused_per_address: u64,
+    /// See [`Counters`].
+    pub tcp_refused_full: u64,
 }
 
 /// Why a connection was refused, with the status and the sentence for the client.
@@ -272,6 +282,8 @@ impl ConnLimits {
             rate_limited_frames: c.rate_limited_frames.load(Ordering::Relaxed),
             closed_for_flooding: c.closed_for_flooding.load(Ordering::Relaxed),
             joins_refused: c.joins_refused.load(Ordering::Relaxed),
+            tcp_refused_per_address: c.tcp_refused_per_address.load(Ordering::Relaxed),
+            tcp_refused_full: c.tcp_refused_full.load(Ordering::Relaxed),
         }
     }
 

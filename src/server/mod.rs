@@ -36,10 +36,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Largest request head (request line and headers) a client may send; more gets 431.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 64 * 1024;
 /// Connections one client address may hold open at once, pages, files and hub
-/// together (a browser opens six or so per host); more are closed as they come. A
-/// request head must come within [`HEADER_READ_TIMEOUT`] of the last answer, so an idle
-/// HTTP/1.1 connection closes then too.
+/// together (a browser opens six or so per host); more are closed as they come. A hub
+/// allowed more per address (`--max-conns-per-ip`, behind a load balancer) raises it to
+/// that many and [`PAGE_CONNECTIONS`] more. A request head must come within
+/// [`HEADER_READ_TIMEOUT`] of the last answer, so an idle HTTP/1.1 connection closes
+/// then too.
 pub const MAX_CONNECTIONS_PER_ADDRESS: usize = 256;
+/// What one address may hold on top of its hub connections: pages, files, reports.
+pub const PAGE_CONNECTIONS: usize = 64;
+/// Descriptors kept back from connections: listeners, files, TURN sockets, Redis.
+const RESERVED_DESCRIPTORS: u64 = 256;
+/// The open-file limit is raised to at most this (or the hard limit, if lower).
+const OPEN_FILES_TARGET: u64 = 65_536;
 /// The longest a request head may take, and an HTTP/1.1 connection may sit idle between
 /// requests.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -86,49 +94,112 @@ pub fn bind(addr: SocketAddr) -> Result<std::net::TcpListener> {
 #[derive(Clone)]
 pub struct SniffAcceptor {
     tls: Option<TlsAcceptor>,
-    open: OpenCount,
+    open: Arc<Open>,
+    /// Where refusals are counted for `/healthz`.
+    hub: Option<Hub>,
 }
 
-/// Open connections per client address.
-type OpenCount = Arc<Mutex<HashMap<IpAddr, usize>>>;
+/// The connections open, per client address and in all, and how many each may be.
+#[derive(Default)]
+struct Open {
+    per_address: Mutex<HashMap<IpAddr, usize>>,
+    total: std::sync::atomic::AtomicUsize,
+    max_per_address: usize,
+    max_total: usize,
+}
+
+/// Why a connection was closed as it came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    /// Its address holds its share.
+    Address,
+    /// The process holds as many as its open-file limit leaves room for.
+    Total,
+}
 
 impl SniffAcceptor {
-    /// With `tls`, both; without, plain HTTP only.
-    pub fn new(tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+    /// With `tls`, both; without, plain HTTP only. With a `hub`, its
+    /// `--max-conns-per-ip` raises the cap per address, and refusals are counted in its
+    /// `/healthz`.
+    pub fn new(tls: Option<Arc<rustls::ServerConfig>>, hub: Option<Hub>) -> Self {
+        let per_hub = hub.as_ref().map_or(0, |h| h.config().max_conns_per_ip);
+        let max_per_address =
+            MAX_CONNECTIONS_PER_ADDRESS.max(per_hub.saturating_add(PAGE_CONNECTIONS));
+        let files = raise_open_files_limit();
+        let max_total = usize::try_from(files.saturating_sub(RESERVED_DESCRIPTORS).max(64))
+            .unwrap_or(usize::MAX);
+        Self::with_limits(tls, hub, max_per_address, max_total)
+    }
+
+    fn with_limits(
+        tls: Option<Arc<rustls::ServerConfig>>,
+        hub: Option<Hub>,
+        max_per_address: usize,
+        max_total: usize,
+    ) -> Self {
         SniffAcceptor {
             tls: tls.map(TlsAcceptor::from),
-            open: Arc::default(),
+            open: Arc::new(Open {
+                max_per_address,
+                max_total,
+                ..Open::default()
+            }),
+            hub,
         }
     }
 
-    /// A place for a connection from `ip`, if it has fewer than
-    /// [`MAX_CONNECTIONS_PER_ADDRESS`] open. `127.0.0.1` and `::1` are not counted: a
-    /// proxy or a load tool on this machine connects from there for many clients.
-    fn take(&self, ip: IpAddr) -> Option<Slot> {
+    /// A place for a connection from `ip`, if the process has room for one more and
+    /// the address has fewer than its share open. `127.0.0.1` and `::1` have no share
+    /// of their own (a proxy or a load tool on this machine connects from there for
+    /// many clients), but count in the total.
+    fn take(&self, ip: IpAddr) -> Result<Slot, Full> {
+        use std::sync::atomic::Ordering;
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
         };
-        if ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST) {
-            return Some(Slot(None));
+        if self.open.total.fetch_add(1, Ordering::AcqRel) >= self.open.max_total {
+            self.open.total.fetch_sub(1, Ordering::AcqRel);
+            return Err(Full::Total);
         }
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = Slot {
+            open: self.open.clone(),
+            ip: None,
+        };
+        if ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST) {
+            return Ok(slot);
+        }
+        let mut open = self
+            .open
+            .per_address
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_insert(0);
-        if *n >= MAX_CONNECTIONS_PER_ADDRESS {
-            return None;
+        if *n >= self.open.max_per_address {
+            drop(open);
+            return Err(Full::Address);
         }
         *n += 1;
-        Some(Slot(Some((self.open.clone(), ip))))
+        slot.ip = Some(ip);
+        Ok(slot)
     }
 }
 
-/// An open connection's place in its address's count; given back on drop.
-struct Slot(Option<(OpenCount, IpAddr)>);
+/// An open connection's place in the counts; given back on drop.
+struct Slot {
+    open: Arc<Open>,
+    /// The address whose share it takes; none for this machine's own.
+    ip: Option<IpAddr>,
+}
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some((open, ip)) = self.0.take() {
-            let mut open = open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = self.ip.take() {
+            let mut open = self
+                .open
+                .per_address
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(n) = open.get_mut(&ip) {
                 *n -= 1;
                 if *n == 0 {
@@ -136,7 +207,18 @@ impl Drop for Slot {
                 }
             }
         }
+        self.open
+            .total
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (at most
+/// [`OPEN_FILES_TARGET`]), so connections are not refused at a default of 1024 (256
+/// on macOS); returns the limit now in force.
+pub fn raise_open_files_limit() -> u64 {
+    // On macOS the crate also keeps to the kernel's per-process maximum.
+    rlimit::increase_nofile_limit(OPEN_FILES_TARGET).unwrap_or(1024)
 }
 
 /// A connection that holds its [`Slot`] for as long as it is open.
@@ -201,15 +283,37 @@ impl<S: Send + 'static> Accept<TcpStream, S> for SniffAcceptor {
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let tls = self.tls.clone();
-        let slot = stream.peer_addr().ok().map(|a| self.take(a.ip()));
+        let ip = stream
+            .peer_addr()
+            .map_or(IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+        let slot = self.take(ip);
+        if let (Err(full), Some(hub)) = (&slot, &self.hub) {
+            let c = &hub.limits().counters;
+            let counter = match full {
+                Full::Address => &c.tcp_refused_per_address,
+                Full::Total => &c.tcp_refused_full,
+            };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let (max_per_address, max_total) = (self.open.max_per_address, self.open.max_total);
         Box::pin(async move {
-            let Some(slot) = slot.unwrap_or(Some(Slot(None))) else {
+            let slot = match slot {
+                Ok(slot) => slot,
                 // Closed at once: this address holds its share of the server already.
-                crate::info_limited!(
-                    "address over its connections",
-                    "refusing a connection: its address has {MAX_CONNECTIONS_PER_ADDRESS} open"
-                );
-                return Err(io::Error::other("too many connections from one address"));
+                Err(Full::Address) => {
+                    crate::info_limited!(
+                        "address over its connections",
+                        "refusing a connection: its address has {max_per_address} open"
+                    );
+                    return Err(io::Error::other("too many connections from one address"));
+                }
+                Err(Full::Total) => {
+                    crate::info_limited!(
+                        "server over its connections",
+                        "refusing a connection: {max_total} are open, as many as the open-file limit leaves room for"
+                    );
+                    return Err(io::Error::other("too many connections"));
+                }
             };
             let counted = |inner| Counted { inner, _slot: slot };
             let _ = stream.set_nodelay(true);
@@ -258,6 +362,7 @@ pub async fn serve(
 ) -> Result<()> {
     let handle = axum_server::Handle::new();
     let stopper = handle.clone();
+    let hub_for_counts = hub.clone();
     tokio::spawn(async move {
         shutdown.await;
         if std::env::var_os(TEST_HOOK_HANG_SHUTDOWN).is_some() {
@@ -281,7 +386,7 @@ pub async fn serve(
         .keep_alive_interval(Some(H2_KEEP_ALIVE))
         .keep_alive_timeout(H2_KEEP_ALIVE);
     server
-        .acceptor(SniffAcceptor::new(tls))
+        .acceptor(SniffAcceptor::new(tls, hub_for_counts))
         .first_request_timeout(FIRST_REQUEST_TIMEOUT)
         .handle(handle)
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
@@ -376,4 +481,49 @@ pub fn print_stdout(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Places are given back on drop; loopback has no share of its own but counts in
+    /// the total; the total holds for every address.
+    #[test]
+    fn connection_places_per_address_and_in_all() {
+        let acceptor = SniffAcceptor::with_limits(None, None, 2, 3);
+        let lan = IpAddr::from([192, 168, 1, 20]);
+        let mapped: IpAddr = "::ffff:192.168.1.20".parse().unwrap();
+        let a = acceptor.take(lan).unwrap();
+        let b = acceptor
+            .take(mapped)
+            .expect("a second place for the same address");
+        assert_eq!(
+            acceptor.take(lan).err(),
+            Some(Full::Address),
+            "its v4-mapped form counts as the same address"
+        );
+        let local = acceptor.take(IpAddr::from([127, 0, 0, 1])).unwrap();
+        assert_eq!(
+            acceptor.take(IpAddr::from([192, 168, 1, 21])).err(),
+            Some(Full::Total)
+        );
+        assert_eq!(
+            acceptor.take(IpAddr::from([127, 0, 0, 1])).err(),
+            Some(Full::Total),
+            "loopback counts in the total"
+        );
+        drop(local);
+        let other = acceptor.take(IpAddr::from([192, 168, 1, 21])).unwrap();
+        drop((a, b, other));
+        assert_eq!(
+            acceptor
+                .open
+                .total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0
+        );
+        assert!(acceptor.open.per_address.lock().unwrap().is_empty());
+        let _again = acceptor.take(lan).unwrap();
+    }
 }
