@@ -149,7 +149,7 @@ impl SniffAcceptor {
     }
 
     /// A place for a connection from `ip`, if the process has room for one more and
-    /// the address has fewer than its share open. `127.0.0.1` and `::1` have no share
+    /// the address (an IPv6 one's /64) has fewer than its share open. `127.0.0.1` and `::1` have no share
     /// of their own (a proxy or a load tool on this machine connects from there for
     /// many clients), but count in the total.
     fn take(&self, ip: IpAddr) -> Result<Slot, Full> {
@@ -169,6 +169,11 @@ impl SniffAcceptor {
         if ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST) {
             return Ok(slot);
         }
+        // An IPv6 host picks its own addresses within its /64: that is its share.
+        let ip = match ip {
+            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+            v4 => v4,
+        };
         let mut open = self
             .open
             .per_address
@@ -525,5 +530,24 @@ mod tests {
         );
         assert!(acceptor.open.per_address.lock().unwrap().is_empty());
         let _again = acceptor.take(lan).unwrap();
+    }
+
+    /// The addresses of one IPv6 /64 share one share: a host may use as many of them as
+    /// it likes.
+    #[test]
+    fn an_ipv6_network_of_64_bits_holds_one_share() {
+        let acceptor = SniffAcceptor::with_limits(None, None, 2, 100);
+        let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        let _a = acceptor.take(host(1)).unwrap();
+        let _b = acceptor.take(host(2)).unwrap();
+        assert_eq!(acceptor.take(host(3)).err(), Some(Full::Address));
+        let _other = acceptor
+            .take(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]))
+            .expect("another /64 has its own share");
+        let _local = acceptor.take("::1".parse().unwrap()).unwrap();
+        let _local = acceptor.take("::1".parse().unwrap()).unwrap();
+        let _local = acceptor
+            .take("::1".parse().unwrap())
+            .expect("::1 has no share");
     }
 }
