@@ -791,6 +791,42 @@ async fn one_address_holds_a_bounded_number_of_connections() {
     assert!(again.starts_with("HTTP/1.1 200"), "{again}");
 }
 
+/// Accepted connections carry TCP keep-alive, so one whose device vanished without a
+/// FIN (Wi-Fi off) is found gone and gives its place back even when nothing writes to
+/// it: `ss` shows the keep-alive timer on the server's side of the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_connections_carry_tcp_keepalive() {
+    common::require("ss", "iproute2");
+    let sb = Sandbox::new();
+    let hub = Signal::start(&sb, &[], &[]);
+    let held = connect_from([127, 0, 0, 2], hub.addr).await;
+    let client_port = held.local_addr().unwrap().port();
+    let mut shown = String::new();
+    for _ in 0..50 {
+        let out = std::process::Command::new("ss")
+            .args(["-tno", "state", "established"])
+            .arg(format!(
+                "( sport = :{} and dport = :{client_port} )",
+                hub.addr.port()
+            ))
+            .output()
+            .unwrap();
+        shown = String::from_utf8_lossy(&out.stdout).into_owned();
+        if shown.contains("127.0.0.2") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        shown.contains("127.0.0.2"),
+        "the connection is not listed: {shown}"
+    );
+    assert!(
+        shown.contains("timer:(keepalive"),
+        "no keep-alive on the server's side: {shown}"
+    );
+}
+
 /// A hub told to take more connections from one address (`--max-conns-per-ip`, for a
 /// load balancer or nginx on another host in front of it) takes them: the cap per
 /// address follows it, with room for pages on top.

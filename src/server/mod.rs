@@ -53,6 +53,16 @@ const OPEN_FILES_TARGET: u64 = 65_536;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// HTTP/2 connections are pinged this often, and closed when a ping goes unanswered.
 pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// TCP keep-alive on every accepted connection: first probe after 60 s of silence, then
+/// every 10 s, closed after 3 unanswered (where the platform lets these be set).
+static TCP_KEEPALIVE: std::sync::LazyLock<socket2::TcpKeepalive> = std::sync::LazyLock::new(|| {
+    let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
+    let keepalive = keepalive.with_interval(Duration::from_secs(10));
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    let keepalive = keepalive.with_retries(3);
+    keepalive
+});
 /// The first byte of a TLS record carrying a handshake.
 const TLS_HANDSHAKE_BYTE: u8 = 0x16;
 
@@ -322,6 +332,10 @@ impl<S: Send + 'static> Accept<TcpStream, S> for SniffAcceptor {
             };
             let counted = |inner| Counted { inner, _slot: slot };
             let _ = stream.set_nodelay(true);
+            // A phone that vanishes (Wi-Fi off, out of range) sends no FIN: the kernel's
+            // probes find it gone, so a connection nothing writes to (a proxied
+            // WebSocket, an idle HTTP/2 one) gives its place back.
+            let _ = socket2::SockRef::from(&stream).set_tcp_keepalive(&TCP_KEEPALIVE);
             let Some(tls) = tls else {
                 return Ok((
                     counted(Either::Right(stream)),
