@@ -193,6 +193,7 @@ impl ConnLimits {
     /// address's connection rate. `None`: the address is unknown (an in-process server
     /// without connection info); only the total applies.
     pub fn admit(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        let ip = ip.map(crate::server::address_share);
         if self.total.load(Ordering::Relaxed) >= self.max_total {
             self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::Full(self.max_total));
@@ -216,6 +217,7 @@ impl ConnLimits {
     /// rate-limited whichever connection they come on, so nobody tries room names at
     /// the speed of many connections.
     pub fn join_allowed(&self, ip: Option<IpAddr>) -> bool {
+        let ip = ip.map(crate::server::address_share);
         let Some(ip) = ip else { return true };
         let ok = take(&self.joins, ip, self.join_rate.0, self.join_rate.1);
         if !ok {
@@ -228,6 +230,7 @@ impl ConnLimits {
     /// Spends a new-connection token of `ip` without looking at the caps: for a
     /// connection that takes no new place (a socket.io session moving to WebSocket).
     pub fn spend_rate(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
+        let ip = ip.map(crate::server::address_share);
         let Some(ip) = ip else { return Ok(()) };
         if !take(&self.rate, ip, self.rate_per_sec, self.rate_burst) {
             self.counters.refused_rate.fetch_add(1, Ordering::Relaxed);
@@ -239,6 +242,7 @@ impl ConnLimits {
     /// Takes a place for a connection that was admitted; fails (and counts) when the
     /// caps were reached in the meantime. The place is held until the guard drops.
     pub fn acquire(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnGuard, Refusal> {
+        let ip = ip.map(crate::server::address_share);
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
@@ -366,6 +370,31 @@ mod tests {
 
     fn ip(s: &str) -> Option<IpAddr> {
         Some(s.parse().unwrap())
+    }
+
+    /// An IPv6 host's addresses in one /64 are one address to the caps and rates, and
+    /// an IPv4-mapped address is its IPv4 one.
+    #[test]
+    fn an_ipv6_network_of_64_bits_is_one_address() {
+        let limits = Arc::new(ConnLimits::new(2, 100, 1000, 1000, (1, 1)));
+        let _a = limits.acquire(ip("2001:db8:0:1::a")).unwrap();
+        let _b = limits.acquire(ip("2001:db8:0:1::b")).unwrap();
+        assert_eq!(
+            limits.admit(ip("2001:db8:0:1::c")),
+            Err(Refusal::PerAddress("2001:db8:0:1::".parse().unwrap(), 2))
+        );
+        assert!(limits.acquire(ip("2001:db8:0:2::a")).is_ok());
+        let _c = limits.acquire(ip("10.0.0.9")).unwrap();
+        let _d = limits.acquire(ip("::ffff:10.0.0.9")).unwrap();
+        assert!(
+            limits.acquire(ip("::ffff:10.0.0.9")).is_err(),
+            "the mapped form is the same address"
+        );
+        assert!(limits.join_allowed(ip("2001:db8:0:1::1")));
+        assert!(
+            !limits.join_allowed(ip("2001:db8:0:1::2")),
+            "one join bucket for the /64"
+        );
     }
 
     #[test]

@@ -164,10 +164,7 @@ impl SniffAcceptor {
     /// many clients), but count in the total.
     fn take(&self, ip: IpAddr) -> Result<Slot, Full> {
         use std::sync::atomic::Ordering;
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = address_share(ip);
         if self.open.total.fetch_add(1, Ordering::AcqRel) >= self.open.max_total {
             self.open.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Full::Total);
@@ -179,11 +176,6 @@ impl SniffAcceptor {
         if ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST) {
             return Ok(slot);
         }
-        // An IPv6 host picks its own addresses within its /64: that is its share.
-        let ip = match ip {
-            IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-            v4 => v4,
-        };
         let mut open = self
             .open
             .per_address
@@ -197,6 +189,20 @@ impl SniffAcceptor {
         *n += 1;
         slot.ip = Some(ip);
         Ok(slot)
+    }
+}
+
+/// What the limits per client address count `ip` as: an IPv4 address as itself (also
+/// when it comes IPv4-mapped), an IPv6 one as its /64, where a host picks its own
+/// addresses; `::1` as itself.
+pub fn address_share(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None if v6.is_loopback() => ip,
+            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
+        },
+        v4 => v4,
     }
 }
 
