@@ -610,7 +610,7 @@ pub struct HubArgs {
     #[arg(long, default_value_t = hub::DEFAULT_HEARTBEAT_TIMEOUT.as_secs(), value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..))]
     pub heartbeat: u64,
 
-    /// Hub connections one client address (an IPv6 /64) may hold (WebSocket and
+    /// Hub connections one client address may hold (WebSocket and
     /// socket.io together; more get HTTP 429); its TCP connections of every kind may be
     /// this and 64 more, at least 256.
     #[arg(long, default_value_t = hub::DEFAULT_MAX_CONNS_PER_IP, value_name = "N", value_parser = positive_usize())]

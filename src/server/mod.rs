@@ -9,7 +9,7 @@ pub mod origin;
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -57,10 +57,17 @@ pub const H2_KEEP_ALIVE: Duration = Duration::from_secs(30);
 /// every 10 s, closed after 3 unanswered (where the platform lets these be set).
 static TCP_KEEPALIVE: std::sync::LazyLock<socket2::TcpKeepalive> = std::sync::LazyLock::new(|| {
     let keepalive = socket2::TcpKeepalive::new().with_time(Duration::from_secs(60));
-    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "windows"))]
-    let keepalive = keepalive.with_interval(Duration::from_secs(10));
-    #[cfg(any(target_os = "linux", target_os = "macos"))]
-    let keepalive = keepalive.with_retries(3);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios",
+        target_os = "freebsd",
+        target_os = "windows"
+    ))]
+    let keepalive = keepalive
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
     keepalive
 });
 /// The first byte of a TLS record carrying a handshake.
@@ -159,49 +166,47 @@ impl SniffAcceptor {
     }
 
     /// A place for a connection from `ip`, if the process has room for one more and
-    /// the address (an IPv6 one's /64) has fewer than its share open. `127.0.0.1` and `::1` have no share
+    /// the address has fewer than its share open. `127.0.0.1` and `::1` have no share
     /// of their own (a proxy or a load tool on this machine connects from there for
     /// many clients), but count in the total.
     fn take(&self, ip: IpAddr) -> Result<Slot, Full> {
         use std::sync::atomic::Ordering;
         let ip = address_share(ip);
+        let own = ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(Ipv6Addr::LOCALHOST);
+        // The address's share is looked at first, under its lock (held to the end): a
+        // flood from one address is refused without touching the total.
+        let mut per_address = (!own).then(|| {
+            self.open
+                .per_address
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        });
+        if let Some(open) = &per_address
+            && open.get(&ip).copied().unwrap_or(0) >= self.open.max_per_address
+        {
+            return Err(Full::Address);
+        }
         if self.open.total.fetch_add(1, Ordering::AcqRel) >= self.open.max_total {
             self.open.total.fetch_sub(1, Ordering::AcqRel);
             return Err(Full::Total);
         }
-        let mut slot = Slot {
+        if let Some(open) = &mut per_address {
+            *open.entry(ip).or_insert(0) += 1;
+        }
+        Ok(Slot {
             open: self.open.clone(),
-            ip: None,
-        };
-        if ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(std::net::Ipv6Addr::LOCALHOST) {
-            return Ok(slot);
-        }
-        let mut open = self
-            .open
-            .per_address
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= self.open.max_per_address {
-            drop(open);
-            return Err(Full::Address);
-        }
-        *n += 1;
-        slot.ip = Some(ip);
-        Ok(slot)
+            ip: (!own).then_some(ip),
+        })
     }
 }
 
-/// What the limits per client address count `ip` as: an IPv4 address as itself (also
-/// when it comes IPv4-mapped), an IPv6 one as its /64, where a host picks its own
-/// addresses; `::1` as itself.
+/// What the limits per client address count `ip` as: itself, and an IPv4-mapped IPv6
+/// address (a dual-stack listener's view of an IPv4 client) as its IPv4 address. Not an
+/// IPv6 /64: on the LAN rtcdev serves, every phone on one Wi-Fi shares the network's
+/// /64 (and all of them `fe80::/64`), so each IPv6 address is its own.
 pub fn address_share(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None if v6.is_loopback() => ip,
-            None => IpAddr::V6((u128::from(v6) & !u128::from(u64::MAX)).into()),
-        },
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
     }
 }
@@ -552,22 +557,30 @@ mod tests {
         let _again = acceptor.take(lan).unwrap();
     }
 
-    /// The addresses of one IPv6 /64 share one share: a host may use as many of them as
-    /// it likes.
+    /// Each IPv6 address has its own share (phones on one Wi-Fi share its /64), and
+    /// `::1` none.
     #[test]
-    fn an_ipv6_network_of_64_bits_holds_one_share() {
+    fn each_ipv6_address_holds_its_own_share() {
         let acceptor = SniffAcceptor::with_limits(None, None, 2, 100);
         let host = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
         let _a = acceptor.take(host(1)).unwrap();
-        let _b = acceptor.take(host(2)).unwrap();
-        assert_eq!(acceptor.take(host(3)).err(), Some(Full::Address));
+        let _b = acceptor.take(host(1)).unwrap();
+        assert_eq!(acceptor.take(host(1)).err(), Some(Full::Address));
         let _other = acceptor
-            .take(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]))
-            .expect("another /64 has its own share");
+            .take(host(2))
+            .expect("another phone on the same /64 has its own share");
         let _local = acceptor.take("::1".parse().unwrap()).unwrap();
         let _local = acceptor.take("::1".parse().unwrap()).unwrap();
         let _local = acceptor
             .take("::1".parse().unwrap())
             .expect("::1 has no share");
+        assert_eq!(
+            acceptor
+                .open
+                .total
+                .load(std::sync::atomic::Ordering::Relaxed),
+            6,
+            "a refusal for the address takes nothing of the total"
+        );
     }
 }
