@@ -3,6 +3,9 @@
 # then mkcert's RSA CA), with hyperfine. Nothing leaves the machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/need.sh
+need mkcert mkcert
+need hyperfine hyperfine
 cargo build --release --locked
 bin=$PWD/target/release/rtcdev
 work=$(mktemp -d)

@@ -4,6 +4,9 @@
 # loopback only. Prints a table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/need.sh
+need node nodejs
+need npm npm
 cargo build --release --locked
 base=$(mktemp -d)
 redis_pid=""

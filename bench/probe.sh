@@ -4,6 +4,9 @@
 # turnutils_uclient, same run. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/need.sh
+need turnserver coturn
+need hyperfine hyperfine
 cargo build --release --locked
 bin=$PWD/target/release/rtcdev
 work=$(mktemp -d)

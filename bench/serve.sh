@@ -9,6 +9,11 @@
 # an existing CA, and idle RSS. Usage: bench/serve.sh (DURATION=seconds, ROUNDS=n)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/need.sh
+need wrk wrk
+need h2load nghttp2-client
+need nginx nginx
+need python3 python3
 cargo build --release --locked
 bin=$PWD/target/release/rtcdev
 work=$(mktemp -d)
