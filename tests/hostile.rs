@@ -739,6 +739,24 @@ async fn connect_from(from: [u8; 4], to: SocketAddr) -> tokio::net::TcpStream {
     socket.connect(to).await.unwrap()
 }
 
+/// Opens `n` connections from `from` into `held`, then gives the server a moment to
+/// count them.
+async fn hold_from(held: &mut Vec<tokio::net::TcpStream>, from: [u8; 4], to: SocketAddr, n: usize) {
+    for _ in 0..n {
+        held.push(connect_from(from, to).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Whether `/healthz` asked from `from` was answered.
+async fn served_from(from: [u8; 4], to: SocketAddr) -> (bool, Option<String>) {
+    let answer = healthz_from(from, to).await;
+    let served = answer
+        .as_deref()
+        .is_some_and(|r| r.starts_with("HTTP/1.1 200"));
+    (served, answer)
+}
+
 async fn healthz_from(from: [u8; 4], to: SocketAddr) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = connect_from(from, to).await;
@@ -761,17 +779,15 @@ async fn one_address_holds_a_bounded_number_of_connections() {
     let sb = Sandbox::new();
     let hub = Signal::start(&sb, &[], &[]);
     let mut held = Vec::new();
-    for _ in 0..MAX_CONNECTIONS_PER_ADDRESS {
-        held.push(connect_from([127, 0, 0, 2], hub.addr).await);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let over = healthz_from([127, 0, 0, 2], hub.addr).await;
-    assert!(
-        !over
-            .as_deref()
-            .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
-        "one connection more was served: {over:?}"
-    );
+    hold_from(
+        &mut held,
+        [127, 0, 0, 2],
+        hub.addr,
+        MAX_CONNECTIONS_PER_ADDRESS,
+    )
+    .await;
+    let (served, over) = served_from([127, 0, 0, 2], hub.addr).await;
+    assert!(!served, "one connection more was served: {over:?}");
     let other = healthz_from([127, 0, 0, 3], hub.addr)
         .await
         .unwrap_or_default();
@@ -837,27 +853,17 @@ async fn max_conns_per_ip_raises_the_address_cap_too() {
     let per_ip = MAX_CONNECTIONS_PER_ADDRESS + 44;
     let hub = Signal::start(&sb, &["--max-conns-per-ip", &per_ip.to_string()], &[]);
     let mut held = Vec::new();
-    for _ in 0..per_ip {
-        held.push(connect_from([127, 0, 0, 2], hub.addr).await);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let served = healthz_from([127, 0, 0, 2], hub.addr)
-        .await
-        .unwrap_or_default();
+    hold_from(&mut held, [127, 0, 0, 2], hub.addr, per_ip).await;
+    let (served, answer) = served_from([127, 0, 0, 2], hub.addr).await;
     assert!(
-        served.starts_with("HTTP/1.1 200"),
-        "connection {} of one address was refused: {served:?}",
+        served,
+        "connection {} of one address was refused: {answer:?}",
         per_ip + 1
     );
-    for _ in 0..PAGE_CONNECTIONS {
-        held.push(connect_from([127, 0, 0, 2], hub.addr).await);
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let over = healthz_from([127, 0, 0, 2], hub.addr).await;
+    hold_from(&mut held, [127, 0, 0, 2], hub.addr, PAGE_CONNECTIONS).await;
+    let (served, over) = served_from([127, 0, 0, 2], hub.addr).await;
     assert!(
-        !over
-            .as_deref()
-            .is_some_and(|r| r.starts_with("HTTP/1.1 200")),
+        !served,
         "the cap still holds past --max-conns-per-ip and the pages' share: {over:?}"
     );
 }
