@@ -139,10 +139,7 @@ impl Constraints {
                     && !self.excluded_dns.iter().any(|c| dns_within(d, c))
             }
             CertName::Ip(ip) => {
-                let ip = match ip {
-                    IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(*ip, IpAddr::V4),
-                    v4 => *v4,
-                };
+                let ip = ip.to_canonical();
                 (self.ips.is_empty() || self.ips.iter().any(|n| n.contains(&ip)))
                     && !self.excluded_ips.iter().any(|n| n.contains(&ip))
             }

@@ -193,7 +193,7 @@ impl ConnLimits {
     /// address's connection rate. `None`: the address is unknown (an in-process server
     /// without connection info); only the total applies.
     pub fn admit(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
-        let ip = ip.map(crate::server::address_share);
+        let ip = ip.map(|ip| ip.to_canonical());
         if self.total.load(Ordering::Relaxed) >= self.max_total {
             self.counters.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(Refusal::Full(self.max_total));
@@ -217,7 +217,7 @@ impl ConnLimits {
     /// rate-limited whichever connection they come on, so nobody tries room names at
     /// the speed of many connections.
     pub fn join_allowed(&self, ip: Option<IpAddr>) -> bool {
-        let ip = ip.map(crate::server::address_share);
+        let ip = ip.map(|ip| ip.to_canonical());
         let Some(ip) = ip else { return true };
         let ok = take(&self.joins, ip, self.join_rate.0, self.join_rate.1);
         if !ok {
@@ -230,7 +230,7 @@ impl ConnLimits {
     /// Spends a new-connection token of `ip` without looking at the caps: for a
     /// connection that takes no new place (a socket.io session moving to WebSocket).
     pub fn spend_rate(&self, ip: Option<IpAddr>) -> Result<(), Refusal> {
-        let ip = ip.map(crate::server::address_share);
+        let ip = ip.map(|ip| ip.to_canonical());
         let Some(ip) = ip else { return Ok(()) };
         if !take(&self.rate, ip, self.rate_per_sec, self.rate_burst) {
             self.counters.refused_rate.fetch_add(1, Ordering::Relaxed);
@@ -242,7 +242,7 @@ impl ConnLimits {
     /// Takes a place for a connection that was admitted; fails (and counts) when the
     /// caps were reached in the meantime. The place is held until the guard drops.
     pub fn acquire(self: &Arc<Self>, ip: Option<IpAddr>) -> Result<ConnGuard, Refusal> {
-        let ip = ip.map(crate::server::address_share);
+        let ip = ip.map(|ip| ip.to_canonical());
         if self.total.fetch_add(1, Ordering::AcqRel) >= self.max_total {
             self.total.fetch_sub(1, Ordering::AcqRel);
             self.counters.refused_full.fetch_add(1, Ordering::Relaxed);

@@ -171,7 +171,10 @@ impl SniffAcceptor {
     /// many clients), but count in the total.
     fn take(&self, ip: IpAddr) -> Result<Slot, Full> {
         use std::sync::atomic::Ordering;
-        let ip = address_share(ip);
+        // An IPv4-mapped address (a dual-stack listener's view of an IPv4 client) is
+        // its IPv4 one. Not an IPv6 /64: on the LAN rtcdev serves, every phone on one
+        // Wi-Fi shares the network's /64, so each IPv6 address is its own.
+        let ip = ip.to_canonical();
         let own = ip == IpAddr::from([127, 0, 0, 1]) || ip == IpAddr::from(Ipv6Addr::LOCALHOST);
         // The address's share is looked at first, under its lock (held to the end): a
         // flood from one address is refused without touching the total.
@@ -197,17 +200,6 @@ impl SniffAcceptor {
             open: self.open.clone(),
             ip: (!own).then_some(ip),
         })
-    }
-}
-
-/// What the limits per client address count `ip` as: itself, and an IPv4-mapped IPv6
-/// address (a dual-stack listener's view of an IPv4 client) as its IPv4 address. Not an
-/// IPv6 /64: on the LAN rtcdev serves, every phone on one Wi-Fi shares the network's
-/// /64 (and all of them `fe80::/64`), so each IPv6 address is its own.
-pub fn address_share(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -32,7 +32,8 @@ impl PeerPolicy {
         peer: SocketAddr,
         is_relay_port: impl Fn(u16) -> bool,
     ) -> Result<(), Refused> {
-        let ip = canonical(peer.ip());
+        // An IPv4-mapped address (`::ffff:127.0.0.1`) meets the IPv4 rules.
+        let ip = peer.ip().to_canonical();
         if self.allow.iter().any(|n| n.contains(&ip)) {
             return Ok(());
         }
@@ -55,19 +56,10 @@ impl PeerPolicy {
         if is_link_local(ip) {
             return Err("link-local address (allow with --allow-peer)");
         }
-        if self.own.iter().any(|o| canonical(*o) == ip) && !is_relay_port(peer.port()) {
+        if self.own.iter().any(|o| o.to_canonical() == ip) && !is_relay_port(peer.port()) {
             return Err("this host, not one of its relayed addresses (allow with --allow-peer)");
         }
         Ok(())
-    }
-}
-
-/// An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) as the IPv4 address it is, so it
-/// meets the IPv4 rules.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
     }
 }
 
