@@ -105,6 +105,7 @@ fn calling_page_in_chromium() {
         "three-pages-full-mesh",
         "leaver-disappears",
         "reload-and-duplicate-tab",
+        "reload-while-away-drops-the-old-peer",
         "camera-in-use-says-so",
         "hub-restart-survived",
         "fifth-page-sees-room-full",

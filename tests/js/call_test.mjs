@@ -471,6 +471,36 @@ async function checks () {
       for (const id of [dupId, d.id]) await until('the closed tabs dropped', () => b.page.evaluate((x) => !window.rtcdev.peers.has(x), id))
       return { reloaded: d.id, duplicate: dupId }
     })
+    // Bob's hub connection goes silent while Ann reloads: Bob misses her goodbye and
+    // holds a connection to the old Ann that no longer carries media. When Bob is back,
+    // the room lists only the new Ann: the old one goes at once (a peer the room no
+    // longer lists keeps a grace only while media from it still flows).
+    await check('reload-while-away-drops-the-old-peer', async () => {
+      const joins = () => b.page.evaluate(() => window.rtcdev.events.filter((e) => e.startsWith('in joined')).length)
+      const joinsBefore = await joins()
+      await b.page.evaluate(() => {
+        const sig = window.rtcdev.signaling
+        window.awayWs = sig.ws
+        sig.ws.onmessage = null
+        sig.ws.onclose = null
+        clearInterval(sig.keepalive)
+        sig.ws = null
+      })
+      const oldAnn = a.id
+      await a.page.reload()
+      await until('Ann rejoined', () => a.page.evaluate((old) => window.rtcdev.signaling.joined && window.rtcdev.signaling.id !== old, oldAnn))
+      a.id = await a.page.evaluate(() => window.rtcdev.signaling.id)
+      await until("Bob's media from the old Ann stopped", () => b.page.evaluate((x) => { const p = window.rtcdev.peers.get(x); return p && p.pc.connectionState !== 'connected' }, oldAnn), 30000, 250)
+      // The hub notices Bob's old connection gone; Bob's page connects again.
+      await b.page.evaluate(() => { window.awayWs.close(); window.rtcdev.signaling.connect() })
+      await until('Bob joined again', async () => (await joins()) > joinsBefore)
+      const held = await b.page.evaluate((x) => ({ peer: window.rtcdev.peers.has(x), tile: !!document.querySelector(`.tile[data-peer="${x}"]`) }), oldAnn)
+      if (held.peer || held.tile) throw new Error(`Bob still holds the old Ann once back: ${JSON.stringify(held)}`)
+      const connected = (p, id) => p.page.evaluate((x) => { const q = window.rtcdev.peers.get(x); return q && q.pc.connectionState === 'connected' && window.rtcdev.peers.size === 1 }, id)
+      await until('Bob connected to the new Ann', () => connected(b, a.id))
+      await until('Ann connected to Bob', () => connected(a, b.id))
+      return {}
+    })
     await check('camera-in-use-says-so', async () => {
       // Another app holds the camera: the browser's getUserMedia fails with
       // NotReadableError for video (Chromium's fake devices cannot be busy, so the page

@@ -208,11 +208,12 @@ async function start (room, name) {
     if (first && app.echo) askEcho()
     if (first && detail.peers.length) toast(`In this call: ${detail.peers.map((p) => displayName(p.meta, p.id)).join(', ')}`)
     if (!first) {
-      // Back after a drop: peers the room no longer lists get the grace a returning
-      // peer gets, then go (they may have left while we were away).
+      // Back after a drop: peers the room no longer lists left while we were away (we
+      // missed their goodbye), or lost their own hub connection. As when the hub says
+      // one left: a connection that still carries media gets a grace, any other goes.
       const listed = new Set(detail.peers.map((p) => p.id))
       for (const id of [...app.peers.keys()]) {
-        if (!listed.has(id) && !app.rejoinTimers.has(id)) app.rejoinTimers.set(id, setTimeout(() => dropPeer(id), REJOIN_GRACE_MS))
+        if (!listed.has(id)) peerLeft(id)
       }
       // Our place was kept (resumed): the others still hold their connections to us,
       // but what was signalled while we were away may be lost, and we may be on
@@ -441,7 +442,9 @@ function addPeer (id, meta, weOffer) {
       }
       replan()
     }
-    if (detail === 'closed' || (detail === 'failed' && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)
+    // A peer in its grace (gone from the room) whose media stops too is gone: should it
+    // come back, a connection that carries nothing would be made anew anyway.
+    if (detail === 'closed' || ((detail === 'failed' || detail === 'disconnected') && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)
   })
   // The sending plan as soon as the senders exist: a page joining a big room does not
   // start every encoder at full rate first.
@@ -477,6 +480,7 @@ function peerLeft (id) {
   const peer = app.peers.get(id)
   if (!peer) return
   if (peer.pc.connectionState === 'connected' && !peer.bye) {
+    if (app.rejoinTimers.has(id)) return
     log(`signaling lost for ${peer.meta.name || id}; media still flows`)
     app.rejoinTimers.set(id, setTimeout(() => dropPeer(peer.id), REJOIN_GRACE_MS))
     return
