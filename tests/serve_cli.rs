@@ -87,6 +87,11 @@ fn json_urls_fingerprint_and_sigterm_exits_0() {
 /// terminal (a pty from `script`) when `tty` is set, else on a pipe. The banner lines up
 /// to the CA line, read with a deadline.
 fn banner_in_a_lan_namespace(sb: &Sandbox, tty: bool, extra: &str) -> Vec<String> {
+    banner_in_a_namespace(sb, tty, extra, &["192.168.77.10/24"])
+}
+
+/// [`banner_in_a_lan_namespace`] with `addrs` on the interface, in that order.
+fn banner_in_a_namespace(sb: &Sandbox, tty: bool, extra: &str, addrs: &[&str]) -> Vec<String> {
     assert!(
         common::is_root(),
         "this test makes a network namespace and needs root (./test.sh runs as root in CI)"
@@ -100,8 +105,14 @@ fn banner_in_a_lan_namespace(sb: &Sandbox, tty: bool, extra: &str) -> Vec<String
     } else {
         format!("exec {serve}")
     };
-    let setup = "ip link set lo up && ip link add d0 type veth peer name d1 && \
-                 ip addr add 192.168.77.10/24 dev d0 && ip link set d0 up && ip link set d1 up";
+    let addrs: String = addrs
+        .iter()
+        .map(|a| format!("ip addr add {a} dev d0 && "))
+        .collect();
+    let setup = format!(
+        "ip link set lo up && ip link add d0 type veth peer name d1 && \
+         {addrs}ip link set d0 up && ip link set d1 up"
+    );
     // A PID namespace too, whose first process dies with `unshare`: killing it ends
     // rtcdev as well, even where SIGHUP is ignored (under nohup) and the pty's hangup
     // would not.
@@ -246,6 +257,46 @@ fn the_qr_code_reads_the_phone_link_on_a_terminal_only() {
     // --qr forces it even there.
     let forced = banner_in_a_lan_namespace(&sb, false, "--qr");
     assert!(forced.iter().any(|l| l.contains("Scan to join")));
+}
+
+/// A LAN address the local CA may not vouch for (a public one: the CA is constrained to
+/// private ranges) is not where the links point, and the banner says the certificate
+/// leaves it out and what to do, instead of printing a URL every browser refuses.
+#[test]
+fn a_public_lan_address_is_marked_and_not_linked() {
+    let sb = Sandbox::new();
+    let lines = banner_in_a_namespace(&sb, false, "", &["192.0.2.7/24", "192.168.77.10/24"]);
+    let text = lines.join("\n");
+    let line = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    assert!(
+        line("➜  Phone:").starts_with("http://192.168.77.10:"),
+        "{text}"
+    );
+    assert!(
+        line("➜  Room:").starts_with("https://192.168.77.10:"),
+        "{text}"
+    );
+    let public = lines
+        .iter()
+        .find(|l| l.contains("Network: https://192.0.2.7:"))
+        .unwrap_or_else(|| panic!("no URL for 192.0.2.7:\n{text}"));
+    assert!(public.contains("not in the certificate"), "{text}");
+    assert!(
+        text.contains("--unconstrained-ca") && text.contains("private"),
+        "{text}"
+    );
+    let private = lines
+        .iter()
+        .find(|l| l.contains("Network: https://192.168.77.10:"))
+        .unwrap_or_else(|| panic!("no URL for 192.168.77.10:\n{text}"));
+    assert!(!private.contains("not in the certificate"), "{text}");
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! the CA and its fingerprint.
 
 use std::io::IsTerminal;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use serde::Serialize;
@@ -23,6 +23,15 @@ pub struct Urls {
     pub room_url: String,
     /// The link the QR code carries.
     pub phone_url: String,
+    /// LAN addresses the certificate leaves out (public ones, under a name-constrained
+    /// CA): browsers refuse HTTPS there.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_in_certificate: Vec<IpAddr>,
+    /// The addresses of `network`, in its order.
+    #[serde(skip)]
+    network_ips: Vec<IpAddr>,
+    #[serde(skip)]
+    port: u16,
     /// The local CA certificate, if rtcdev's CA is used.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -31,7 +40,7 @@ pub struct Urls {
     pub ca_fingerprint: Option<String>,
 }
 
-pub(super) fn urls(addr: SocketAddr, state: &AppState) -> Urls {
+pub(super) fn urls(addr: SocketAddr, state: &AppState, uncovered: &[IpAddr]) -> Urls {
     let port = addr.port();
     let (local_hosts, lan) = if addr.ip().is_unspecified() {
         (vec!["localhost".to_string()], state.lan())
@@ -60,6 +69,9 @@ pub(super) fn urls(addr: SocketAddr, state: &AppState) -> Urls {
         room,
         local,
         network,
+        not_in_certificate: uncovered.to_vec(),
+        network_ips: lan,
+        port,
         ca_file: state.ca().map(|c| c.path.clone()),
         ca_fingerprint: state
             .ca()
@@ -75,12 +87,15 @@ pub(super) fn banner(u: &Urls, config: &ServeConfig, has_lan: bool) -> String {
     for l in &u.local {
         t.push_str(&format!("  ➜  Local:   {l}\n"));
     }
-    for n in &u.network {
-        t.push_str(&format!("  ➜  Network: {n}\n"));
+    for ip in &u.network_ips {
+        t.push_str(&network_line(ip, u.port, &u.not_in_certificate));
     }
     t.push_str(&format!("  ➜  Room:    {}\n", u.room_url));
     if has_lan {
         t.push_str(&format!("  ➜  Phone:   {}\n", u.phone_url));
+    }
+    if !config.quiet {
+        t.push_str(&uncovered_note(&u.not_in_certificate, u.port));
     }
     let show_qr = match config.qr {
         QrMode::Always => true,
@@ -121,4 +136,39 @@ pub(super) fn banner(u: &Urls, config: &ServeConfig, has_lan: bool) -> String {
     }
     t.push('\n');
     t
+}
+
+/// A `Network:` line for `ip`, marked when the certificate leaves it out.
+pub(super) fn network_line(ip: &IpAddr, port: u16, uncovered: &[IpAddr]) -> String {
+    let mark = if uncovered.contains(ip) {
+        "  (not in the certificate)"
+    } else {
+        ""
+    };
+    format!(
+        "  ➜  Network: https://{}:{port}/{mark}\n",
+        net::url_host(ip)
+    )
+}
+
+/// What to do about LAN addresses the certificate leaves out; empty when there are none.
+pub(super) fn uncovered_note(uncovered: &[IpAddr], port: u16) -> String {
+    if uncovered.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = uncovered.iter().map(ToString::to_string).collect();
+    let host = crate::cert::ca::hostname();
+    let mdns = if host.is_empty() || host == "localhost" {
+        String::new()
+    } else {
+        format!("\n  (or https://{host}.local:{port}/ where this machine answers mDNS)")
+    };
+    format!(
+        "\n  The certificate leaves out {}: the local CA vouches only for local names and\n  \
+         private addresses (so that its key cannot pass for a public site), and browsers\n  \
+         refuse HTTPS there. Use a private address{mdns}, or a CA made without\n  \
+         the limit: rtcdev --ca-dir DIR cert --unconstrained-ca, then\n  \
+         rtcdev --ca-dir DIR serve (and trust that CA instead).\n",
+        list.join(", ")
+    )
 }

@@ -3,6 +3,7 @@
 //! and has [`MIN_REMAINING`] left.
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -59,6 +60,21 @@ pub fn leaf_for(ca: &Ca, names: &[CertName]) -> Result<(CertifiedKey, LeafOrigin
         "the issued leaf",
     )?;
     Ok((key, LeafOrigin::Issued))
+}
+
+/// `ips` with the addresses `ca` may vouch for first (the links point at the first one),
+/// and the ones it may not (a public address under a name-constrained CA): those are in
+/// no certificate it issues, and a browser refuses HTTPS on them.
+pub fn covered_first(ca: &Ca, mut ips: Vec<IpAddr>) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let uncovered: Vec<IpAddr> = ips
+        .iter()
+        .copied()
+        .filter(|ip| {
+            CertName::parse(&ip.to_string()).is_ok_and(|n| !ca.permitted(&[n]).1.is_empty())
+        })
+        .collect();
+    ips.sort_by_key(|ip| uncovered.contains(ip));
+    (ips, uncovered)
 }
 
 fn cache_path(ca: &Ca) -> PathBuf {

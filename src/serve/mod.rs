@@ -204,19 +204,23 @@ pub async fn run_on(
         let guard = t.guard.clone();
         hub.attach_turn_report(move || serde_json::to_value(guard.report()).unwrap_or_default());
     }
+    let (links, uncovered) = match &ca {
+        Some(ca) => certs::covered_first(ca, net::reachable(addr.ip(), &lan)),
+        None => (net::reachable(addr.ip(), &lan), Vec::new()),
+    };
     let state = AppState::new(
         hub.clone(),
         ca_info,
         config.content.clone(),
         addr.port(),
         config.room.clone(),
-        net::reachable(addr.ip(), &lan),
+        links,
     );
     state.set_json_output(config.json);
     state.set_bind(addr.ip());
     assets::warm();
     let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
-    let u = banner::urls(addr, &state);
+    let u = banner::urls(addr, &state, &uncovered);
     crate::server::print_stdout(&banner::banner(&u, &config, !state.lan().is_empty()));
     if config.open {
         open_browser(&u);
@@ -307,17 +311,17 @@ async fn watch_lan(
         match certs::leaf_for(&ca, &net::cert_names_for(&now)) {
             Ok((key, _)) => {
                 certs.swap(key);
-                state.set_lan(net::reachable(config.bind, &now));
+                let (links, uncovered) =
+                    certs::covered_first(&ca, net::reachable(config.bind, &now));
+                state.set_lan(links);
                 tracing::info!(addresses = ?now, "LAN addresses changed; new certificate in use");
                 if !config.quiet && !config.json {
                     let port = state.port();
                     let mut t = String::from("  Network changed:\n");
                     for ip in &state.lan() {
-                        t.push_str(&format!(
-                            "  ➜  Network: https://{}:{port}/\n",
-                            net::url_host(ip)
-                        ));
+                        t.push_str(&banner::network_line(ip, port, &uncovered));
                     }
+                    t.push_str(&banner::uncovered_note(&uncovered, port));
                     crate::server::print_stdout(&t);
                 }
                 current = now;
