@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
 use common::{Sandbox, get_head, http_request, https_request};
 use rtcdev::cert::tls::TlsSource;
 use rtcdev::cert::{Ca, CaLocation, CaSource};
@@ -83,6 +83,7 @@ async fn router_serves_page_config_qr_health_and_ca() {
     let (s, _, _) = call(
         &app,
         Request::get("/")
+            .header("host", "localhost:8443")
             .header("if-none-match", &etag)
             .body(Body::empty())
             .unwrap(),
@@ -96,6 +97,7 @@ async fn router_serves_page_config_qr_health_and_ca() {
     // Brotli when the browser offers it (browsers do over HTTPS), smaller and the same
     // bytes once decoded.
     let req = Request::get("/js/app.js")
+        .header("host", "localhost:8443")
         .header("accept-encoding", "gzip, deflate, br, zstd")
         .body(Body::empty())
         .unwrap();
@@ -115,6 +117,7 @@ async fn router_serves_page_config_qr_health_and_ca() {
     let br_etag = h["etag"].to_str().unwrap().to_string();
     assert!(br_etag.ends_with("-br\""), "{br_etag}");
     let req = Request::get("/js/app.js")
+        .header("host", "localhost:8443")
         .header("accept-encoding", "gzip, deflate, br, zstd")
         .header("if-none-match", &br_etag)
         .body(Body::empty())
@@ -130,6 +133,7 @@ async fn router_serves_page_config_qr_health_and_ca() {
         .to_string();
     assert_ne!(plain_etag, br_etag);
     let req = Request::get("/js/app.js")
+        .header("host", "localhost:8443")
         .header("accept-encoding", "br")
         .header("if-none-match", &plain_etag)
         .body(Body::empty())
@@ -144,6 +148,7 @@ async fn router_serves_page_config_qr_health_and_ca() {
         ("br;q=0, gzip;q=0", None),
     ] {
         let req = Request::get("/js/app.js")
+            .header("host", "localhost:8443")
             .header("accept-encoding", accept)
             .body(Body::empty())
             .unwrap();
@@ -379,6 +384,59 @@ async fn foreign_host_names_are_refused() {
             }
         }
     }
+    // A second Host (the check read the first, the application may read another) and an
+    // HTTP/1.1 request without one are malformed (RFC 9112, 3.2): 400, whatever the route.
+    for path in ["/", "/config.json", "/ws"] {
+        let two = Request::get(path)
+            .header("host", "localhost:8443")
+            .header("host", "evil.example")
+            .body(Body::empty())
+            .unwrap();
+        let none = Request::get(path).body(Body::empty()).unwrap();
+        for req in [two, none] {
+            let (s, _, body) = call(&app, req).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
+            assert!(String::from_utf8_lossy(&body).contains("Host"), "{path}");
+        }
+    }
+}
+
+/// The page and `--dir` files answer GET and HEAD; any other method gets 405 with
+/// `Allow`, not the file as if it had been done.
+#[tokio::test]
+async fn files_answer_get_and_head_only() {
+    let sb = Sandbox::new();
+    let dir = sb.path().join("www");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("index.html"), "<p>dir</p>").unwrap();
+    for content in [
+        Content::Bundled,
+        Content::Dir {
+            root: dir.clone(),
+            hidden: false,
+        },
+    ] {
+        let (st, _) = state(&sb, content);
+        let app = serve::router(st, &[], &[]).unwrap();
+        for path in ["/", "/index.html"] {
+            for method in ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"] {
+                let req = Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .header("host", "localhost:8443")
+                    .body(Body::empty())
+                    .unwrap();
+                let (s, h, _) = call(&app, req).await;
+                assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+                assert_eq!(h[header::ALLOW], "GET, HEAD", "{method} {path}");
+            }
+            let head = Request::head(path)
+                .header("host", "localhost:8443")
+                .body(Body::empty())
+                .unwrap();
+            assert_eq!(call(&app, head).await.0, StatusCode::OK, "HEAD {path}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -454,11 +512,13 @@ async fn dir_serving_stays_inside_the_folder() {
     assert!(h["content-type"].to_str().unwrap().contains("javascript"));
     let etag = h["etag"].to_str().unwrap().to_string();
     let req = Request::get("/app.js")
+        .header("host", "localhost:8443")
         .header("if-none-match", &etag)
         .body(Body::empty())
         .unwrap();
     assert_eq!(call(&app, req).await.0, StatusCode::NOT_MODIFIED);
     let req = Request::get("/app.js")
+        .header("host", "localhost:8443")
         .header("accept-encoding", "gzip")
         .body(Body::empty())
         .unwrap();

@@ -159,6 +159,18 @@ pub fn warm() {
     }
 }
 
+/// 405 for a method other than GET and HEAD on a file.
+pub fn method_not_allowed() -> Response {
+    let mut r = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed: files here answer GET and HEAD.\n",
+    )
+        .into_response();
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
 /// Serves a file of the bundled page.
 pub fn bundled(uri: &Uri, headers: &HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');

@@ -158,16 +158,21 @@ pub(super) fn uncovered_note(uncovered: &[IpAddr], port: u16) -> String {
     }
     let list: Vec<String> = uncovered.iter().map(ToString::to_string).collect();
     let host = crate::cert::ca::hostname();
-    let mdns = if host.is_empty() || host == "localhost" {
+    // The name is in the certificate when it is a DNS name (see `net::cert_names_for`).
+    let mdns = format!("{host}.local");
+    let mdns = if host.is_empty()
+        || host == "localhost"
+        || crate::cert::names::CertName::parse(&mdns).is_err()
+    {
         String::new()
     } else {
-        format!("\n  (or https://{host}.local:{port}/ where this machine answers mDNS)")
+        format!("\n  (or https://{mdns}:{port}/ where this machine answers mDNS)")
     };
     format!(
         "\n  The certificate leaves out {}: the local CA vouches only for local names and\n  \
          private addresses (so that its key cannot pass for a public site), and browsers\n  \
-         refuse HTTPS there. Use a private address{mdns}, or a CA made without\n  \
-         the limit: rtcdev --ca-dir DIR cert --unconstrained-ca, then\n  \
+         refuse HTTPS there. Use a private address (listen on one, or on all){mdns},\n  or a CA made without \
+the limit: rtcdev --ca-dir DIR cert --unconstrained-ca, then\n  \
          rtcdev --ca-dir DIR serve (and trust that CA instead).\n",
         list.join(", ")
     )

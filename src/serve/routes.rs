@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 
 use anyhow::Result;
 use axum::extract::{Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
@@ -174,6 +174,10 @@ pub fn router(
     let content = Router::new().fallback(move |req: Request| {
         let state = content_state.clone();
         async move {
+            let files = !matches!(state.inner.content, Content::Proxy(_));
+            if files && req.method() != Method::GET && req.method() != Method::HEAD {
+                return assets::method_not_allowed();
+            }
             match &state.inner.content {
                 Content::Bundled => assets::bundled(req.uri(), req.headers()),
                 Content::Dir { root, hidden } => {
@@ -276,6 +280,20 @@ where
 
 /// The front door's answer to a request that goes no further.
 fn turned_away(state: &AppState, policy: &Policy, req: &Request) -> Option<Response> {
+    // One Host, or none where the request line carries the authority (HTTP/2, an
+    // absolute URI); a second one could name another host than the one checked.
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    let missing = hosts == 0
+        && req.uri().authority().is_none()
+        && req.version() == axum::http::Version::HTTP_11;
+    if hosts > 1 || missing {
+        let why = if missing {
+            "an HTTP/1.1 request needs a Host header"
+        } else {
+            "a request may carry one Host header, not several"
+        };
+        return Some((StatusCode::BAD_REQUEST, format!("Bad request: {why}.\n")).into_response());
+    }
     if let Some(refused) = origin::refuse_host(policy, req) {
         return Some(refused);
     }

@@ -492,7 +492,8 @@ async function checks () {
       a.id = await a.page.evaluate(() => window.rtcdev.signaling.id)
       await until("Bob's media from the old Ann stopped", () => b.page.evaluate((x) => { const p = window.rtcdev.peers.get(x); return p && p.pc.connectionState !== 'connected' }, oldAnn), 30000, 250)
       // The hub notices Bob's old connection gone; Bob's page connects again.
-      await b.page.evaluate(() => { window.awayWs.close(); window.rtcdev.signaling.connect() })
+      await b.page.evaluate(() => new Promise((resolve) => { window.awayWs.onclose = resolve; window.awayWs.close() }))
+      await b.page.evaluate(() => window.rtcdev.signaling.connect())
       await until('Bob joined again', async () => (await joins()) > joinsBefore)
       const held = await b.page.evaluate((x) => ({ peer: window.rtcdev.peers.has(x), tile: !!document.querySelector(`.tile[data-peer="${x}"]`) }), oldAnn)
       if (held.peer || held.tile) throw new Error(`Bob still holds the old Ann once back: ${JSON.stringify(held)}`)

@@ -16,6 +16,8 @@ const DEFAULT_ROOM_SIZE = 8
 // it to come back under the same id (it resumes its place, even on a restarted serve,
 // whose resume tokens are signed with a key of its CA).
 const REJOIN_GRACE_MS = 15000
+// How long a peer in its grace may stay without media before it is taken for gone.
+const GRACE_DISCONNECTED_MS = 4000
 // A connection neither connected nor failed this long shows the no-path message.
 const NO_PATH_MS = 20000
 // How long the hub may be away before the page says so.
@@ -442,9 +444,15 @@ function addPeer (id, meta, weOffer) {
       }
       replan()
     }
-    // A peer in its grace (gone from the room) whose media stops too is gone: should it
-    // come back, a connection that carries nothing would be made anew anyway.
-    if (detail === 'closed' || ((detail === 'failed' || detail === 'disconnected') && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)
+    // A peer in its grace (gone from the room) whose media stops too is gone, unless the
+    // path comes back by itself within a few seconds (a blip on the same network): should
+    // it return later, a connection that carries nothing would be made anew anyway.
+    if (detail === 'closed' || (detail === 'failed' && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)
+    if (detail === 'disconnected' && app.rejoinTimers.has(peer.id)) {
+      setTimeout(() => {
+        if (app.peers.get(peer.id) === peer && app.rejoinTimers.has(peer.id) && peer.pc.connectionState !== 'connected') dropPeer(peer.id)
+      }, GRACE_DISCONNECTED_MS)
+    }
   })
   // The sending plan as soon as the senders exist: a page joining a big room does not
   // start every encoder at full rate first.
