@@ -828,3 +828,42 @@ async fn a_certificate_for_another_name_is_a_tls_failure() {
     assert!(named.servers[0].relayed.is_some(), "{}", named.table());
     server.close().await;
 }
+
+/// A TURN client that names TURN in its TLS handshake (ALPN `stun.turn`, RFC 7443) gets
+/// it, as from coturn; the TLS port offered HTTP's protocols and refused such a client
+/// (no_application_protocol). A client that names none still connects.
+#[tokio::test(flavor = "multi_thread")]
+async fn turn_over_tls_speaks_the_stun_turn_alpn() {
+    require("openssl", "openssl");
+    let sb = Sandbox::new();
+    let mut cfg = turn_config(&[("alice", "pw")], None, (53400, 53420));
+    cfg.tls = Some((0, tls_from_new_ca(&sb.ca_dir())));
+    let server = turn::start(&cfg).await.unwrap();
+    let port = server.tls_addr.unwrap().port();
+    for (alpn, said) in [
+        (Some("stun.turn"), "ALPN protocol: stun.turn"),
+        (None, "No ALPN negotiated"),
+    ] {
+        let mut args = vec![
+            "s_client".to_string(),
+            "-connect".into(),
+            format!("127.0.0.1:{port}"),
+        ];
+        if let Some(a) = alpn {
+            args.extend(["-alpn".into(), a.into()]);
+        }
+        let out = tokio::process::Command::new("openssl")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(said), "{alpn:?}: {text}");
+    }
+    server.close().await;
+}

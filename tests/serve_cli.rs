@@ -63,6 +63,22 @@ fn json_urls_fingerprint_and_sigterm_exits_0() {
     let openssl = text.trim().rsplit('=').next().unwrap().to_string();
     assert_eq!(openssl.len(), 95, "{text}");
     assert_eq!(v["ca_fingerprint"], openssl.as_str(), "{v}");
+    // An HTTP/1.0 client (it names only http/1.0 in the TLS handshake) is answered too.
+    let old = Command::new("curl")
+        .args([
+            "-s",
+            "--http1.0",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg(&local)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&old.stdout), "200");
     let plain = local.replace("https://", "http://");
     let page = Command::new("curl")
         .args(["-s", &format!("{plain}join?room=cli-room")])

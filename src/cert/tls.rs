@@ -32,10 +32,26 @@ pub enum TlsSource {
 }
 
 impl TlsSource {
-    /// A server configuration over a fresh certificate: the files read now, or a leaf
-    /// issued now for this machine's names (names the CA's constraints leave out are
-    /// logged). `serve` keeps its own cached, renewed leaf instead.
+    /// An HTTPS server configuration (see [`server_config`]) over a fresh certificate:
+    /// the files read now, or a leaf issued now for this machine's names (names the CA's
+    /// constraints leave out are logged). `serve` keeps its own cached, renewed leaf
+    /// instead.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
+        Ok(Arc::new(server_config(SwappableCert::new(
+            self.fresh_key()?,
+        ))?))
+    }
+
+    /// [`TlsSource::server_config`] for a TURN server's TLS port (`turns:`): TURN over
+    /// TLS names its own protocol in the handshake (ALPN `stun.turn`, RFC 7443); a client
+    /// that names none connects as well.
+    pub fn turn_server_config(&self) -> Result<Arc<ServerConfig>> {
+        let mut config = server_config(SwappableCert::new(self.fresh_key()?))?;
+        config.alpn_protocols = vec![b"stun.turn".to_vec()];
+        Ok(Arc::new(config))
+    }
+
+    fn fresh_key(&self) -> Result<CertifiedKey> {
         let key = match self {
             TlsSource::Files { cert, key } => certified_key_from_files(cert, key)?,
             TlsSource::LocalCa(location) => {
@@ -56,7 +72,7 @@ impl TlsSource {
                 )?
             }
         };
-        Ok(Arc::new(server_config(SwappableCert::new(key))?))
+        Ok(key)
     }
 }
 
@@ -148,13 +164,13 @@ impl ResolvesServerCert for SwappableCert {
     }
 }
 
-/// A rustls server configuration using `certs`, offering HTTP/2 and HTTP/1.1.
+/// A rustls server configuration using `certs`, offering HTTP/2 and HTTP/1.x.
 pub fn server_config(certs: Arc<dyn ResolvesServerCert>) -> Result<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("the ring provider offers no TLS versions")?
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), b"http/1.0".to_vec()];
     Ok(config)
 }

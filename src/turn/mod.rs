@@ -238,7 +238,7 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
         .context("cannot read the TCP listener's address")?;
     let tls = match &config.tls {
         Some((port, source)) => {
-            let server_config = source.server_config()?;
+            let server_config = source.turn_server_config()?;
             let tls_addr = SocketAddr::new(config.bind, *port);
             let l = tokio::net::TcpListener::bind(tls_addr)
                 .await
