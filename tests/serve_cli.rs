@@ -167,7 +167,8 @@ fn banner_in_a_namespace(sb: &Sandbox, tty: bool, extra: &str, addrs: &[&str]) -
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                let done = line.contains("Certificate by the local CA");
+                // The text banner ends with the CA line; `--json` is one line.
+                let done = line.contains("Certificate by the local CA") || line.starts_with('{');
                 lines.push(line);
                 if done {
                     break;
@@ -313,6 +314,22 @@ fn a_public_lan_address_is_marked_and_not_linked() {
         .find(|l| l.contains("Network: https://192.168.77.10:"))
         .unwrap_or_else(|| panic!("no URL for 192.168.77.10:\n{text}"));
     assert!(!private.contains("not in the certificate"), "{text}");
+    // --json says the same to a script.
+    let lines = banner_in_a_namespace(&sb, false, "--json", &["192.0.2.7/24", "192.168.77.10/24"]);
+    let json = lines.iter().find(|l| l.starts_with('{')).unwrap();
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(
+        v["not_in_certificate"],
+        serde_json::json!(["192.0.2.7"]),
+        "{v}"
+    );
+    assert!(
+        v["phone_url"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://192.168.77.10:"),
+        "{v}"
+    );
 }
 
 #[test]

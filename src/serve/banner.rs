@@ -177,3 +177,27 @@ the limit: rtcdev --ca-dir DIR cert --unconstrained-ca, then\n  \
         list.join(", ")
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uncovered_addresses_are_marked_and_explained() {
+        let v6: IpAddr = "2001:db8::7".parse().unwrap();
+        let private: IpAddr = "192.168.1.20".parse().unwrap();
+        let uncovered = [v6];
+        assert_eq!(
+            network_line(&v6, 8443, &uncovered),
+            "  ➜  Network: https://[2001:db8::7]:8443/  (not in the certificate)\n"
+        );
+        assert_eq!(
+            network_line(&private, 8443, &uncovered),
+            "  ➜  Network: https://192.168.1.20:8443/\n"
+        );
+        let note = uncovered_note(&uncovered, 8443);
+        assert!(note.contains("leaves out 2001:db8::7"), "{note}");
+        assert!(note.contains("--unconstrained-ca"), "{note}");
+        assert_eq!(uncovered_note(&[], 8443), "");
+    }
+}
