@@ -26,13 +26,17 @@ fn start(sb: &Sandbox, extra: &[&str]) -> Running {
 }
 
 fn get(addr: &str, path: &str) -> String {
+    raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+/// Sends `request` as it is and reads the answer to the end.
+fn raw(addr: &str, request: &str) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(request.as_bytes()).unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
@@ -57,6 +61,18 @@ async fn serves_the_hub_and_stops_on_sigterm_with_1001() {
         health.contains("\"peers\":1") && health.contains("\"rooms\":1"),
         "{health}"
     );
+
+    // The host check reads one Host: two (the second could name another host), or an
+    // HTTP/1.1 request with none, are malformed.
+    for request in [
+        format!(
+            "GET /healthz HTTP/1.1\r\nHost: {addr}\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+        ),
+        "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n".to_string(),
+    ] {
+        let answer = raw(&addr, &request);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
 
     run.proc.sigterm();
     assert_eq!(c.close_code().await, Some(1001));

@@ -43,8 +43,8 @@ impl TlsSource {
     }
 
     /// [`TlsSource::server_config`] for a TURN server's TLS port (`turns:`): TURN over
-    /// TLS names its own protocol in the handshake (ALPN `stun.turn`, RFC 7443); a client
-    /// that names none connects as well.
+    /// TLS names its own protocol in the handshake (ALPN `stun.turn`, RFC 7443). See
+    /// `ice::stream::TurnTls` for clients that name other protocols.
     pub fn turn_server_config(&self) -> Result<Arc<ServerConfig>> {
         let mut config = server_config(SwappableCert::new(self.fresh_key()?))?;
         config.alpn_protocols = vec![b"stun.turn".to_vec()];

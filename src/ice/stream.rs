@@ -101,7 +101,45 @@ fn unsupported(what: &str) -> webrtc::util::Error {
 }
 
 /// Something that turns an accepted TCP connection into a byte stream (TLS or not).
-pub type Acceptor = Option<tokio_rustls::TlsAcceptor>;
+pub type Acceptor = Option<TurnTls>;
+
+/// TLS for TURN (`turns:`). A client that names TURN's protocol in its handshake (ALPN
+/// `stun.turn`, RFC 7443) gets it; one that names other protocols only (a native app
+/// asking for `http/1.1`, a browser opening the port to look at its certificate) is not
+/// refused for that, as coturn does not refuse it: it gets no protocol.
+#[derive(Clone)]
+pub struct TurnTls {
+    turn: Arc<rustls::ServerConfig>,
+    other: Arc<rustls::ServerConfig>,
+}
+
+impl TurnTls {
+    /// From a configuration whose ALPN list is TURN's.
+    pub fn new(turn: Arc<rustls::ServerConfig>) -> Self {
+        let mut other = (*turn).clone();
+        other.alpn_protocols.clear();
+        TurnTls {
+            turn,
+            other: Arc::new(other),
+        }
+    }
+
+    async fn accept(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        let start =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
+        let offers = start.client_hello().alpn().map(|mut names| {
+            names.any(|n| self.turn.alpn_protocols.iter().any(|t| t.as_slice() == n))
+        });
+        let config = match offers {
+            Some(false) => self.other.clone(),
+            _ => self.turn.clone(),
+        };
+        start.into_stream(config).await
+    }
+}
 
 /// Accepted stream connections as one packet `Conn` for the TURN server.
 pub struct StreamMux {

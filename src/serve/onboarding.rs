@@ -2,7 +2,7 @@
 //! device that trusts the local CA straight to the HTTPS call and shows one that does
 //! not how to install it (`/ca.pem`, `/ca.mobileconfig`), and `/trust-check`.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use base64::Engine;
 
@@ -29,9 +29,13 @@ fn escape(s: &str) -> String {
 }
 
 /// The host (and port) the request came in on, if it looks like one; the page
-/// builds its HTTPS link from it.
-pub fn request_host(headers: &HeaderMap) -> Option<String> {
-    let host = headers.get(header::HOST)?.to_str().ok()?;
+/// builds its HTTPS link from it. The request line's authority (HTTP/2, an absolute
+/// URI) comes first, as the host check reads it.
+pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
+    let host = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => headers.get(header::HOST)?.to_str().ok()?,
+    };
     let ok = !host.is_empty()
         && host.len() <= 255
         && host
@@ -164,9 +168,19 @@ mod tests {
     fn host_header_is_validated() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("192.0.2.1:8443"));
-        assert_eq!(request_host(&h).as_deref(), Some("192.0.2.1:8443"));
+        assert_eq!(
+            request_host(&Uri::from_static("/join"), &h).as_deref(),
+            Some("192.0.2.1:8443")
+        );
+        // The authority the host check read wins over a Host that says otherwise.
+        let absolute = Uri::from_static("http://192.0.2.9:8443/join");
+        h.insert(header::HOST, HeaderValue::from_static("evil.example"));
+        assert_eq!(
+            request_host(&absolute, &h).as_deref(),
+            Some("192.0.2.9:8443")
+        );
         h.insert(header::HOST, HeaderValue::from_static("evil'><script>"));
-        assert_eq!(request_host(&h), None);
+        assert_eq!(request_host(&Uri::from_static("/join"), &h), None);
     }
 
     #[test]

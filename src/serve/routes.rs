@@ -280,20 +280,6 @@ where
 
 /// The front door's answer to a request that goes no further.
 fn turned_away(state: &AppState, policy: &Policy, req: &Request) -> Option<Response> {
-    // One Host, or none where the request line carries the authority (HTTP/2, an
-    // absolute URI); a second one could name another host than the one checked.
-    let hosts = req.headers().get_all(header::HOST).iter().count();
-    let missing = hosts == 0
-        && req.uri().authority().is_none()
-        && req.version() == axum::http::Version::HTTP_11;
-    if hosts > 1 || missing {
-        let why = if missing {
-            "an HTTP/1.1 request needs a Host header"
-        } else {
-            "a request may carry one Host header, not several"
-        };
-        return Some((StatusCode::BAD_REQUEST, format!("Bad request: {why}.\n")).into_response());
-    }
     if let Some(refused) = origin::refuse_host(policy, req) {
         return Some(refused);
     }
@@ -303,7 +289,7 @@ fn turned_away(state: &AppState, policy: &Policy, req: &Request) -> Option<Respo
         .copied()
         .unwrap_or(Scheme::Https);
     if scheme == Scheme::Http && !PLAIN_HTTP_PATHS.contains(&req.uri().path()) {
-        let host = onboarding::request_host(req.headers())
+        let host = onboarding::request_host(req.uri(), req.headers())
             .unwrap_or_else(|| format!("localhost:{}", state.inner.port));
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         return Some(Redirect::temporary(&format!("https://{host}{path}")).into_response());
@@ -369,6 +355,7 @@ async fn trust_check() -> Response {
 async fn join(
     State(state): State<AppState>,
     scheme: Option<Extension<Scheme>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -380,7 +367,8 @@ async fn join(
         return Redirect::temporary(&format!("/?room={room}")).into_response();
     }
     let port = state.inner.port;
-    let host = onboarding::request_host(&headers).unwrap_or_else(|| format!("localhost:{port}"));
+    let host =
+        onboarding::request_host(&uri, &headers).unwrap_or_else(|| format!("localhost:{port}"));
     onboarding::join_page(
         &room,
         &format!("https://{host}"),

@@ -164,6 +164,19 @@ pub async fn check_host(State(policy): State<Policy>, req: Request, next: Next) 
 /// The 403 of [`check_host`], when the request's host name is not one the server
 /// answers to; for a front door that checks more than the host in one step.
 pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
+    // One Host, or none where the request line carries the authority (HTTP/2, an
+    // absolute URI): a second one could name another host than the one checked.
+    let hosts = req.headers().get_all(header::HOST).iter().count();
+    let missing =
+        hosts == 0 && req.uri().authority().is_none() && req.version() == http::Version::HTTP_11;
+    if hosts > 1 || missing {
+        let why = if missing {
+            "an HTTP/1.1 request needs a Host header"
+        } else {
+            "a request may carry one Host header, not several"
+        };
+        return Some((StatusCode::BAD_REQUEST, format!("Bad request: {why}.\n")).into_response());
+    }
     let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
         req.headers()
             .get(header::HOST)

@@ -244,7 +244,7 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
                 .await
                 .map_err(|e| in_use("TLS (TCP)", tls_addr, e))?;
             let tls_local = l.local_addr().context("cannot read the TLS address")?;
-            let acceptor = tokio_rustls::TlsAcceptor::from(server_config);
+            let acceptor = crate::ice::stream::TurnTls::new(server_config);
             let mux = crate::ice::stream::StreamMux::start(l, Some(acceptor))
                 .context("cannot start the TLS listener")?;
             Some((mux, tls_local))
