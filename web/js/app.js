@@ -258,8 +258,17 @@ async function start (room, name) {
     // unknown-peer (someone left as we signalled) and resume-refused (handled by the
     // reconnect) are routine.
   })
-  on('disconnected', () => {
-    log('hub connection lost; reconnecting')
+  on('disconnected', ({ detail }) => {
+    // Why, in the log and the inspector's timeline (docs/PROTOCOL.md lists the hub's codes).
+    const why = {
+      1001: 'the server is shutting down',
+      1006: 'the connection dropped',
+      1008: 'the server closed it: this page did not read, or sent too fast',
+      1009: 'the server closed it: a message was too large',
+      4000: 'the server did not answer',
+      4001: 'this page reconnected elsewhere'
+    }[detail && detail.code]
+    log(`hub connection lost (${(detail && detail.code) || 'no code'}${why ? ': ' + why : ''}); reconnecting`)
     // A blip is not news; a server that stays away is, in words for anyone.
     clearTimeout(app.awayTimer)
     app.awayTimer = setTimeout(() => {
