@@ -393,7 +393,13 @@ async fn foreign_host_names_are_refused() {
             .body(Body::empty())
             .unwrap();
         let none = Request::get(path).body(Body::empty()).unwrap();
-        for req in [two, none] {
+        // HTTP/2: a Host that names another host than :authority (RFC 9113, 8.3.1).
+        let other = Request::get(format!("https://localhost:8443{path}"))
+            .version(axum::http::Version::HTTP_2)
+            .header("host", "evil.example")
+            .body(Body::empty())
+            .unwrap();
+        for req in [two, none, other] {
             let (s, _, body) = call(&app, req).await;
             assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
             assert!(String::from_utf8_lossy(&body).contains("Host"), "{path}");

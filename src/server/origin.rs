@@ -169,9 +169,19 @@ pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
     let hosts = req.headers().get_all(header::HOST).iter().count();
     let missing =
         hosts == 0 && req.uri().authority().is_none() && req.version() == http::Version::HTTP_11;
-    if hosts > 1 || missing {
+    // HTTP/2 carries the host in `:authority`; a Host beside it must name the same one
+    // (RFC 9113, 8.3.1), or a part that reads Host would act on an unchecked name.
+    let differs = req.version() == http::Version::HTTP_2
+        && req.uri().authority().is_some_and(|a| {
+            req.headers()
+                .get(header::HOST)
+                .is_some_and(|h| !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()))
+        });
+    if hosts > 1 || missing || differs {
         let why = if missing {
             "an HTTP/1.1 request needs a Host header"
+        } else if differs {
+            "the Host header names another host than :authority"
         } else {
             "a request may carry one Host header, not several"
         };
