@@ -32,26 +32,10 @@ pub enum TlsSource {
 }
 
 impl TlsSource {
-    /// An HTTPS server configuration (see [`server_config`]) over a fresh certificate:
-    /// the files read now, or a leaf issued now for this machine's names (names the CA's
-    /// constraints leave out are logged). `serve` keeps its own cached, renewed leaf
-    /// instead.
+    /// A server configuration over a fresh certificate: the files read now, or a leaf
+    /// issued now for this machine's names (names the CA's constraints leave out are
+    /// logged). `serve` keeps its own cached, renewed leaf instead.
     pub fn server_config(&self) -> Result<Arc<ServerConfig>> {
-        Ok(Arc::new(server_config(SwappableCert::new(
-            self.fresh_key()?,
-        ))?))
-    }
-
-    /// [`TlsSource::server_config`] for a TURN server's TLS port (`turns:`): TURN over
-    /// TLS names its own protocol in the handshake (ALPN `stun.turn`, RFC 7443). See
-    /// `ice::stream::TurnTls` for clients that name other protocols.
-    pub fn turn_server_config(&self) -> Result<Arc<ServerConfig>> {
-        let mut config = server_config(SwappableCert::new(self.fresh_key()?))?;
-        config.alpn_protocols = vec![b"stun.turn".to_vec()];
-        Ok(Arc::new(config))
-    }
-
-    fn fresh_key(&self) -> Result<CertifiedKey> {
         let key = match self {
             TlsSource::Files { cert, key } => certified_key_from_files(cert, key)?,
             TlsSource::LocalCa(location) => {
@@ -72,7 +56,7 @@ impl TlsSource {
                 )?
             }
         };
-        Ok(key)
+        Ok(Arc::new(server_config(SwappableCert::new(key))?))
     }
 }
 

@@ -113,14 +113,20 @@ pub struct TurnTls {
     other: Arc<rustls::ServerConfig>,
 }
 
+/// The protocol TURN over TLS names in its handshake (RFC 7443).
+const TURN_ALPN: &[u8] = b"stun.turn";
+
 impl TurnTls {
-    /// From a configuration whose ALPN list is TURN's.
-    pub fn new(turn: Arc<rustls::ServerConfig>) -> Self {
-        let mut other = (*turn).clone();
-        other.alpn_protocols.clear();
+    /// From a server configuration (its certificate; its ALPN list is replaced).
+    pub fn new(config: &rustls::ServerConfig) -> Self {
+        let with = |alpn: Vec<Vec<u8>>| {
+            let mut c = config.clone();
+            c.alpn_protocols = alpn;
+            Arc::new(c)
+        };
         TurnTls {
-            turn,
-            other: Arc::new(other),
+            turn: with(vec![TURN_ALPN.to_vec()]),
+            other: with(Vec::new()),
         }
     }
 
@@ -130,9 +136,10 @@ impl TurnTls {
     ) -> io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
         let start =
             tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp).await?;
-        let offers = start.client_hello().alpn().map(|mut names| {
-            names.any(|n| self.turn.alpn_protocols.iter().any(|t| t.as_slice() == n))
-        });
+        let offers = start
+            .client_hello()
+            .alpn()
+            .map(|mut names| names.any(|n| n == TURN_ALPN));
         let config = match offers {
             Some(false) => self.other.clone(),
             _ => self.turn.clone(),

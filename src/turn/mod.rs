@@ -238,13 +238,13 @@ pub async fn start(config: &TurnConfig) -> Result<TurnServer> {
         .context("cannot read the TCP listener's address")?;
     let tls = match &config.tls {
         Some((port, source)) => {
-            let server_config = source.turn_server_config()?;
+            let server_config = source.server_config()?;
             let tls_addr = SocketAddr::new(config.bind, *port);
             let l = tokio::net::TcpListener::bind(tls_addr)
                 .await
                 .map_err(|e| in_use("TLS (TCP)", tls_addr, e))?;
             let tls_local = l.local_addr().context("cannot read the TLS address")?;
-            let acceptor = crate::ice::stream::TurnTls::new(server_config);
+            let acceptor = crate::ice::stream::TurnTls::new(&server_config);
             let mux = crate::ice::stream::StreamMux::start(l, Some(acceptor))
                 .context("cannot start the TLS listener")?;
             Some((mux, tls_local))
