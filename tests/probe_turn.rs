@@ -153,12 +153,18 @@ fn tls_from_new_ca(ca_dir: &std::path::Path) -> rtcdev::cert::tls::TlsSource {
     rtcdev::cert::tls::TlsSource::LocalCa(location)
 }
 
+/// rtcdev's TURN server with user alice:pw, relaying on `relay`, with a TLS port whose
+/// certificate comes from a CA made in the sandbox.
+async fn turn_with_tls(sb: &Sandbox, relay: (u16, u16)) -> turn::TurnServer {
+    let mut cfg = turn_config(&[("alice", "pw")], None, relay);
+    cfg.tls = Some((0, tls_from_new_ca(&sb.ca_dir())));
+    turn::start(&cfg).await.unwrap()
+}
+
 #[tokio::test]
 async fn probe_over_tcp_and_tls_against_rtcdev_turn() {
     let sb = Sandbox::new();
-    let mut cfg = turn_config(&[("alice", "pw")], None, (52800, 52900));
-    cfg.tls = Some((0, tls_from_new_ca(&sb.ca_dir())));
-    let server = turn::start(&cfg).await.unwrap();
+    let server = turn_with_tls(&sb, (52800, 52900)).await;
     let a = server.addr;
     let tls_port = server.tls_addr.unwrap().port();
     // Garbage on the TCP port is dropped with its connection; the server stays up.
@@ -563,9 +569,7 @@ async fn an_allocation_flood_is_refused_and_the_server_stays_up() {
 async fn coturn_uclient_relays_through_rtcdev_turn() {
     require("turnutils_uclient", "coturn");
     let sb = Sandbox::new();
-    let mut cfg = turn_config(&[("alice", "pw")], None, (52600, 52700));
-    cfg.tls = Some((0, tls_from_new_ca(&sb.ca_dir())));
-    let server = turn::start(&cfg).await.unwrap();
+    let server = turn_with_tls(&sb, (52600, 52700)).await;
     let plain = server.addr.port().to_string();
     let tls = server.tls_addr.unwrap().port().to_string();
     // UDP, TCP, and TLS (`-t -S`; uclient does not verify the certificate).
@@ -837,9 +841,7 @@ async fn a_certificate_for_another_name_is_a_tls_failure() {
 async fn turn_over_tls_speaks_the_stun_turn_alpn() {
     require("openssl", "openssl");
     let sb = Sandbox::new();
-    let mut cfg = turn_config(&[("alice", "pw")], None, (53400, 53420));
-    cfg.tls = Some((0, tls_from_new_ca(&sb.ca_dir())));
-    let server = turn::start(&cfg).await.unwrap();
+    let server = turn_with_tls(&sb, (53400, 53420)).await;
     let port = server.tls_addr.unwrap().port();
     for (alpn, said) in [
         (Some("stun.turn"), "ALPN protocol: stun.turn"),

@@ -85,6 +85,18 @@ async function open (context, room, name, origin = ORIGIN) {
   return { page, t0, id, name }
 }
 
+// The page stops hearing its hub connection without closing it, as when the network
+// under it goes away and the hub has not noticed: the socket stays in window.awayWs.
+function silenceHub (page) {
+  return page.evaluate(() => {
+    const sig = window.rtcdev.signaling
+    window.awayWs = sig.ws
+    sig.ws.onmessage = null
+    sig.ws.onclose = null
+    clearInterval(sig.keepalive)
+  })
+}
+
 async function firstFrameMs (p) {
   await until(`${p.name} first remote frame`, async () => Object.values(await media(p.page)).some((m) => m.frames > 0), STEP_TIMEOUT_MS)
   return Date.now() - p.t0
@@ -246,18 +258,12 @@ async function checks () {
     await check('resume-keeps-the-call', async () => {
       await a.page.evaluate(() => { window.pcOfBob = [...window.rtcdev.peers.values()][0].pc })
       const f0 = Object.values(await media(a.page))[0].frames
-      await b.page.evaluate(() => {
-        const sig = window.rtcdev.signaling
-        window.oldWs = sig.ws
-        sig.ws.onmessage = null
-        sig.ws.onclose = null
-        clearInterval(sig.keepalive)
-        sig.connect()
-      })
+      await silenceHub(b.page)
+      await b.page.evaluate(() => window.rtcdev.signaling.connect())
       await until('Bob resumed', () => b.page.evaluate(() => window.rtcdev.events.includes('resumed our place in the room')))
       const id = await b.page.evaluate(() => window.rtcdev.signaling.id)
       if (id !== b.id) throw new Error(`Bob came back as ${id}, not ${b.id}`)
-      await until('the old connection closed by the hub', () => b.page.evaluate(() => window.oldWs.readyState === WebSocket.CLOSED))
+      await until('the old connection closed by the hub', () => b.page.evaluate(() => window.awayWs.readyState === WebSocket.CLOSED))
       await until('media still flowing at Ann', async () => Object.values(await media(a.page))[0].frames > f0 + 10)
       const same = await a.page.evaluate((bid) => window.rtcdev.peers.size === 1 && window.rtcdev.peers.get(bid) && window.rtcdev.peers.get(bid).pc === window.pcOfBob, b.id)
       if (!same) throw new Error('Ann holds another peer or connection for Bob')
@@ -478,14 +484,8 @@ async function checks () {
     await check('reload-while-away-drops-the-old-peer', async () => {
       const joins = () => b.page.evaluate(() => window.rtcdev.events.filter((e) => e.startsWith('in joined')).length)
       const joinsBefore = await joins()
-      await b.page.evaluate(() => {
-        const sig = window.rtcdev.signaling
-        window.awayWs = sig.ws
-        sig.ws.onmessage = null
-        sig.ws.onclose = null
-        clearInterval(sig.keepalive)
-        sig.ws = null
-      })
+      await silenceHub(b.page)
+      await b.page.evaluate(() => { window.rtcdev.signaling.ws = null })
       const oldAnn = a.id
       await a.page.reload()
       await until('Ann rejoined', () => a.page.evaluate((old) => window.rtcdev.signaling.joined && window.rtcdev.signaling.id !== old, oldAnn))
