@@ -14,14 +14,14 @@
 //!   checked.
 //! - [`hub`]: the signaling hub (room core, native WebSocket and socket.io front-ends,
 //!   limits, Redis rooms).
-//! - [`server`]: listener, TLS/HTTP sniffing, origins and hosts, shutdown, heap trimming.
+//! - [`server`]: listener, TLS/HTTP sniffing, origins and hosts, shutdown, the allocator.
 //! - [`ice`]: the ICE URL grammar, ICE server lists, TURN REST credentials, STUN/TURN
 //!   over streams.
 //! - [`net`]: LAN address discovery, which addresses reach a server, URL hosts.
 //! - [`qr`]: QR codes for the terminal and SVG.
 
-// One exception, allowed where it stands: `server::heap` asks glibc to return freed
-// pages (`malloc_trim`), which has no safe binding.
+// One exception, allowed where it stands: `server::heap` asks the allocator to return
+// free pages (`mi_collect`), which has no safe binding.
 #![deny(unsafe_code)]
 
 pub mod cert;

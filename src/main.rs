@@ -9,16 +9,12 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::prelude::*;
 
+/// See `server::heap` for why, and how its memory goes back to the system.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse_with_env();
-    if matches!(
-        cli.command,
-        Command::Serve(_) | Command::Signal(_) | Command::Turn(_)
-    ) {
-        // Servers run long: smaller per-thread allocator caches give the memory of an
-        // attack back (server::heap). Replaces this process; before any thread starts.
-        rtcdev::server::heap::relaunch_with_small_thread_caches();
-    }
     init_tracing(cli.verbose);
     rtcdev::cert::tls::install_default_provider();
     match run(cli) {
@@ -161,19 +157,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs a server to its end, giving freed heap back to the system as it goes.
+/// Runs a server to its end.
 fn run_server(server: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let trimmer = tokio::spawn(rtcdev::server::heap::trim_periodically());
-        let result = server.await;
-        trimmer.abort();
-        result
-    })
+    runtime()?.block_on(server)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A worker with nothing to do gives its free heap back (server::heap).
+        .on_thread_park(rtcdev::server::heap::collect_when_idle)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the async runtime: {e}"))
 }
