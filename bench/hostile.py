@@ -3,7 +3,7 @@
 
 For each attack: /healthz latency while it runs (p50, p99, max, failures), the
 server's RSS (start, peak, and after: once the attack's connections are gone and the
-heap trimmer has had a turn) and its private memory (RssAnon: the heap and stacks,
+server's idle workers have given their free heap back) and its private memory (RssAnon: the heap and stacks,
 without the binary's pages), and whether a well-behaved native pair and socket.io pair
 in their own room kept relaying (sent / received, in order). Every attack is bounded
 in time and count. Run through bench/hostile.sh, which builds first.
@@ -59,13 +59,14 @@ def private_kb(pid):
     return rss_kb(pid, "RssAnon")
 
 
-# The server gives freed heap back every 5 s (src/server/heap.rs): "after" waits a turn.
-TRIM_EVERY = 5
+# An idle worker gives its free heap back, at most once a second (src/server/heap.rs):
+# "after" waits a few seconds.
+SETTLE = 5
 
 
 def warm_up(url):
     legit_pairs(url, 3)()
-    time.sleep(TRIM_EVERY + 1)
+    time.sleep(SETTLE + 1)
 
 
 def wait_port(port, limit=10):
@@ -234,7 +235,7 @@ def run_attack(name, pid, health, url, attack):
     settle = time.time() + 40
     while time.time() < settle and peers(health) > 0:
         time.sleep(0.5)
-    time.sleep(TRIM_EVERY + 1)
+    time.sleep(SETTLE + 1)
     after, after_private = rss_kb(pid), private_kb(pid)
     p50, p99, mx, fails, n = s.summary()
     ROWS.append((name, p50, p99, mx, fails, n, start, s.peak, after, legit, extra))
@@ -416,7 +417,7 @@ def turn_attack():
                 servers = json.loads(probe.stdout or '{"servers":[]}')["servers"]
                 return "/".join(f"{s['verdict']}" for s in servers if s["url"].startswith("turn:")) or "no answer"
             legit()
-            time.sleep(TRIM_EVERY + 1)
+            time.sleep(SETTLE + 1)
             run_attack("TURN unauthenticated flood (serve --turn)", serve.pid, http_health(sport, tls=True), None,
                        turn_flood(turn_port, legit))
         finally:

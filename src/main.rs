@@ -157,9 +157,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Runs a server to its end.
-fn run_server(server: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    runtime()?.block_on(server)
+/// Runs a server to its end on the runtime's workers: the accept loop then allocates
+/// each connection's task from a worker's heap, which that worker gives back when it
+/// goes idle (`server::heap`), and its spawns go to that worker's own queue.
+fn run_server(
+    server: impl Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        tokio::spawn(server)
+            .await
+            .map_err(|e| anyhow::anyhow!("the server stopped unexpectedly: {e}"))?
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -49,10 +49,10 @@ pub const DEFAULT_JOIN_RATE: u32 = 5;
 /// How long shutdown waits for connections to close.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// WebSocket read buffer, held by every idle connection. Signaling frames are small (a
-/// larger one gets a buffer of its size for its reading); the 128 KiB default would cost
-/// that much per idle connection. 2 KiB against 4: native 10.1 KB per idle connection
-/// instead of 12.3 (`benches/hub.rs --idle 1000`), server CPU per relayed message the
-/// same.
+/// larger one grows it to the frame's size, for the rest of the connection); the 128 KiB
+/// default would cost that much per idle connection. 2 KiB against 4: native 10.1 KB per
+/// idle connection instead of 12.3 (`benches/hub.rs --idle 1000`), server CPU per
+/// relayed message the same.
 pub const WS_READ_BUFFER_BYTES: usize = 2 * 1024;
 
 /// The hub's limits and ICE servers.

@@ -47,7 +47,7 @@ impl Sandbox {
             if k.starts_with("RTCDEV_")
                 || k == "CAROOT"
                 || k == "JAVA_HOME"
-                || k == "GLIBC_TUNABLES"
+                || k.starts_with("MIMALLOC_")
                 || k.starts_with("XDG_")
             {
                 cmd.env_remove(k);
