@@ -15,9 +15,9 @@
 //! 15.8 MB before, 17.0 MB after (glibc with a periodic `malloc_trim`: 14.9 and 15.8).
 //! The servers run their accept loops on the workers (`main.rs`), so a connection's task
 //! comes from a heap that is collected. What a worker frees in the second after a
-//! collection waits for its next park after that second: with clients connected,
-//! heartbeats and HTTP/2 pings bring one within seconds; a server all its clients have
-//! left may keep the pages of that last second until it next wakes.
+//! collection waits for its next park after that second: with clients connected, the
+//! hub's heartbeat checks (every 10 s) and HTTP/2 pings (30 s) bring one; a server all
+//! its clients have left may keep the pages of that last second until it next wakes.
 //!
 //! Transparent huge pages are not asked for (the `no_thp` build): with them the process
 //! started at 24.7 MB instead of 15.8 on a host whose THP setting is `madvise`. Where it
