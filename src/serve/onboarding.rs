@@ -29,13 +29,10 @@ fn escape(s: &str) -> String {
 }
 
 /// The host (and port) the request came in on, if it looks like one; the page
-/// builds its HTTPS link from it. The request line's authority (HTTP/2, an absolute
-/// URI) comes first, as the host check reads it.
+/// builds its HTTPS link from it: the name the host check read
+/// ([`crate::server::origin::request_authority`]).
 pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    let host = match uri.authority() {
-        Some(a) => a.as_str(),
-        None => headers.get(header::HOST)?.to_str().ok()?,
-    };
+    let host = crate::server::origin::request_authority(uri, headers)?;
     let ok = !host.is_empty()
         && host.len() <= 255
         && host

@@ -161,6 +161,15 @@ pub async fn check_host(State(policy): State<Policy>, req: Request, next: Next) 
     }
 }
 
+/// The host (and port) a request names: the request line's authority (HTTP/2, an
+/// absolute URI), else its Host header. What the host check reads, and what a link
+/// built from the request must use.
+pub fn request_authority<'a>(uri: &'a http::Uri, headers: &'a HeaderMap) -> Option<&'a str> {
+    uri.authority()
+        .map(|a| a.as_str())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+}
+
 /// The 403 of [`check_host`], when the request's host name is not one the server
 /// answers to; for a front door that checks more than the host in one step.
 pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
@@ -187,11 +196,7 @@ pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
         };
         return Some((StatusCode::BAD_REQUEST, format!("Bad request: {why}.\n")).into_response());
     }
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-    })?;
+    let host = request_authority(req.uri(), req.headers())?;
     if policy.host_allowed(host) {
         return None;
     }
