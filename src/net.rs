@@ -93,6 +93,17 @@ pub fn cert_names_for(lan: &[IpAddr]) -> Vec<CertName> {
     names
 }
 
+/// This machine's mDNS name, `<host>.local`, when its host name makes one (the
+/// certificates rtcdev issues for local development carry it: [`cert_names_for`]).
+pub fn mdns_name() -> Option<String> {
+    let host = crate::cert::ca::hostname();
+    if host.is_empty() || host == "localhost" {
+        return None;
+    }
+    let name = format!("{host}.local");
+    CertName::parse(&name).is_ok().then_some(name)
+}
+
 /// The host part of a URL for an address: IPv6 in brackets.
 pub fn url_host(ip: &IpAddr) -> String {
     match ip {

@@ -108,6 +108,18 @@ fn banner_in_a_lan_namespace(sb: &Sandbox, tty: bool, extra: &str) -> Vec<String
 
 /// [`banner_in_a_lan_namespace`] with `addrs` on the interface, in that order.
 fn banner_in_a_namespace(sb: &Sandbox, tty: bool, extra: &str, addrs: &[&str]) -> Vec<String> {
+    banner_in_a_namespace_as(sb, tty, extra, addrs, None)
+}
+
+/// [`banner_in_a_namespace`] on a machine named `hostname` (a UTS namespace of its
+/// own) when one is given.
+fn banner_in_a_namespace_as(
+    sb: &Sandbox,
+    tty: bool,
+    extra: &str,
+    addrs: &[&str],
+    hostname: Option<&str>,
+) -> Vec<String> {
     assert!(
         common::is_root(),
         "this test makes a network namespace and needs root (./test.sh runs as root in CI)"
@@ -125,23 +137,24 @@ fn banner_in_a_namespace(sb: &Sandbox, tty: bool, extra: &str, addrs: &[&str]) -
         .iter()
         .map(|a| format!("ip addr add {a} dev d0 && "))
         .collect();
+    let name = hostname
+        .map(|h| format!("hostname {h} && "))
+        .unwrap_or_default();
     let setup = format!(
-        "ip link set lo up && ip link add d0 type veth peer name d1 && \
+        "{name}ip link set lo up && ip link add d0 type veth peer name d1 && \
          {addrs}ip link set d0 up && ip link set d1 up"
     );
     // A PID namespace too, whose first process dies with `unshare`: killing it ends
     // rtcdev as well, even where SIGHUP is ignored (under nohup) and the pty's hangup
     // would not.
+    let script = format!("{setup} && {run}");
+    let mut args = vec!["--net", "--pid", "--fork", "--kill-child"];
+    if hostname.is_some() {
+        args.push("--uts");
+    }
+    args.extend(["sh", "-c", &script]);
     let mut child = Command::new("unshare")
-        .args([
-            "--net",
-            "--pid",
-            "--fork",
-            "--kill-child",
-            "sh",
-            "-c",
-            &format!("{setup} && {run}"),
-        ])
+        .args(&args)
         .current_dir(sb.path())
         .env("HOME", sb.path())
         .env("RUST_LOG", "warn")
@@ -330,6 +343,56 @@ fn a_public_lan_address_is_marked_and_not_linked() {
             .starts_with("http://192.168.77.10:"),
         "{v}"
     );
+}
+
+/// When the certificate covers no LAN address (the only one is public), the phone link
+/// and its QR code go to the machine's mDNS name, which every certificate of the local
+/// CA carries, and the room link to localhost: never to the address a browser refuses.
+/// A machine without an mDNS name gets no phone link and no QR code, and is told why.
+#[test]
+fn with_no_lan_address_in_the_certificate_the_phone_goes_to_the_mdns_name() {
+    let sb = Sandbox::new();
+    let public = ["192.0.2.7/24"];
+    let lines = banner_in_a_namespace_as(&sb, true, "--qr", &public, Some("labhost"));
+    let text = lines.join("\n");
+    let line = |prefix: &str| {
+        lines
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} line:\n{text}"))
+            .trim()
+            .to_string()
+    };
+    let phone = line("➜  Phone:");
+    assert!(
+        phone.starts_with("http://labhost.local:") && phone.ends_with("/join?room=qr-room"),
+        "{text}"
+    );
+    assert!(line("➜  Room:").starts_with("https://localhost:"), "{text}");
+    let rows: Vec<String> = lines
+        .iter()
+        .skip_while(|l| !l.contains("Scan to join"))
+        .skip(1)
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
+        .collect();
+    assert!(rows.len() > 10, "no QR code:\n{text}");
+    assert_eq!(decode_terminal_qr(&sb, &rows), phone);
+    assert!(!text.contains("http://192.0.2.7"), "{text}");
+
+    // `localhost` makes no mDNS name: no link a phone could open, and no QR code even
+    // with --qr.
+    let lines = banner_in_a_namespace_as(&sb, true, "--qr", &public, Some("localhost"));
+    let text = lines.join("\n");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Phone:") && l.contains("certificate covers no LAN address")),
+        "{text}"
+    );
+    assert!(!text.contains("Scan to join"), "{text}");
+    assert!(!text.contains("http://192.0.2.7"), "{text}");
 }
 
 #[test]

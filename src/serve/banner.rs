@@ -58,9 +58,16 @@ pub(super) fn urls(addr: SocketAddr, state: &AppState, uncovered: &[IpAddr]) -> 
         .map(|ip| format!("https://{}:{port}/", net::url_host(ip)))
         .collect();
     let room = state.room().to_string();
-    let base = network
-        .first()
+    // A LAN address the certificate covers, else this machine (a browser refuses HTTPS
+    // on the others).
+    let covered = lan
+        .iter()
+        .zip(&network)
+        .find(|(ip, _)| !uncovered.contains(ip))
+        .map(|(_, url)| url);
+    let base = covered
         .or(local.first())
+        .or(network.first())
         .cloned()
         .unwrap_or_default();
     Urls {
@@ -79,7 +86,8 @@ pub(super) fn urls(addr: SocketAddr, state: &AppState, uncovered: &[IpAddr]) -> 
     }
 }
 
-pub(super) fn banner(u: &Urls, config: &ServeConfig, has_lan: bool) -> String {
+/// The banner; `phone`: a phone on the LAN has a link ([`AppState::phone_host`]).
+pub(super) fn banner(u: &Urls, config: &ServeConfig, phone: bool) -> String {
     if config.json {
         return serde_json::to_string(u).unwrap_or_default() + "\n";
     }
@@ -91,16 +99,19 @@ pub(super) fn banner(u: &Urls, config: &ServeConfig, has_lan: bool) -> String {
         t.push_str(&network_line(ip, u.port, &u.not_in_certificate));
     }
     t.push_str(&format!("  ➜  Room:    {}\n", u.room_url));
-    if has_lan {
+    if phone {
         t.push_str(&format!("  ➜  Phone:   {}\n", u.phone_url));
+    } else if !u.network_ips.is_empty() {
+        t.push_str("  ➜  Phone:   none: the certificate covers no LAN address here (see below)\n");
     }
     if !config.quiet {
         t.push_str(&uncovered_note(&u.not_in_certificate, u.port));
     }
     let show_qr = match config.qr {
-        QrMode::Always => true,
+        // Not a link no phone can open (a LAN the certificate does not cover).
+        QrMode::Always => phone || u.network_ips.is_empty(),
         QrMode::Never => false,
-        QrMode::Auto => has_lan && std::io::stdout().is_terminal(),
+        QrMode::Auto => phone && std::io::stdout().is_terminal(),
     };
     if show_qr && !config.quiet {
         match crate::qr::terminal(&u.phone_url) {
@@ -157,16 +168,9 @@ pub(super) fn uncovered_note(uncovered: &[IpAddr], port: u16) -> String {
         return String::new();
     }
     let list: Vec<String> = uncovered.iter().map(ToString::to_string).collect();
-    let host = crate::cert::ca::hostname();
-    // The name is in the certificate when it is a DNS name (see `net::cert_names_for`).
-    let mdns = format!("{host}.local");
-    let mdns = if host.is_empty()
-        || host == "localhost"
-        || crate::cert::names::CertName::parse(&mdns).is_err()
-    {
-        String::new()
-    } else {
-        format!("\n  (or https://{mdns}:{port}/ where this machine answers mDNS)")
+    let mdns = match net::mdns_name() {
+        Some(name) => format!("\n  (or https://{name}:{port}/ where this machine answers mDNS)"),
+        None => String::new(),
     };
     format!(
         "\n  The certificate leaves out {}: the local CA vouches only for local names and\n  \

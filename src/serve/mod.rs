@@ -214,14 +214,15 @@ pub async fn run_on(
         config.content.clone(),
         addr.port(),
         config.room.clone(),
-        links,
+        Vec::new(),
     );
+    state.set_lan(links, uncovered.clone());
     state.set_json_output(config.json);
     state.set_bind(addr.ip());
     assets::warm();
     let app = router(state.clone(), &config.allow_origins, &config.allowed_hosts)?;
     let u = banner::urls(addr, &state, &uncovered);
-    crate::server::print_stdout(&banner::banner(&u, &config, !state.lan().is_empty()));
+    crate::server::print_stdout(&banner::banner(&u, &config, state.phone_host().is_some()));
     if config.open {
         open_browser(&u);
     }
@@ -313,7 +314,7 @@ async fn watch_lan(
                 certs.swap(key);
                 let (links, uncovered) =
                     certs::covered_first(&ca, net::reachable(config.bind, &now));
-                state.set_lan(links);
+                state.set_lan(links, uncovered.clone());
                 tracing::info!(addresses = ?now, "LAN addresses changed; new certificate in use");
                 if !config.quiet && !config.json {
                     let port = state.port();

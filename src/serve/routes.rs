@@ -45,6 +45,14 @@ pub struct CaInfo {
     pub path: PathBuf,
 }
 
+/// The LAN addresses the links point at.
+struct Lan {
+    /// In the order the links use them: the ones in the certificate first.
+    links: Vec<IpAddr>,
+    /// The ones the certificate leaves out: a browser refuses HTTPS there.
+    uncovered: Vec<IpAddr>,
+}
+
 /// Shared state of the routes.
 #[derive(Clone)]
 pub struct AppState {
@@ -57,7 +65,7 @@ struct StateInner {
     content: Content,
     port: u16,
     room: String,
-    lan: RwLock<Vec<IpAddr>>,
+    lan: RwLock<Lan>,
     /// Terminal output as JSON lines (`--json`).
     json: Arc<std::sync::atomic::AtomicBool>,
     ice_reports: ReportLimit,
@@ -93,7 +101,10 @@ impl AppState {
                 content,
                 port,
                 room,
-                lan: RwLock::new(lan),
+                lan: RwLock::new(Lan {
+                    links: lan,
+                    uncovered: Vec::new(),
+                }),
                 json,
                 ice_reports: ReportLimit::default(),
                 inspector: Inspector::default(),
@@ -135,20 +146,38 @@ impl AppState {
             .lan
             .read()
             .unwrap_or_else(|p| p.into_inner())
+            .links
             .clone()
     }
 
-    /// Points the links at new LAN addresses (the Wi-Fi changed).
-    pub(super) fn set_lan(&self, lan: Vec<IpAddr>) {
-        *self.inner.lan.write().unwrap_or_else(|p| p.into_inner()) = lan;
+    /// Points the links at LAN addresses (at start, and when the Wi-Fi changed): `links`
+    /// in the order the links use them, and the ones among them the certificate leaves
+    /// out.
+    pub fn set_lan(&self, links: Vec<IpAddr>, uncovered: Vec<IpAddr>) {
+        *self.inner.lan.write().unwrap_or_else(|p| p.into_inner()) = Lan { links, uncovered };
     }
 
-    /// The link a phone scans: plain HTTP to `/join` on the first LAN address (it
-    /// onboards the CA if needed), or the HTTPS room on localhost without a LAN.
+    /// Where a phone on the LAN reaches this server with HTTPS its browser accepts: the
+    /// first LAN address the certificate covers, else this machine's mDNS name (in every
+    /// certificate the local CA issues for it). `None` without a LAN, or when the
+    /// certificate covers no LAN address and the host name makes no mDNS name.
+    pub(super) fn phone_host(&self) -> Option<String> {
+        let lan = self.inner.lan.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(ip) = lan.links.iter().find(|ip| !lan.uncovered.contains(ip)) {
+            return Some(net::url_host(ip));
+        }
+        if lan.links.is_empty() {
+            return None;
+        }
+        net::mdns_name()
+    }
+
+    /// The link a phone scans: plain HTTP to `/join` on [`AppState::phone_host`] (it
+    /// onboards the CA if needed), or the HTTPS room on localhost without one.
     pub fn phone_link(&self, room: &str) -> String {
         let port = self.inner.port;
-        match self.lan().first() {
-            Some(ip) => format!("http://{}:{port}/join?room={room}", net::url_host(ip)),
+        match self.phone_host() {
+            Some(host) => format!("http://{host}:{port}/join?room={room}"),
             None => format!("https://localhost:{port}/?room={room}"),
         }
     }
