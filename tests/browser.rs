@@ -106,6 +106,7 @@ fn calling_page_in_chromium() {
         "leaver-disappears",
         "reload-and-duplicate-tab",
         "reload-while-away-drops-the-old-peer",
+        "dead-page-dropped-when-its-media-stops",
         "camera-in-use-says-so",
         "hub-restart-survived",
         "fifth-page-sees-room-full",

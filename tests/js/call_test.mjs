@@ -502,6 +502,26 @@ async function checks () {
       await until('Ann connected to Bob', () => connected(a, b.id))
       return {}
     })
+    // A page that dies (its renderer crashes: no goodbye, no DTLS close) leaves the room
+    // while its media was flowing, so the others first give it the grace a page that only
+    // lost its hub connection gets; once its media stops too, it is dropped after a few
+    // seconds of `disconnected`, not at the end of the grace.
+    await check('dead-page-dropped-when-its-media-stops', async () => {
+      const g = await open(context, 'call', 'Gus')
+      const connected = (p, id) => p.page.evaluate((x) => { const q = window.rtcdev.peers.get(x); return q && q.pc.connectionState === 'connected' }, id)
+      for (const p of [a, b]) await until(`${p.name} connected to Gus`, () => connected(p, g.id))
+      const cdp = await context.newCDPSession(g.page)
+      cdp.send('Page.crash').catch(() => {})
+      const graced = (p) => p.page.evaluate(() => window.rtcdev.events.some((e) => e.startsWith('signaling lost for Gus')))
+      for (const p of [a, b]) await until(`${p.name} gives Gus a grace`, () => graced(p))
+      const dropped = (p) => p.page.evaluate((x) => !window.rtcdev.peers.has(x) && !document.querySelector(`.tile[data-peer="${x}"]`) &&
+        window.rtcdev.events.some((e) => e === 'Gus: gone from the room and no media for 4 s'), g.id)
+      for (const p of [a, b]) await until(`${p.name} dropped Gus once his media stopped`, () => dropped(p), 30000, 250)
+      await g.page.close().catch(() => {})
+      const kept = await connected(b, a.id)
+      if (!kept) throw new Error('Ann and Bob lost their own connection')
+      return {}
+    })
     await check('camera-in-use-says-so', async () => {
       // Another app holds the camera: the browser's getUserMedia fails with
       // NotReadableError for video (Chromium's fake devices cannot be busy, so the page

@@ -459,7 +459,9 @@ function addPeer (id, meta, weOffer) {
     if (detail === 'closed' || (detail === 'failed' && app.rejoinTimers.has(peer.id))) dropPeer(peer.id)
     if (detail === 'disconnected' && app.rejoinTimers.has(peer.id)) {
       setTimeout(() => {
-        if (app.peers.get(peer.id) === peer && app.rejoinTimers.has(peer.id) && peer.pc.connectionState !== 'connected') dropPeer(peer.id)
+        if (app.peers.get(peer.id) !== peer || !app.rejoinTimers.has(peer.id) || peer.pc.connectionState === 'connected') return
+        log(`${peer.meta.name || peer.id}: gone from the room and no media for ${GRACE_DISCONNECTED_MS / 1000} s`)
+        dropPeer(peer.id)
       }, GRACE_DISCONNECTED_MS)
     }
   })
