@@ -120,6 +120,27 @@ fn banner_in_a_namespace_as(
     addrs: &[&str],
     hostname: Option<&str>,
 ) -> Vec<String> {
+    // The text banner ends with the CA line; `--json` is one line.
+    let done = |lines: &[String]| {
+        lines
+            .last()
+            .is_some_and(|l| l.contains("Certificate by the local CA") || l.starts_with('{'))
+    };
+    serve_in_a_namespace(sb, tty, extra, addrs, hostname, "", &done)
+}
+
+/// What `rtcdev serve` prints in a network namespace set up as for
+/// [`banner_in_a_namespace_as`], while `later` (a shell command, run a second after the
+/// start) changes it, up to where `done` says, within 20 s.
+fn serve_in_a_namespace(
+    sb: &Sandbox,
+    tty: bool,
+    extra: &str,
+    addrs: &[&str],
+    hostname: Option<&str>,
+    later: &str,
+    done: &dyn Fn(&[String]) -> bool,
+) -> Vec<String> {
     assert!(
         common::is_root(),
         "this test makes a network namespace and needs root (./test.sh runs as root in CI)"
@@ -147,7 +168,12 @@ fn banner_in_a_namespace_as(
     // A PID namespace too, whose first process dies with `unshare`: killing it ends
     // rtcdev as well, even where SIGHUP is ignored (under nohup) and the pty's hangup
     // would not.
-    let script = format!("{setup} && {run}");
+    let later = if later.is_empty() {
+        String::new()
+    } else {
+        format!("(sleep 1; {later}) &\n")
+    };
+    let script = format!("{setup} || exit 1\n{later}{run}");
     let mut args = vec!["--net", "--pid", "--fork", "--kill-child"];
     if hostname.is_some() {
         args.push("--uts");
@@ -180,19 +206,33 @@ fn banner_in_a_namespace_as(
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         match rx.recv_timeout(left) {
             Ok(line) => {
-                // The text banner ends with the CA line; `--json` is one line.
-                let done = line.contains("Certificate by the local CA") || line.starts_with('{');
                 lines.push(line);
-                if done {
+                if done(&lines) {
                     break;
                 }
             }
-            Err(_) => panic!("no whole banner within 20 s:\n{}", lines.join("\n")),
+            Err(_) => {
+                child.kill().ok();
+                child.wait().ok();
+                panic!("not all output within 20 s:\n{}", lines.join("\n"));
+            }
         }
     }
     child.kill().ok();
     child.wait().ok();
     lines
+}
+
+/// The rows of the QR code drawn after the first "Scan to join" line in `lines`.
+fn qr_rows(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .skip_while(|l| !l.contains("Scan to join"))
+        .skip(1)
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
+        .collect()
 }
 
 /// Reads a QR code drawn with half blocks (`▀▄█` and spaces, light modules as blocks)
@@ -345,6 +385,61 @@ fn a_public_lan_address_is_marked_and_not_linked() {
     );
 }
 
+/// A laptop that joins a network while serving: the new address gets a certificate, and
+/// the terminal shows its URL, the new phone link and that link's QR code, so a phone
+/// joins in one scan without a restart.
+#[test]
+fn a_new_network_prints_the_new_phone_link_and_qr_code() {
+    let sb = Sandbox::new();
+    let changed = |lines: &[String]| {
+        let Some(at) = lines.iter().position(|l| l.contains("Network changed")) else {
+            return false;
+        };
+        let after = &lines[at..];
+        after.iter().any(|l| l.contains("Scan to join"))
+            && after.last().is_some_and(|l| l.trim().is_empty())
+            && qr_rows(after).len() > 10
+    };
+    // On a pipe (with --qr): `script` stops passing a pty's output on once its own
+    // input ends.
+    let lines = serve_in_a_namespace(
+        &sb,
+        false,
+        "--qr",
+        &[],
+        None,
+        "ip addr add 192.168.88.5/24 dev d0",
+        &changed,
+    );
+    let text = lines.join("\n");
+    let at = lines
+        .iter()
+        .position(|l| l.contains("Network changed"))
+        .unwrap();
+    let (before, after) = lines.split_at(at);
+    assert!(
+        !before.iter().any(|l| l.contains("Phone:")),
+        "no phone link without a LAN:\n{text}"
+    );
+    assert!(
+        after
+            .iter()
+            .any(|l| l.contains("Network: https://192.168.88.5:")),
+        "{text}"
+    );
+    let phone = after
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("➜  Phone:"))
+        .unwrap_or_else(|| panic!("no phone link after the change:\n{text}"))
+        .trim()
+        .to_string();
+    assert!(
+        phone.starts_with("http://192.168.88.5:") && phone.ends_with("/join?room=qr-room"),
+        "{text}"
+    );
+    assert_eq!(decode_terminal_qr(&sb, &qr_rows(after)), phone);
+}
+
 /// When the certificate covers no LAN address (the only one is public), the phone link
 /// and its QR code go to the machine's mDNS name, which every certificate of the local
 /// CA carries, and the room link to localhost: never to the address a browser refuses.
@@ -369,14 +464,7 @@ fn with_no_lan_address_in_the_certificate_the_phone_goes_to_the_mdns_name() {
         "{text}"
     );
     assert!(line("➜  Room:").starts_with("https://localhost:"), "{text}");
-    let rows: Vec<String> = lines
-        .iter()
-        .skip_while(|l| !l.contains("Scan to join"))
-        .skip(1)
-        .skip_while(|l| l.trim().is_empty())
-        .take_while(|l| !l.trim().is_empty())
-        .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
-        .collect();
+    let rows = qr_rows(&lines);
     assert!(rows.len() > 10, "no QR code:\n{text}");
     assert_eq!(decode_terminal_qr(&sb, &rows), phone);
     assert!(!text.contains("http://192.0.2.7"), "{text}");

@@ -99,32 +99,11 @@ pub(super) fn banner(u: &Urls, config: &ServeConfig, phone: bool) -> String {
         t.push_str(&network_line(ip, u.port, &u.not_in_certificate));
     }
     t.push_str(&format!("  ➜  Room:    {}\n", u.room_url));
-    if phone {
-        t.push_str(&format!("  ➜  Phone:   {}\n", u.phone_url));
-    } else if !u.network_ips.is_empty() {
-        t.push_str("  ➜  Phone:   none: the certificate covers no LAN address here (see below)\n");
-    }
+    let has_lan = !u.network_ips.is_empty();
+    t.push_str(&phone_line(&u.phone_url, phone, has_lan));
     if !config.quiet {
         t.push_str(&uncovered_note(&u.not_in_certificate, u.port));
-    }
-    let show_qr = match config.qr {
-        // Not a link no phone can open (a LAN the certificate does not cover).
-        QrMode::Always => phone || u.network_ips.is_empty(),
-        QrMode::Never => false,
-        QrMode::Auto => phone && std::io::stdout().is_terminal(),
-    };
-    if show_qr && !config.quiet {
-        match crate::qr::terminal(&u.phone_url) {
-            Ok(q) => {
-                t.push_str(
-                    "\n  Scan to join from a phone (it sets up the certificate if needed):\n\n",
-                );
-                for line in q.lines() {
-                    t.push_str(&format!("  {line}\n"));
-                }
-            }
-            Err(e) => tracing::warn!(%e, "no QR code"),
-        }
+        t.push_str(&qr_block(&u.phone_url, config.qr, phone, has_lan));
     }
     if let (Content::Proxy(p), false) = (&config.content, config.quiet) {
         t.push_str(&format!(
@@ -147,6 +126,46 @@ pub(super) fn banner(u: &Urls, config: &ServeConfig, phone: bool) -> String {
     }
     t.push('\n');
     t
+}
+
+/// The `Phone:` line: the link a phone scans (`phone`: there is one), or why there is
+/// none on a LAN.
+pub(super) fn phone_line(phone_url: &str, phone: bool, has_lan: bool) -> String {
+    if phone {
+        format!("  ➜  Phone:   {phone_url}\n")
+    } else if has_lan {
+        "  ➜  Phone:   none: the certificate covers no LAN address here (see below)\n".into()
+    } else {
+        String::new()
+    }
+}
+
+/// The QR code of the phone link, when `mode` and the output call for one.
+pub(super) fn qr_block(phone_url: &str, mode: QrMode, phone: bool, has_lan: bool) -> String {
+    let show = match mode {
+        // Not a link no phone can open (a LAN the certificate does not cover).
+        QrMode::Always => phone || !has_lan,
+        QrMode::Never => false,
+        QrMode::Auto => phone && std::io::stdout().is_terminal(),
+    };
+    if !show {
+        return String::new();
+    }
+    match crate::qr::terminal(phone_url) {
+        Ok(q) => {
+            let mut t = String::from(
+                "\n  Scan to join from a phone (it sets up the certificate if needed):\n\n",
+            );
+            for line in q.lines() {
+                t.push_str(&format!("  {line}\n"));
+            }
+            t
+        }
+        Err(e) => {
+            tracing::warn!(%e, "no QR code");
+            String::new()
+        }
+    }
 }
 
 /// A `Network:` line for `ip`, marked when the certificate leaves it out.

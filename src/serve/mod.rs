@@ -318,11 +318,18 @@ async fn watch_lan(
                 tracing::info!(addresses = ?now, "LAN addresses changed; new certificate in use");
                 if !config.quiet && !config.json {
                     let port = state.port();
+                    let lan = state.lan();
                     let mut t = String::from("  Network changed:\n");
-                    for ip in &state.lan() {
+                    for ip in &lan {
                         t.push_str(&banner::network_line(ip, port, &uncovered));
                     }
+                    // The phone link follows the network, and so does its QR code.
+                    let phone = state.phone_host().is_some();
+                    let link = state.phone_link(state.room());
+                    t.push_str(&banner::phone_line(&link, phone, !lan.is_empty()));
                     t.push_str(&banner::uncovered_note(&uncovered, port));
+                    t.push_str(&banner::qr_block(&link, config.qr, phone, !lan.is_empty()));
+                    t.push('\n');
                     crate::server::print_stdout(&t);
                 }
                 current = now;
