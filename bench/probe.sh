@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # rtcdev probe verdict times (whole process) against rtcdev turn on 127.0.0.1, next to
 # coturn's turnutils_stunclient; then relay throughput of rtcdev turn against coturn with
-# turnutils_uclient, same run. Loopback only.
+# turnutils_uclient, same run. Loopback only (both servers allow loopback peers here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/need.sh
@@ -11,12 +11,14 @@ cargo build --release --locked
 bin=$PWD/target/release/rtcdev
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-"$bin" turn --bind 127.0.0.1 --port 23478 --user alice:pw --relay-ports 54000-54500 >/dev/null &
+"$bin" turn --bind 127.0.0.1 --port 23478 --user alice:pw --relay-ports 54000-54500 --allow-loopback-peers >/dev/null &
 turnserver -n --listening-ip 127.0.0.1 --listening-port 23479 --relay-ip 127.0.0.1 --min-port 54600 --max-port 55100 \
   -a -u alice:pw -r rtcdev --allow-loopback-peers --no-tls --no-dtls --no-cli --pidfile "$work/turn.pid" --log-file "$work/coturn.log" >/dev/null 2>&1 &
 sleep 1
 echo "== verdict time, whole process"
-hyperfine -N --warmup 3 --runs 30 \
+# Paced (the pause is not timed): rtcdev turn answers at most 20 unauthenticated requests
+# a second from one address (a burst of 60), and every run here sends one or two.
+hyperfine -N --warmup 3 --runs 30 --prepare "sleep 0.1" \
   "$bin probe --stun stun:127.0.0.1:23478" \
   "turnutils_stunclient -p 23478 127.0.0.1" \
   "$bin probe --turn turn:127.0.0.1:23478 --username alice --credential pw" \

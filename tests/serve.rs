@@ -404,6 +404,23 @@ async fn foreign_host_names_are_refused() {
             assert_eq!(s, StatusCode::BAD_REQUEST, "{path}");
             assert!(String::from_utf8_lossy(&body).contains("Host"), "{path}");
         }
+        // A Host that is no host[:port] at all (an IPv6 address without its closing
+        // bracket, a space, a bare colon) is malformed too, not read as the nearest name.
+        for bad in [
+            "[::1",
+            "[::1:8443",
+            "local host:8443",
+            ":8443",
+            "localhost:84a3",
+        ] {
+            let req = Request::get(path)
+                .header("host", bad)
+                .body(Body::empty())
+                .unwrap();
+            let (s, _, body) = call(&app, req).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{bad:?} {path}");
+            assert!(String::from_utf8_lossy(&body).contains("Host"), "{bad:?}");
+        }
     }
 }
 

@@ -197,6 +197,15 @@ pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
         return Some((StatusCode::BAD_REQUEST, format!("Bad request: {why}.\n")).into_response());
     }
     let host = request_authority(req.uri(), req.headers())?;
+    if !well_formed_authority(host) {
+        return Some(
+            (
+                StatusCode::BAD_REQUEST,
+                "Bad request: the Host header is not a host name or address with an optional port.\n",
+            )
+                .into_response(),
+        );
+    }
     if policy.host_allowed(host) {
         return None;
     }
@@ -354,6 +363,36 @@ fn is_local_name(host: &str) -> bool {
 }
 
 /// `host[:port]` or `[v6][:port]` into the host (brackets kept for v6) and the port.
+/// `host[:port]` as a Host header carries it (RFC 9110, 7.2): a name of unreserved
+/// characters, an IPv4 address or a bracketed IPv6 one, and a port that fits in 16 bits.
+fn well_formed_authority(s: &str) -> bool {
+    let (host_ok, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return false,
+            },
+        };
+        (v6.parse::<std::net::Ipv6Addr>().is_ok(), port)
+    } else {
+        let (host, port) = match s.split_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
+        };
+        let name = !host.is_empty()
+            && host
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~'));
+        (name, port)
+    };
+    host_ok
+        && port.is_none_or(|p| p.bytes().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok())
+}
+
 fn split_host_port(s: &str) -> (&str, Option<u16>) {
     if s.starts_with('[') {
         return match s.find(']') {
