@@ -41,17 +41,6 @@ pub fn request_host(uri: &Uri, headers: &HeaderMap) -> Option<String> {
     ok.then(|| host.to_string())
 }
 
-/// `host:port` or `[v6]:port` without the port.
-pub fn strip_port(host: &str) -> &str {
-    if let Some(end) = host.find(']') {
-        return &host[..=end];
-    }
-    match host.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') && p.bytes().all(|b| b.is_ascii_digit()) => h,
-        _ => host,
-    }
-}
-
 /// The `/join` page for `room`, linking to `https_base` (`https://host:port`).
 pub fn join_page(room: &str, https_base: &str, host: &str, ca: Option<&CaInfo>) -> Response {
     let ca_name = ca.map_or("the server's CA", |c| c.name.as_str());
@@ -178,13 +167,6 @@ mod tests {
         );
         h.insert(header::HOST, HeaderValue::from_static("evil'><script>"));
         assert_eq!(request_host(&Uri::from_static("/join"), &h), None);
-    }
-
-    #[test]
-    fn strips_ports() {
-        assert_eq!(strip_port("192.0.2.1:8443"), "192.0.2.1");
-        assert_eq!(strip_port("[fd00::1]:8443"), "[fd00::1]");
-        assert_eq!(strip_port("laptop.local"), "laptop.local");
     }
 
     #[test]

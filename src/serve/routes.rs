@@ -401,7 +401,7 @@ async fn join(
     onboarding::join_page(
         &room,
         &format!("https://{host}"),
-        onboarding::strip_port(&host),
+        origin::host_name(&host),
         state.inner.ca.as_ref(),
     )
 }

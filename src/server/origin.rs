@@ -393,6 +393,11 @@ fn well_formed_authority(s: &str) -> bool {
         && port.is_none_or(|p| p.bytes().all(|c| c.is_ascii_digit()) && p.parse::<u16>().is_ok())
 }
 
+/// The host of `host[:port]` (an IPv6 address keeps its brackets).
+pub fn host_name(authority: &str) -> &str {
+    split_host_port(authority).0
+}
+
 fn split_host_port(s: &str) -> (&str, Option<u16>) {
     if s.starts_with('[') {
         return match s.find(']') {
@@ -419,6 +424,43 @@ fn parse_ip(host: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_drop_the_port_only() {
+        assert_eq!(host_name("192.0.2.1:8443"), "192.0.2.1");
+        assert_eq!(host_name("[fd00::1]:8443"), "[fd00::1]");
+        assert_eq!(host_name("[fd00::1]"), "[fd00::1]");
+        assert_eq!(host_name("laptop.local"), "laptop.local");
+    }
+
+    #[test]
+    fn a_host_header_is_host_and_optional_port() {
+        for ok in [
+            "localhost",
+            "localhost:8443",
+            "192.0.2.1:1",
+            "[::1]:8443",
+            "[fd00::1]",
+            "a_b.local:65535",
+        ] {
+            assert!(well_formed_authority(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ":8443",
+            "[::1",
+            "[::1]x",
+            "[zz::1]:80",
+            "a b",
+            "localhost:",
+            "localhost:65536",
+            "localhost:+80",
+            "user@localhost",
+            "::1",
+        ] {
+            assert!(!well_formed_authority(bad), "{bad}");
+        }
+    }
 
     fn serve_policy() -> Policy {
         Policy::own(
