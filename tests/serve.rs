@@ -549,6 +549,45 @@ async fn dir_serving_stays_inside_the_folder() {
     assert_eq!(h["content-encoding"], "gzip");
     assert!(body.len() < 3400);
 
+    // Byte ranges, which Safari asks of a <video> or <audio> and needs to play it: 206
+    // with the bytes asked for, 416 past the end; the whole file (streamed) otherwise.
+    let clip: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(site.join("clip.mp4"), &clip).unwrap();
+    let ranged = |range: &str| {
+        Request::get("/clip.mp4")
+            .header("host", "localhost:8443")
+            .header("range", range)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (s, h, body) = call(&app, ranged("bytes=1000-1999")).await;
+    assert_eq!(s, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(h["content-range"], "bytes 1000-1999/3000000");
+    assert_eq!(h["accept-ranges"], "bytes");
+    assert_eq!(body, &clip[1000..2000]);
+    assert!(h["etag"].to_str().unwrap().starts_with("W/"), "{h:?}");
+    assert_eq!(h["cache-control"], "no-cache");
+    let (s, _, body) = call(&app, ranged("bytes=-10")).await;
+    assert_eq!(
+        (s, body.as_slice()),
+        (StatusCode::PARTIAL_CONTENT, &clip[clip.len() - 10..])
+    );
+    let (s, h, _) = call(&app, ranged("bytes=5000000-")).await;
+    assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(h["content-range"], "bytes */3000000");
+    let (s, h, body) = call(&app, get("/clip.mp4")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(h["content-type"], "video/mp4");
+    assert_eq!(h["content-length"], "3000000");
+    assert!(body == clip, "the whole file, byte for byte");
+    let head = Request::head("/clip.mp4")
+        .header("host", "localhost:8443")
+        .body(Body::empty())
+        .unwrap();
+    let (s, h, body) = call(&app, head).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, 0));
+    assert_eq!(h["content-length"], "3000000");
+
     for attack in [
         "/../secret.txt",
         "/sub/../../secret.txt",

@@ -5,9 +5,10 @@ use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use percent_encoding::percent_decode_str;
+use tower::ServiceExt;
 
 /// The calling page, compiled in.
 #[derive(rust_embed::Embed)]
@@ -244,7 +245,13 @@ pub fn is_hidden(segment: &str) -> bool {
 /// Serves a file below `root` (canonical). `..`, encoded separators and symlinks that
 /// lead outside `root` are refused, and so are hidden and key files ([`is_hidden`]),
 /// named or led to, unless `hidden`.
-pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool) -> Response {
+pub async fn from_dir(
+    root: &Path,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    hidden: bool,
+) -> Response {
     let raw = uri.path();
     let lower = raw.to_ascii_lowercase();
     if lower.contains("%2f") || lower.contains("%5c") || lower.contains("%00") {
@@ -328,20 +335,32 @@ pub async fn from_dir(root: &Path, uri: &Uri, headers: &HeaderMap, hidden: bool)
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
+    // Weak: the compression layer may send it gzipped, and a range of those bytes is not
+    // one of the file's (If-Range needs a strong one, so it is never met with this).
     let etag = format!("W/\"{:x}-{:x}\"", meta.len(), mtime);
     if matches_etag(headers, &etag) {
         return not_modified(&etag);
     }
-    match tokio::fs::read(&canonical).await {
-        Ok(data) => {
-            let mime = mime_guess::from_path(&canonical).first_or_octet_stream();
-            respond(data, mime.as_ref(), &etag, headers)
+    // Streamed, not read whole: a video or a build's source maps can be large, and
+    // several requests at once would hold them all. Byte ranges (206, 416) are what
+    // Safari asks a <video> or <audio> for, and needs to play it at all.
+    let mut file_req = axum::http::Request::new(Body::empty());
+    *file_req.method_mut() = method.clone();
+    *file_req.uri_mut() = uri.clone();
+    *file_req.headers_mut() = headers.clone();
+    let Ok(res) = tower_http::services::ServeFile::new(&canonical)
+        .oneshot(file_req)
+        .await;
+    let mut res = res.map(Body::new);
+    if res.status().is_success() || res.status() == StatusCode::NOT_MODIFIED {
+        let h = res.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&etag) {
+            h.insert(header::ETAG, v);
         }
-        Err(e) => {
-            tracing::warn!(%e, path = %canonical.display(), "cannot read");
-            (StatusCode::FORBIDDEN, "cannot read that file\n").into_response()
-        }
+        // A dev server: always revalidate, so an edit shows on the next load.
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
+    res
 }
 
 fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
@@ -356,23 +375,6 @@ fn not_modified(etag: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(etag) {
         r.headers_mut().insert(header::ETAG, v);
     }
-    r
-}
-
-fn respond(data: Vec<u8>, mime: &str, etag: &str, headers: &HeaderMap) -> Response {
-    if matches_etag(headers, etag) {
-        return not_modified(etag);
-    }
-    let mut r = Response::new(Body::from(data));
-    let h = r.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(mime) {
-        h.insert(header::CONTENT_TYPE, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    // A dev server: always revalidate, so an edit shows on the next load.
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 

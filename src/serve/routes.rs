@@ -210,7 +210,7 @@ pub fn router(
             match &state.inner.content {
                 Content::Bundled => assets::bundled(req.uri(), req.headers()),
                 Content::Dir { root, hidden } => {
-                    assets::from_dir(root, req.uri(), req.headers(), *hidden).await
+                    assets::from_dir(root, req.method(), req.uri(), req.headers(), *hidden).await
                 }
                 Content::Proxy(proxy) => proxy.forward(req).await,
             }
