@@ -405,16 +405,24 @@ async fn foreign_host_names_are_refused() {
             assert!(String::from_utf8_lossy(&body).contains("Host"), "{path}");
         }
         // A Host that is no host[:port] at all (an IPv6 address without its closing
-        // bracket, a space, a bare colon) is malformed too, not read as the nearest name.
+        // bracket, a space, a bare colon, bytes that are not ASCII: "" stands for those)
+        // is malformed too, not read as the nearest name nor let through unread.
+        let latin1 = axum::http::HeaderValue::from_bytes(b"caf\xc3\xa9.local:8443").unwrap();
         for bad in [
             "[::1",
             "[::1:8443",
             "local host:8443",
             ":8443",
             "localhost:84a3",
+            "",
         ] {
+            let host = if bad.is_empty() {
+                latin1.clone()
+            } else {
+                axum::http::HeaderValue::from_static(bad)
+            };
             let req = Request::get(path)
-                .header("host", bad)
+                .header("host", host)
                 .body(Body::empty())
                 .unwrap();
             let (s, _, body) = call(&app, req).await;
@@ -460,6 +468,12 @@ async fn files_answer_get_and_head_only() {
             assert_eq!(call(&app, head).await.0, StatusCode::OK, "HEAD {path}");
         }
     }
+}
+
+/// The ETag `/clip.mp4` is served with.
+async fn etag_of_clip(app: &axum::Router) -> String {
+    let (_, h, _) = call(app, get("/clip.mp4")).await;
+    h["etag"].to_str().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -575,6 +589,31 @@ async fn dir_serving_stays_inside_the_folder() {
     let (s, h, _) = call(&app, ranged("bytes=5000000-")).await;
     assert_eq!(s, StatusCode::RANGE_NOT_SATISFIABLE);
     assert_eq!(h["content-range"], "bytes */3000000");
+    assert_eq!(
+        h["etag"],
+        etag_of_clip(&app).await,
+        "one validator in every answer"
+    );
+    // A range only "if still the same file" (If-Range) gets the whole file: its
+    // validator is weak, so it never proves that.
+    let req = Request::get("/clip.mp4")
+        .header("host", "localhost:8443")
+        .header("range", "bytes=0-9")
+        .header("if-range", etag_of_clip(&app).await)
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, body) = call(&app, req).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, clip.len()));
+    // Media is not compressed (it is already, and a compressed answer has no ranges).
+    let req = Request::get("/clip.mp4")
+        .header("host", "localhost:8443")
+        .header("accept-encoding", "gzip, br")
+        .body(Body::empty())
+        .unwrap();
+    let (s, h, body) = call(&app, req).await;
+    assert_eq!((s, body.len()), (StatusCode::OK, clip.len()));
+    assert!(h.get("content-encoding").is_none(), "{h:?}");
+    assert_eq!(h["accept-ranges"], "bytes");
     let (s, h, body) = call(&app, get("/clip.mp4")).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(h["content-type"], "video/mp4");

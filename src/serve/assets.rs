@@ -335,8 +335,7 @@ pub async fn from_dir(
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    // Weak: the compression layer may send it gzipped, and a range of those bytes is not
-    // one of the file's (If-Range needs a strong one, so it is never met with this).
+    // Weak: the compression layer may send the file gzipped.
     let etag = format!("W/\"{:x}-{:x}\"", meta.len(), mtime);
     if matches_etag(headers, &etag) {
         return not_modified(&etag);
@@ -348,18 +347,30 @@ pub async fn from_dir(
     *file_req.method_mut() = method.clone();
     *file_req.uri_mut() = uri.clone();
     *file_req.headers_mut() = headers.clone();
+    // A range "if the file is still the one I have" (If-Range) gets the whole file: the
+    // file server would send the range whatever the condition, and a resumed download
+    // would splice two versions together.
+    if file_req.headers_mut().remove(header::IF_RANGE).is_some() {
+        file_req.headers_mut().remove(header::RANGE);
+    }
     let Ok(res) = tower_http::services::ServeFile::new(&canonical)
         .oneshot(file_req)
         .await;
     let mut res = res.map(Body::new);
-    if res.status().is_success() || res.status() == StatusCode::NOT_MODIFIED {
-        let h = res.headers_mut();
-        if let Ok(v) = HeaderValue::from_str(&etag) {
-            h.insert(header::ETAG, v);
-        }
-        // A dev server: always revalidate, so an edit shows on the next load.
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if res.status() == StatusCode::NOT_FOUND {
+        // It was there a moment ago: it cannot be read (permissions), or went away.
+        tracing::warn!(path = %canonical.display(), "cannot read");
+        return (StatusCode::FORBIDDEN, "cannot read that file\n").into_response();
     }
+    let h = res.headers_mut();
+    // One validator for every answer about this file, rtcdev's (the file server has its
+    // own, strong one).
+    h.remove(header::ETAG);
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(header::ETAG, v);
+    }
+    // A dev server: always revalidate, so an edit shows on the next load.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     res
 }
 
@@ -375,6 +386,8 @@ fn not_modified(etag: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(etag) {
         r.headers_mut().insert(header::ETAG, v);
     }
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
 

@@ -143,8 +143,15 @@ pub(super) fn phone_line(phone_url: &str, phone: bool, has_lan: bool) -> String 
 /// The QR code of the phone link, when `mode` and the output call for one.
 pub(super) fn qr_block(phone_url: &str, mode: QrMode, phone: bool, has_lan: bool) -> String {
     let show = match mode {
-        // Not a link no phone can open (a LAN the certificate does not cover).
-        QrMode::Always => phone || !has_lan,
+        // Not a link no phone can open.
+        QrMode::Always if !phone => {
+            return if has_lan {
+                String::new() // The `Phone:` line says why.
+            } else {
+                "\n  No QR code: no address here a phone can reach (listening on loopback, or no network).\n".into()
+            };
+        }
+        QrMode::Always => true,
         QrMode::Never => false,
         QrMode::Auto => phone && std::io::stdout().is_terminal(),
     };

@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::{Extension, Json, Router};
 use futures_util::future::Either;
 use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 
 use super::ice_report::{self, IceReport, ReportLimit};
 use super::inspect::{self, Inspector};
@@ -220,7 +221,15 @@ pub fn router(
     // response is for `--dir` and `--proxy` content only.
     let content = match &state.inner.content {
         Content::Bundled => content,
-        _ => content.layer(CompressionLayer::new()),
+        // Not media: it is compressed already, and a compressed answer loses its byte
+        // ranges (a <video> seeks with them).
+        _ => content.layer(
+            CompressionLayer::new().compress_when(
+                DefaultPredicate::new()
+                    .and(NotForContentType::const_new("video/"))
+                    .and(NotForContentType::const_new("audio/")),
+            ),
+        ),
     };
     let hub = state
         .inner

@@ -196,7 +196,13 @@ pub fn refuse_host(policy: &Policy, req: &Request) -> Option<Response> {
         };
         return Some((StatusCode::BAD_REQUEST, format!("Bad request: {why}.\n")).into_response());
     }
-    let host = request_authority(req.uri(), req.headers())?;
+    let host = match request_authority(req.uri(), req.headers()) {
+        Some(host) => host,
+        // A Host that is not ASCII text (browsers send names in punycode).
+        None if req.headers().contains_key(header::HOST) => "",
+        // HTTP/1.0 without a Host.
+        None => return None,
+    };
     if !well_formed_authority(host) {
         return Some(
             (
@@ -362,7 +368,6 @@ fn is_local_name(host: &str) -> bool {
     host == "localhost" || host.ends_with(".localhost")
 }
 
-/// `host[:port]` or `[v6][:port]` into the host (brackets kept for v6) and the port.
 /// `host[:port]` as a Host header carries it (RFC 9110, 7.2): a name of unreserved
 /// characters, an IPv4 address or a bracketed IPv6 one, and a port that fits in 16 bits.
 fn well_formed_authority(s: &str) -> bool {
@@ -398,6 +403,7 @@ pub fn host_name(authority: &str) -> &str {
     split_host_port(authority).0
 }
 
+/// `host[:port]` or `[v6][:port]` into the host (brackets kept for v6) and the port.
 fn split_host_port(s: &str) -> (&str, Option<u16>) {
     if s.starts_with('[') {
         return match s.find(']') {
