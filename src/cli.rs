@@ -341,7 +341,8 @@ pub struct ServeArgs {
     #[arg(long, requires = "proxy")]
     pub inspect: bool,
 
-    /// Print the terminal QR code even when stdout is not a terminal.
+    /// Print the terminal QR code even when stdout is not a terminal (not when no phone can
+    /// open the link: rtcdev listens on loopback, or has no network).
     #[arg(long, conflicts_with = "no_qr")]
     pub qr: bool,
 
