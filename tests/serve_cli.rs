@@ -228,6 +228,17 @@ fn serve_in_a_namespace(
     lines
 }
 
+/// What the first `➜  NAME:` line in `lines` says after its label (`prefix`, as
+/// `"➜  Phone:"`), trimmed; panics with all of `lines` when there is none.
+fn banner_line(lines: &[String], prefix: &str) -> String {
+    lines
+        .iter()
+        .find_map(|l| l.trim().strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix} line:\n{}", lines.join("\n")))
+        .trim()
+        .to_string()
+}
+
 /// The rows of the QR code drawn after the first "Scan to join" line in `lines`.
 fn qr_rows(lines: &[String]) -> Vec<String> {
     lines
@@ -291,24 +302,12 @@ fn decode_terminal_qr(sb: &Sandbox, rows: &[String]) -> String {
 fn the_qr_code_reads_the_phone_link_on_a_terminal_only() {
     let sb = Sandbox::new();
     let lines = banner_in_a_lan_namespace(&sb, true, "");
-    let phone = lines
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("➜  Phone:"))
-        .unwrap_or_else(|| panic!("no phone link:\n{}", lines.join("\n")))
-        .trim()
-        .to_string();
+    let phone = banner_line(&lines, "➜  Phone:");
     assert!(
         phone.starts_with("http://192.168.77.10:") && phone.ends_with("/join?room=qr-room"),
         "{phone}"
     );
-    let rows: Vec<String> = lines
-        .iter()
-        .skip_while(|l| !l.contains("Scan to join"))
-        .skip(1)
-        .skip_while(|l| l.trim().is_empty())
-        .take_while(|l| !l.trim().is_empty())
-        .map(|l| l.strip_prefix("  ").unwrap_or(l).to_string())
-        .collect();
+    let rows = qr_rows(&lines);
     assert!(
         rows.len() > 10,
         "no QR code on a terminal:\n{}",
@@ -342,14 +341,7 @@ fn a_public_lan_address_is_marked_and_not_linked() {
     let sb = Sandbox::new();
     let lines = banner_in_a_namespace(&sb, false, "", &["192.0.2.7/24", "192.168.77.10/24"]);
     let text = lines.join("\n");
-    let line = |prefix: &str| {
-        lines
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} line:\n{text}"))
-            .trim()
-            .to_string()
-    };
+    let line = |prefix: &str| banner_line(&lines, prefix);
     assert!(
         line("➜  Phone:").starts_with("http://192.168.77.10:"),
         "{text}"
@@ -440,12 +432,7 @@ fn a_new_network_prints_the_new_phone_link_and_qr_code() {
             .any(|l| l.contains("Network: https://192.168.88.5:")),
         "{text}"
     );
-    let phone = after
-        .iter()
-        .find_map(|l| l.trim().strip_prefix("➜  Phone:"))
-        .unwrap_or_else(|| panic!("no phone link after the change:\n{text}"))
-        .trim()
-        .to_string();
+    let phone = banner_line(after, "➜  Phone:");
     assert!(
         phone.starts_with("http://192.168.88.5:") && phone.ends_with("/join?room=qr-room"),
         "{text}"
@@ -463,14 +450,7 @@ fn with_no_lan_address_in_the_certificate_the_phone_goes_to_the_mdns_name() {
     let public = ["192.0.2.7/24"];
     let lines = banner_in_a_namespace_as(&sb, true, "--qr", &public, Some("labhost"));
     let text = lines.join("\n");
-    let line = |prefix: &str| {
-        lines
-            .iter()
-            .find_map(|l| l.trim().strip_prefix(prefix))
-            .unwrap_or_else(|| panic!("no {prefix} line:\n{text}"))
-            .trim()
-            .to_string()
-    };
+    let line = |prefix: &str| banner_line(&lines, prefix);
     let phone = line("➜  Phone:");
     assert!(
         phone.starts_with("http://labhost.local:") && phone.ends_with("/join?room=qr-room"),
